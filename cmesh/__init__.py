@@ -1,0 +1,1 @@
+"""cascade-mesh command line and shared helpers."""

@@ -1,0 +1,39 @@
+"""`cmesh bench ...`: benchmarks that print ratios measured within one run.
+
+Every benchmark takes --quick (seconds per scenario, for CI) and --json (the
+last line printed is one JSON object with the figures).
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Benchmarks; each prints its figures as ratios measured in one run.",
+                  no_args_is_help=True)
+
+QUICK = typer.Option(False, "--quick", help="A short run, seconds per scenario.")
+JSON = typer.Option(False, "--json", help="Print one JSON object as the last line.")
+
+
+@app.command("backend")
+def backend(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """gRPC backend against the same vLLM AsyncLLM called directly."""
+    from cmesh.bench import backend as impl
+
+    impl.main(quick=quick, as_json=as_json)
+
+
+@app.command("cache")
+def cache(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Semantic cache: lookup latency, micro-batching gain, service vs raw encode."""
+    from cmesh.bench import cache as impl
+
+    impl.main(quick=quick, as_json=as_json)
+
+
+@app.command("classifier")
+def classifier(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Difficulty classifier: Score latency and batched rate against raw MiniLM encode."""
+    from cmesh.bench import classifier as impl
+
+    impl.main(quick=quick, as_json=as_json)

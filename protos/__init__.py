@@ -1,0 +1,1 @@
+"""gRPC contracts of every cascade-mesh service and their generated Python."""

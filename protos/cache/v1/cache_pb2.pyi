@@ -1,0 +1,142 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from protos.common.v1 import common_pb2 as _common_pb2
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Scope(_message.Message):
+    __slots__ = ("tenant", "conversation", "sampling", "policy")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    conversation: _common_pb2.Conversation
+    sampling: _common_pb2.SamplingParams
+    policy: str
+    def __init__(self, tenant: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., policy: _Optional[str] = ...) -> None: ...
+
+class Entry(_message.Message):
+    __slots__ = ("id", "prompt", "answer", "tier", "usage", "created", "last_hit", "hit_count")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    LAST_HIT_FIELD_NUMBER: _ClassVar[int]
+    HIT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    prompt: str
+    answer: str
+    tier: str
+    usage: _common_pb2.Usage
+    created: _timestamp_pb2.Timestamp
+    last_hit: _timestamp_pb2.Timestamp
+    hit_count: int
+    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., answer: _Optional[str] = ..., tier: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_hit: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hit_count: _Optional[int] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("scope", "prompt")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    scope: Scope
+    prompt: str
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., prompt: _Optional[str] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("hit", "entry", "similarity", "verifier_probability", "namespace")
+    HIT_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    hit: bool
+    entry: Entry
+    similarity: float
+    verifier_probability: float
+    namespace: str
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., similarity: _Optional[float] = ..., verifier_probability: _Optional[float] = ..., namespace: _Optional[str] = ...) -> None: ...
+
+class StoreRequest(_message.Message):
+    __slots__ = ("scope", "prompt", "answer", "tier", "usage")
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    scope: Scope
+    prompt: str
+    answer: str
+    tier: str
+    usage: _common_pb2.Usage
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., prompt: _Optional[str] = ..., answer: _Optional[str] = ..., tier: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
+
+class StoreResponse(_message.Message):
+    __slots__ = ("stored", "entry_id", "namespace", "reason")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    stored: bool
+    entry_id: str
+    namespace: str
+    reason: str
+    def __init__(self, stored: _Optional[bool] = ..., entry_id: _Optional[str] = ..., namespace: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class InvalidateRequest(_message.Message):
+    __slots__ = ("tenant", "entry_id", "scope", "whole_tenant")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    WHOLE_TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    entry_id: str
+    scope: Scope
+    whole_tenant: bool
+    def __init__(self, tenant: _Optional[str] = ..., entry_id: _Optional[str] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., whole_tenant: _Optional[bool] = ...) -> None: ...
+
+class InvalidateResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class StatsRequest(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    def __init__(self, tenant: _Optional[str] = ...) -> None: ...
+
+class StatsResponse(_message.Message):
+    __slots__ = ("entries", "namespaces", "lookups", "hits", "guard_rejections", "evictions", "expirations", "delta", "expected_hit_rate", "expected_wrong_hit_rate", "degraded", "pending_writes")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    LOOKUPS_FIELD_NUMBER: _ClassVar[int]
+    HITS_FIELD_NUMBER: _ClassVar[int]
+    GUARD_REJECTIONS_FIELD_NUMBER: _ClassVar[int]
+    EVICTIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRATIONS_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_WRONG_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_WRITES_FIELD_NUMBER: _ClassVar[int]
+    entries: int
+    namespaces: int
+    lookups: int
+    hits: int
+    guard_rejections: int
+    evictions: int
+    expirations: int
+    delta: float
+    expected_hit_rate: float
+    expected_wrong_hit_rate: float
+    degraded: bool
+    pending_writes: int
+    def __init__(self, entries: _Optional[int] = ..., namespaces: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., guard_rejections: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., delta: _Optional[float] = ..., expected_hit_rate: _Optional[float] = ..., expected_wrong_hit_rate: _Optional[float] = ..., degraded: _Optional[bool] = ..., pending_writes: _Optional[int] = ...) -> None: ...
