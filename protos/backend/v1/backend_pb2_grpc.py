@@ -39,6 +39,11 @@ class BackendStub:
                 request_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.GenerateRequest.SerializeToString,
                 response_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.GenerateChunk.FromString,
                 _registered_method=True)
+        self.Complete = channel.unary_unary(
+                '/cascademesh.backend.v1.Backend/Complete',
+                request_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.GenerateRequest.SerializeToString,
+                response_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.Completion.FromString,
+                _registered_method=True)
         self.GetModelInfo = channel.unary_unary(
                 '/cascademesh.backend.v1.Backend/GetModelInfo',
                 request_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.GetModelInfoRequest.SerializeToString,
@@ -57,6 +62,13 @@ class BackendServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Complete(self, request, context):
+        """The same generation as one message (the joined stream).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetModelInfo(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -70,6 +82,11 @@ def add_BackendServicer_to_server(servicer, server):
                     servicer.Generate,
                     request_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.GenerateRequest.FromString,
                     response_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.GenerateChunk.SerializeToString,
+            ),
+            'Complete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Complete,
+                    request_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.GenerateRequest.FromString,
+                    response_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.Completion.SerializeToString,
             ),
             'GetModelInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetModelInfo,
@@ -104,6 +121,33 @@ class Backend:
             '/cascademesh.backend.v1.Backend/Generate',
             protos_dot_backend_dot_v1_dot_backend__pb2.GenerateRequest.SerializeToString,
             protos_dot_backend_dot_v1_dot_backend__pb2.GenerateChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Complete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cascademesh.backend.v1.Backend/Complete',
+            protos_dot_backend_dot_v1_dot_backend__pb2.GenerateRequest.SerializeToString,
+            protos_dot_backend_dot_v1_dot_backend__pb2.Completion.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""cascade-mesh services: one thin gRPC adapter per folder."""

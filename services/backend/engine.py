@@ -1,0 +1,302 @@
+"""The backend's engine: vLLM `AsyncLLM` in this process, behind a narrow interface.
+
+The servicer depends on the `Engine` protocol only (generate, info, health),
+so a fake for a unit test is a few lines. `VllmEngine` validates each request
+against the model's real limits and raises `FieldError` naming the field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from cmesh.errors import FieldError, NotReady, Overloaded
+from services.backend.settings import BackendSettings
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+log = logging.getLogger(__name__)
+
+# Extra vLLM sampling fields a request may set; anything else is refused.
+EXTRA_SAMPLING_FIELDS: dict[str, type] = {
+    "repetition_penalty": float,
+    "presence_penalty": float,
+    "frequency_penalty": float,
+    "min_p": float,
+    "min_tokens": int,
+    "ignore_eos": bool,
+}
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One generation, already free of any transport type."""
+
+    prompt: str
+    system_prompt: str = ""
+    turns: tuple[tuple[str, str], ...] = ()  # (role, content), oldest first
+    chat: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    logprobs: bool = False
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    request_id: str = ""
+
+    @property
+    def uses_chat_template(self) -> bool:
+        return self.chat or bool(self.system_prompt) or bool(self.turns)
+
+
+@dataclass
+class Delta:
+    """New output since the previous delta; the last one has `finish_reason`."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[tuple[int, str, float]]  # (token id, token text, logprob)
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    model: str
+    served_name: str
+    dtype: str
+    quantization: str
+    kv_cache_dtype: str
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    max_model_len: int
+    max_tokens_limit: int
+    enable_prefix_caching: bool
+    max_num_seqs: int
+    engine_version: str
+
+
+class Engine(Protocol):
+    """What the gRPC servicer needs from an engine."""
+
+    def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]: ...
+
+    def info(self) -> EngineInfo: ...
+
+    async def health(self) -> None: ...
+
+
+def default_model() -> str:
+    """The prepared SmolLM2 folder (prepared now if missing)."""
+    from cmesh.models import prepare_smollm2
+
+    return str(prepare_smollm2())
+
+
+class VllmEngine:
+    """vLLM AsyncLLM with request validation, admission control and abort on cancel."""
+
+    def __init__(self, settings: BackendSettings, stat_loggers: list[Any] | None = None) -> None:
+        self.settings = settings
+        self._stat_loggers = stat_loggers
+        self._llm: AsyncLLM | None = None
+        self._tokenizer: Any = None
+        self._in_flight = 0
+        self.started_at: float | None = None
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted by this wrapper and not yet finished."""
+        return self._in_flight
+
+    @property
+    def llm(self) -> AsyncLLM:
+        if self._llm is None:
+            raise NotReady("engine is not started")
+        return self._llm
+
+    def unfinished(self) -> int:
+        """Requests the engine itself still tracks (0 once aborts are processed)."""
+        return self._llm.get_num_unfinished_requests() if self._llm is not None else 0
+
+    async def start(self) -> None:
+        """Load the model; runs in a thread so health checks keep answering meanwhile."""
+        s = self.settings
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{max(1, round(s.kv_cache_gib))}")
+        if s.cpu_threads_bind:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = s.cpu_threads_bind
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=s.model or await asyncio.to_thread(default_model),
+            served_model_name=[s.served_name],
+            tensor_parallel_size=s.tensor_parallel_size,
+            pipeline_parallel_size=s.pipeline_parallel_size,
+            dtype=s.dtype,
+            quantization=s.quantization,
+            kv_cache_dtype=s.kv_cache_dtype,
+            enable_prefix_caching=s.enable_prefix_caching,
+            max_num_seqs=s.max_num_seqs,
+            max_model_len=s.max_model_len,
+            enforce_eager=s.enforce_eager,
+            kv_cache_memory_bytes=int(s.kv_cache_gib * 2**30),
+            disable_log_stats=not self._stat_loggers,
+        )
+        self._llm = await asyncio.to_thread(
+            AsyncLLM.from_engine_args, args, stat_loggers=self._stat_loggers
+        )
+        self._tokenizer = self._llm.get_tokenizer()
+        self.started_at = time.time()
+        log.info("engine ready: %s", self.info())
+
+    def shutdown(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    def info(self) -> EngineInfo:
+        import vllm
+
+        config = self.llm.vllm_config
+        return EngineInfo(
+            model=config.model_config.model,
+            served_name=self.settings.served_name,
+            dtype=str(config.model_config.dtype).removeprefix("torch."),
+            quantization=config.model_config.quantization or "",
+            kv_cache_dtype=str(config.cache_config.cache_dtype),
+            tensor_parallel_size=config.parallel_config.tensor_parallel_size,
+            pipeline_parallel_size=config.parallel_config.pipeline_parallel_size,
+            max_model_len=config.model_config.max_model_len,
+            max_tokens_limit=self.settings.max_tokens_limit,
+            enable_prefix_caching=bool(config.cache_config.enable_prefix_caching),
+            max_num_seqs=config.scheduler_config.max_num_seqs,
+            engine_version=vllm.__version__,
+        )
+
+    async def health(self) -> None:
+        await self.llm.check_health()
+
+    def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
+        """Tokenise the prompt (through the chat template when it has context)."""
+        if not request.prompt.strip():
+            raise FieldError("prompt", "must not be empty")
+        tok = self._tokenizer
+        if not request.uses_chat_template:
+            return list(tok(request.prompt)["input_ids"])
+        messages = []
+        if request.system_prompt:
+            messages.append({"role": "system", "content": request.system_prompt})
+        for i, (role, content) in enumerate(request.turns):
+            if role not in ("user", "assistant"):
+                raise FieldError(f"conversation.turns[{i}].role", "must be user or assistant")
+            messages.append({"role": role, "content": content})
+        messages.append({"role": "user", "content": request.prompt})
+        text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    def sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
+        """vLLM SamplingParams, after checking every field against this engine's limits."""
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        s = self.settings
+        max_len = self.llm.vllm_config.model_config.max_model_len
+        max_tokens = request.max_tokens
+        if max_tokens is None:
+            max_tokens = min(s.default_max_tokens, s.max_tokens_limit)
+        if max_tokens <= 0 or max_tokens > s.max_tokens_limit:
+            raise FieldError("sampling.max_tokens", f"must be in 1..{s.max_tokens_limit}")
+        if prompt_len >= max_len:
+            raise FieldError("prompt", f"{prompt_len} tokens; the context limit is {max_len}")
+        max_tokens = min(max_tokens, max_len - prompt_len)
+        if request.temperature is not None and not request.temperature >= 0:
+            raise FieldError("sampling.temperature", "must be >= 0")
+        if request.top_p is not None and not 0 < request.top_p <= 1:
+            raise FieldError("sampling.top_p", "must be in (0, 1]")
+        if request.top_k is not None and request.top_k < -1:
+            raise FieldError("sampling.top_k", "must be -1, 0 or positive")
+        extra = _checked_extra(request.extra)
+        try:
+            return SamplingParams(
+                temperature=0.0 if request.temperature is None else request.temperature,
+                top_p=1.0 if request.top_p is None else request.top_p,
+                top_k=request.top_k or 0,
+                max_tokens=max_tokens,
+                seed=request.seed,
+                stop=list(request.stop) or None,
+                logprobs=0 if request.logprobs else None,
+                output_kind=RequestOutputKind.DELTA,
+                **extra,
+            )
+        except ValueError as exc:  # vLLM's own range checks (e.g. repetition_penalty <= 0)
+            raise FieldError("sampling_overrides", str(exc)) from exc
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Stream deltas; leaving the loop early (cancel, deadline) aborts in the engine."""
+        llm = self.llm
+        if self._in_flight >= self.settings.max_in_flight:
+            raise Overloaded(f"{self._in_flight} requests in flight (max_in_flight)")
+        ids = self.prompt_token_ids(request)
+        params = self.sampling_params(request, len(ids))
+        request_id = request.request_id or uuid.uuid4().hex
+        self._in_flight += 1
+        finished = False
+        completion = 0
+        try:
+            async for out in llm.generate({"prompt_token_ids": ids}, params, request_id):
+                seq = out.outputs[0]
+                completion += len(seq.token_ids)
+                finished = out.finished
+                yield Delta(
+                    text=seq.text,
+                    token_ids=list(seq.token_ids),
+                    logprobs=_logprobs(seq.token_ids, seq.logprobs),
+                    finish_reason=seq.finish_reason if out.finished else None,
+                    prompt_tokens=len(ids),
+                    completion_tokens=completion,
+                )
+        finally:
+            self._in_flight -= 1
+            if not finished:
+                await llm.abort(request_id)
+
+
+def _checked_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    for key, value in extra.items():
+        kind = EXTRA_SAMPLING_FIELDS.get(key)
+        if kind is None:
+            allowed = ", ".join(sorted(EXTRA_SAMPLING_FIELDS))
+            raise FieldError(f"sampling_overrides.{key}", f"unknown field (allowed: {allowed})")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind is bool:
+            ok = isinstance(value, bool)
+        elif kind is int:
+            ok = number and float(value).is_integer()
+        else:
+            ok = number
+        if not ok:
+            raise FieldError(f"sampling_overrides.{key}", f"must be {kind.__name__}")
+        value = kind(value)
+        checked[key] = value
+    return checked
+
+
+def _logprobs(token_ids: Any, logprobs: Any) -> list[tuple[int, str, float]]:
+    if not logprobs:
+        return []
+    out = []
+    for token_id, options in zip(token_ids, logprobs, strict=False):
+        chosen = options[token_id]
+        out.append((int(token_id), chosen.decoded_token or "", float(chosen.logprob)))
+    return out

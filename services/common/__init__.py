@@ -1,0 +1,1 @@
+"""Wiring shared by every service: gRPC server lifecycle, health, metrics, NATS."""

