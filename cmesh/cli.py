@@ -23,6 +23,7 @@ app.add_typer(serve.app, name="serve")
 app.add_typer(bench.app, name="bench")
 app.add_typer(cache.app, name="cache")
 app.command("tune")(tune.tune)
+app.command("up")(serve.up)
 
 
 def main() -> None:

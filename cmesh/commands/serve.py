@@ -1,7 +1,65 @@
-"""`cmesh serve <service>`: run one service in the foreground."""
+"""`cmesh serve <service> [flags]` runs one service; `cmesh up` runs the local stack."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
+import json
+import logging
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="Run one service in the foreground.", no_args_is_help=True)
+app = typer.Typer(help="Run one service in the foreground (flags pass through).",
+                  no_args_is_help=True)
+SERVICES = ("backend", "cache", "classifier")
+_PASS = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _make(name: str) -> None:
+    @app.command(name, context_settings=_PASS, add_help_option=False,
+                 help=f"Run the {name} service; `cmesh serve {name} --help` lists its settings.")
+    def command(ctx: typer.Context) -> None:
+        importlib.import_module(f"services.{name}.main").main(ctx.args)
+
+
+for _name in SERVICES:
+    _make(_name)
+
+
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Run the demo, then stop the stack."),
+    only: str = typer.Option(
+        "", help="Comma-separated services (backend-small, backend-large, cache, classifier)."),
+    large_model: str | None = typer.Option(
+        None, help="Model folder for backend-large (default: SmolLM2 again)."),
+    state_dir: Path = typer.Option(
+        Path.home() / ".cache" / "cascade-mesh" / "stack", help="Logs, ports, JetStream data."),
+) -> None:
+    """Bring the local stack up (nats-server + services), print addresses, run until Ctrl-C."""
+    from cmesh import demo as demo_mod
+    from cmesh.output import console
+    from cmesh.stack import LocalStack, default_specs
+    from services.common.server import wait_for_signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    wanted = {s.strip() for s in only.split(",") if s.strip()}
+    specs = [s for s in default_specs(large_model) if not wanted or s.name in wanted]
+    unknown = wanted - {s.name for s in specs}
+    if unknown:
+        names = ", ".join(sorted(unknown))
+        raise typer.BadParameter(f"unknown services: {names}", param_hint="--only")
+
+    async def run() -> None:
+        console.print(f"starting {', '.join(s.name for s in specs)} (logs in {state_dir})")
+        async with LocalStack(specs, state_dir) as stack:
+            addresses = json.loads((state_dir / "addresses.json").read_text())
+            for name, address in addresses.items():
+                console.print(f"  {name:15} {address}")
+            if demo:
+                await demo_mod.run(addresses)
+            else:
+                console.print(f"stack is up ({len(stack.services)} services); Ctrl-C stops it")
+                await wait_for_signal()
+
+    asyncio.run(run())

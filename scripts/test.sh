@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Quick start, tests: install what is missing, prepare models, lint, run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+.venv/bin/ruff check .
+exec .venv/bin/pytest -q "$@"

@@ -1,0 +1,97 @@
+"""The backend servicer's translation and error mapping, with a fake engine (no vLLM)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from prometheus_client import CollectorRegistry
+
+from cmesh.errors import FieldError, Overloaded
+from protos.backend.v1 import backend_pb2, backend_pb2_grpc
+from protos.common.v1 import common_pb2
+from services.backend.engine import Delta, EngineInfo, GenerationRequest, _checked_extra
+from services.backend.metrics import BackendMetrics
+from services.backend.servicer import BackendServicer
+from services.backend.settings import BackendSettings
+from services.common.server import GrpcService
+
+
+class FakeEngine:
+    """Echoes the prompt word by word; refuses when told to."""
+
+    def __init__(self) -> None:
+        self.refuse: Exception | None = None
+        self.seen: list[GenerationRequest] = []
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        if self.refuse is not None:
+            raise self.refuse
+        self.seen.append(request)
+        words = request.prompt.split()
+        for i, word in enumerate(words):
+            last = i == len(words) - 1
+            yield Delta(f"{word} ", [i], [(i, word, -0.5)], "stop" if last else None,
+                        len(words), i + 1)
+
+    def info(self) -> EngineInfo:
+        raise NotImplementedError
+
+    async def health(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def served():
+    engine = FakeEngine()
+    servicer = BackendServicer(engine, BackendMetrics(CollectorRegistry(), "t"))
+    service = GrpcService(
+        "t", BackendSettings(port=0), service_names=[],
+        register=lambda s: backend_pb2_grpc.add_BackendServicer_to_server(servicer, s),
+    )
+    async with service, grpc.aio.insecure_channel(service.address) as channel:
+        yield engine, backend_pb2_grpc.BackendStub(channel)
+
+
+async def test_request_fields_reach_the_engine(served) -> None:
+    engine, stub = served
+    request = backend_pb2.GenerateRequest(
+        prompt="a b c", return_logprobs=True,
+        conversation=common_pb2.Conversation(
+            system_prompt="be brief",
+            turns=[common_pb2.Turn(role=common_pb2.ROLE_USER, content="hi")]),
+        sampling=common_pb2.SamplingParams(temperature=0.5, top_p=0.9, max_tokens=7))
+    reply = await stub.Complete(request)
+    seen = engine.seen[0]
+    assert reply.text == "a b c "
+    assert reply.usage.completion_tokens == 3
+    assert reply.finish_reason == common_pb2.FINISH_REASON_STOP
+    assert (seen.system_prompt, seen.turns) == ("be brief", (("user", "hi"),))
+    assert seen.temperature == pytest.approx(0.5) and seen.max_tokens == 7
+    assert seen.top_k is None and seen.uses_chat_template
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (Overloaded("full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (FieldError("prompt", "must not be empty"), grpc.StatusCode.INVALID_ARGUMENT),
+])
+async def test_domain_errors_map_to_status_codes(served, error, code) -> None:
+    engine, stub = served
+    engine.refuse = error
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in stub.Generate(backend_pb2.GenerateRequest(prompt="x")):
+            pass
+    assert err.value.code() == code
+    engine.refuse = None
+    assert (await stub.Complete(backend_pb2.GenerateRequest(prompt="x y"))).text == "x y "
+
+
+def test_extra_sampling_fields_are_checked() -> None:
+    assert _checked_extra({"min_tokens": 3.0, "ignore_eos": True}) == {
+        "min_tokens": 3, "ignore_eos": True}
+    for bad in ({"min_tokens": 2.5}, {"min_tokens": True}, {"ignore_eos": 1},
+                {"repetition_penalty": "x"}, {"n": 2}):
+        with pytest.raises(FieldError) as err:
+            _checked_extra(bad)
+        assert err.value.field == f"sampling_overrides.{next(iter(bad))}"
