@@ -136,3 +136,13 @@ def test_bad_input_names_the_field_and_service_keeps_serving(stub, field, reques
 
     good = stub.Complete(greedy(CAPITAL, max_tokens=8), timeout=60)
     assert good.usage.completion_tokens > 0
+
+
+def test_reflection_lists_the_backend_and_health(smollm2_backend) -> None:
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    with grpc.insecure_channel(smollm2_backend.address) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+    assert {"cascademesh.backend.v1.Backend", "grpc.health.v1.Health"} <= services
