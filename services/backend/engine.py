@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cmesh.errors import FieldError, NotReady, Overloaded
@@ -96,6 +97,26 @@ class Engine(Protocol):
     async def health(self) -> None: ...
 
 
+def resolve_dtype(dtype: str) -> str:
+    """`auto` means float32 on a CPU without native bf16 (AVX512-BF16 or AMX).
+
+    Without those instructions vLLM's CPU path emulates bf16 and SmolLM2 decodes
+    about 4x slower than in float32 (measured here: 24 against 99 tokens/s at
+    concurrency 16).
+    """
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    if torch.cuda.is_available():
+        return "auto"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "auto"
+    return "auto" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
 def default_model() -> str:
     """The prepared SmolLM2 folder (prepared now if missing)."""
     from cmesh.models import prepare_smollm2
@@ -143,7 +164,7 @@ class VllmEngine:
             served_model_name=[s.served_name],
             tensor_parallel_size=s.tensor_parallel_size,
             pipeline_parallel_size=s.pipeline_parallel_size,
-            dtype=s.dtype,
+            dtype=resolve_dtype(s.dtype),
             quantization=s.quantization,
             kv_cache_dtype=s.kv_cache_dtype,
             enable_prefix_caching=s.enable_prefix_caching,

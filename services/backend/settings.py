@@ -19,7 +19,10 @@ class BackendSettings(ServiceSettings):
     served_name: str = Field("small", min_length=1, description="Tier name (small, large...).")
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="vLLM tensor parallelism.")
     pipeline_parallel_size: int = Field(1, ge=1, le=64, description="vLLM pipeline stages.")
-    dtype: str = Field("auto", description="Weights/activations dtype (auto, bfloat16...).")
+    dtype: str = Field(
+        "auto", description="Weights/activations dtype; auto is float32 on CPUs without "
+        "native bf16, the model's own dtype elsewhere.",
+    )
     quantization: str | None = Field(None, description="vLLM quantization method, e.g. awq, fp8.")
     kv_cache_dtype: str = Field("auto", description="KV-cache dtype (auto, fp8...).")
     enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prefixes.")
