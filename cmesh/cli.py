@@ -10,7 +10,7 @@ import os
 
 import typer
 
-from cmesh.commands import bench, cache, models, serve, tune
+from cmesh.commands import bench, cache, cascade, models, serve, tune
 
 app = typer.Typer(
     name="cmesh",
@@ -22,6 +22,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(serve.app, name="serve")
 app.add_typer(bench.app, name="bench")
 app.add_typer(cache.app, name="cache")
+app.add_typer(cascade.app, name="cascade")
 app.command("tune")(tune.tune)
 app.command("up")(serve.up)
 

@@ -1,0 +1,1 @@
+"""The classifier service: gRPC Score over the difficulty classifier, micro-batched."""

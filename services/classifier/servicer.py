@@ -1,0 +1,69 @@
+"""gRPC Classifier servicer: protobuf <-> `cascade` classifier, errors -> status codes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+from prometheus_client import CollectorRegistry, Histogram
+
+from cache.batcher import MicroBatcher
+from cascade.classifiers import DifficultyClassifier, with_context
+from cmesh.errors import FieldError
+from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+from protos.common.v1 import common_pb2
+from services.common.errors import grpc_errors
+
+
+class ClassifierMetrics:
+    """The service's Prometheus metrics (prefix `classifier_`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.scores = Histogram("classifier_scores", "Scores returned.", registry=registry,
+                                buckets=tuple(i / 10 for i in range(1, 11)))
+        self.batch = Histogram("classifier_batch_size", "Prompts per scoring batch.",
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry)
+        self.latency = Histogram("classifier_score_seconds", "Score call latency.",
+                                 registry=registry,
+                                 buckets=(0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1, 5))
+
+
+class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
+    """Validates requests, scores each prompt through the shared micro-batcher."""
+
+    def __init__(self, classifier: DifficultyClassifier, batcher: MicroBatcher[str, float],
+                 metrics: ClassifierMetrics, max_prompts: int, max_prompt_chars: int,
+                 context_turns: int) -> None:
+        self.classifier = classifier
+        self.batcher = batcher
+        self.metrics = metrics
+        self.max_prompts = max_prompts
+        self.max_prompt_chars = max_prompt_chars
+        self.context_turns = context_turns
+
+    def _texts(self, request: classifier_pb2.ScoreRequest) -> list[str]:
+        if not request.prompts:
+            raise FieldError("prompts", "must hold at least one prompt")
+        if len(request.prompts) > self.max_prompts:
+            raise FieldError("prompts", f"more than {self.max_prompts} prompts")
+        for i, prompt in enumerate(request.prompts):
+            if not prompt.strip():
+                raise FieldError(f"prompts[{i}]", "must not be empty")
+            if len(prompt) > self.max_prompt_chars:
+                raise FieldError(f"prompts[{i}]", f"longer than {self.max_prompt_chars} characters")
+        earlier = [t.content for t in request.conversation.turns
+                   if t.role != common_pb2.ROLE_ASSISTANT]
+        return [with_context(p, earlier, self.context_turns) for p in request.prompts]
+
+    @grpc_errors
+    async def Score(self, request: classifier_pb2.ScoreRequest,
+                    context: grpc.aio.ServicerContext) -> classifier_pb2.ScoreResponse:
+        texts = self._texts(request)
+        started = time.perf_counter()
+        scores = await asyncio.gather(*(self.batcher.submit(t) for t in texts))
+        self.metrics.latency.observe(time.perf_counter() - started)
+        for score in scores:
+            self.metrics.scores.observe(score)
+        return classifier_pb2.ScoreResponse(scores=scores, classifier=self.classifier.name,
+                                            version=self.classifier.version)
