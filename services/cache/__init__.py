@@ -1,0 +1,1 @@
+"""The cache service: a thin gRPC adapter over `cache.SemanticCache`."""

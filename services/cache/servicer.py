@@ -1,0 +1,163 @@
+"""gRPC Cache servicer: protobuf <-> `cache.SemanticCache`, errors -> status codes."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from cache.core import SemanticCache
+from cache.entries import Entry
+from cache.keys import Sampling, Scope, Turn, Uncacheable
+from cmesh.errors import FieldError
+from protos.cache.v1 import cache_pb2, cache_pb2_grpc
+from protos.common.v1 import common_pb2
+from services.common.errors import grpc_errors
+
+_ROLES = {common_pb2.ROLE_USER: "user", common_pb2.ROLE_ASSISTANT: "assistant"}
+
+
+class CacheMetrics:
+    """The service's Prometheus metrics (prefix `cache_`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lookups = Counter("cache_lookups", "Lookups.", registry=registry)
+        self.hits = Counter("cache_hits", "Lookups answered from the cache.", registry=registry)
+        self.rejections = Counter("cache_guard_rejections",
+                                  "Lookups whose candidates the verifier turned down.",
+                                  registry=registry)
+        self.stores = Counter("cache_stores", "Entries stored.", registry=registry)
+        self.batch = Histogram("cache_embed_batch_size", "Prompts per embedding batch.",
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=registry)
+        self.entries = Gauge("cache_index_entries", "Entries in all indices.", registry=registry)
+        self.degraded = Gauge("cache_degraded", "1 while the event log is unreachable.",
+                              registry=registry)
+        self.latency = Histogram("cache_lookup_seconds", "Lookup latency.", registry=registry,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+
+
+class CacheServicer(cache_pb2_grpc.CacheServicer):
+    """Translates messages; the cache decides. Degraded state comes from `log_state`."""
+
+    def __init__(self, cache: SemanticCache, metrics: CacheMetrics, max_prompt_chars: int,
+                 max_answer_chars: int, log_state: object | None = None) -> None:
+        self.cache = cache
+        self.metrics = metrics
+        self.max_prompt_chars = max_prompt_chars
+        self.max_answer_chars = max_answer_chars
+        self.log_state = log_state
+
+    def _text(self, value: str, field: str, limit: int) -> str:
+        if not value.strip():
+            raise FieldError(field, "must not be empty")
+        if len(value) > limit:
+            raise FieldError(field, f"longer than {limit} characters")
+        return value
+
+    def _scope(self, msg: cache_pb2.Scope, field: str = "scope") -> Scope:
+        if not msg.tenant:
+            raise FieldError(f"{field}.tenant", "is required")
+        s = msg.sampling
+        sampling = Sampling(
+            temperature=s.temperature if s.HasField("temperature") else None,
+            top_p=s.top_p if s.HasField("top_p") else None,
+            top_k=s.top_k if s.HasField("top_k") else None,
+            max_tokens=s.max_tokens if s.HasField("max_tokens") else None,
+            seed=s.seed if s.HasField("seed") else None, stop=tuple(s.stop))
+        turns = tuple(Turn(_ROLES.get(t.role, "user"), t.content)
+                      for t in msg.conversation.turns)
+        return Scope(tenant=msg.tenant, system_prompt=msg.conversation.system_prompt,
+                     turns=turns, sampling=sampling, policy=msg.policy)
+
+    @grpc_errors
+    async def Lookup(self, request: cache_pb2.LookupRequest,
+                     context: grpc.aio.ServicerContext) -> cache_pb2.LookupResponse:
+        scope = self._scope(request.scope)
+        prompt = self._text(request.prompt, "prompt", self.max_prompt_chars)
+        started = time.perf_counter()
+        self.metrics.lookups.inc()
+        try:
+            result = await self.cache.lookup(scope, prompt)
+        except Uncacheable:
+            return cache_pb2.LookupResponse(hit=False)
+        self.metrics.latency.observe(time.perf_counter() - started)
+        reply = cache_pb2.LookupResponse(hit=result.hit, similarity=result.similarity,
+                                         verifier_probability=result.probability,
+                                         namespace=result.namespace)
+        if result.hit and result.entry is not None:
+            self.metrics.hits.inc()
+            reply.entry.CopyFrom(_entry(result.entry))
+        elif result.candidate is not None:
+            self.metrics.rejections.inc()
+        return reply
+
+    @grpc_errors
+    async def Store(self, request: cache_pb2.StoreRequest,
+                    context: grpc.aio.ServicerContext) -> cache_pb2.StoreResponse:
+        scope = self._scope(request.scope)
+        prompt = self._text(request.prompt, "prompt", self.max_prompt_chars)
+        answer = self._text(request.answer, "answer", self.max_answer_chars)
+        try:
+            entry = await self.cache.store(scope, prompt, answer, tier=request.tier,
+                                           prompt_tokens=request.usage.prompt_tokens,
+                                           completion_tokens=request.usage.completion_tokens)
+        except Uncacheable as exc:
+            return cache_pb2.StoreResponse(stored=False, reason=str(exc))
+        self.metrics.stores.inc()
+        self._gauges()
+        return cache_pb2.StoreResponse(stored=True, entry_id=entry.id, namespace=entry.namespace)
+
+    @grpc_errors
+    async def Invalidate(self, request: cache_pb2.InvalidateRequest,
+                         context: grpc.aio.ServicerContext) -> cache_pb2.InvalidateResponse:
+        if not request.tenant:
+            raise FieldError("tenant", "is required")
+        target = request.WhichOneof("target")
+        if target == "entry_id":
+            removed = await self.cache.invalidate_entry(request.tenant, request.entry_id)
+        elif target == "scope":
+            scope = self._scope(request.scope, "scope")
+            if scope.tenant != request.tenant:
+                raise FieldError("scope.tenant", "differs from tenant")
+            removed = await self.cache.invalidate_namespace(scope)
+        elif target == "whole_tenant" and request.whole_tenant:
+            removed = await self.cache.invalidate_tenant(request.tenant)
+        else:
+            raise FieldError("target", "one of entry_id, scope, whole_tenant is required")
+        self._gauges()
+        return cache_pb2.InvalidateResponse(removed=removed)
+
+    @grpc_errors
+    async def Stats(self, request: cache_pb2.StatsRequest,
+                    context: grpc.aio.ServicerContext) -> cache_pb2.StatsResponse:
+        stats = self.cache.stats(request.tenant or None)
+        bound = self.cache.bound
+        degraded = bool(getattr(self.log_state, "degraded", False))
+        self._gauges()
+        return cache_pb2.StatsResponse(
+            entries=stats.entries, namespaces=stats.namespaces, lookups=stats.lookups,
+            hits=stats.hits, guard_rejections=stats.guard_rejections, evictions=stats.evictions,
+            expirations=stats.expirations, delta=self.cache.config.delta,
+            expected_hit_rate=bound.expected_hit_rate,
+            expected_wrong_hit_rate=bound.expected_wrong_share, degraded=degraded,
+            pending_writes=int(getattr(self.log_state, "pending", 0)))
+
+    def _gauges(self) -> None:
+        self.metrics.entries.set(self.cache.stats().entries)
+        self.metrics.degraded.set(float(bool(getattr(self.log_state, "degraded", False))))
+
+
+def _ts(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _entry(e: Entry) -> cache_pb2.Entry:
+    return cache_pb2.Entry(
+        id=e.id, prompt=e.prompt, answer=e.answer, tier=e.tier,
+        usage=common_pb2.Usage(prompt_tokens=e.prompt_tokens,
+                               completion_tokens=e.completion_tokens),
+        created=_ts(e.created), last_hit=_ts(e.last_hit), hit_count=e.hit_count)

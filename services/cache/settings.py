@@ -1,0 +1,58 @@
+"""Typed settings of the cache service (environment prefix `CMESH_CACHE_`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from cache.core import CacheConfig
+from services.common.settings import ServiceSettings
+
+
+class CacheSettings(ServiceSettings):
+    """Everything the cache service reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CMESH_CACHE_", extra="ignore",
+                                      validate_default=True)
+
+    nats_url: str | None = Field(
+        None, description="JetStream for the event log; unset keeps entries in memory only.")
+    model_path: Path | None = Field(
+        None, description="Local sentence-transformers folder; unset uses the packaged MiniLM.")
+    verifier_path: Path | None = Field(
+        None, description="Verifier artifact folder; unset uses cache/artifacts/verifier.")
+    delta: float = Field(0.02, gt=0, lt=0.5,
+                         description="Target wrong-hit share of hits; the hit bound derives "
+                                     "from it on the verifier's calibration data.")
+    similarity_floor: float = Field(0.55, ge=-1, le=1,
+                                    description="Cosine below which a neighbour is not even "
+                                                "shown to the verifier (it only saves work).")
+    top_k: int = Field(4, ge=1, le=64, description="Neighbours the verifier judges per lookup.")
+    ttl_s: float = Field(86_400.0, gt=0, description="Entry lifetime; also the stream max age.")
+    max_entries_per_namespace: int = Field(10_000, ge=1,
+                                           description="LRU eviction past this many entries.")
+    hnsw_from: int = Field(20_000, ge=1, description="Namespace size at which the exact "
+                                                      "index is rebuilt as HNSW.")
+    allow_sampling: bool = Field(False, description="Cache answers sampled at temperature > 0.")
+    use_gpu: bool = Field(True, description="Put indices on a GPU when faiss-gpu sees one.")
+    max_prompt_chars: int = Field(8_000, ge=1, description="Longer prompts are rejected.")
+    max_answer_chars: int = Field(200_000, ge=1, description="Longer answers are rejected.")
+    max_batch: int = Field(32, ge=1, le=1024, description="Micro-batch size for embedding.")
+    max_wait_ms: float = Field(5.0, ge=0, le=1000,
+                               description="How long a request may wait for batch mates.")
+    stream: str = Field("CMESH_CACHE", description="JetStream stream of cache events.")
+    subject: str = Field("cmesh.cache.log", description="Subject the events are published on.")
+    stream_max_bytes: int = Field(1 << 30, ge=1 << 20, description="Stream size bound.")
+    max_pending_writes: int = Field(10_000, ge=1,
+                                    description="Events buffered while NATS is unreachable.")
+    sweep_interval_s: float = Field(30.0, gt=0, description="How often expired entries go.")
+
+    def cache_config(self) -> CacheConfig:
+        """The domain's view of these settings."""
+        return CacheConfig(delta=self.delta, similarity_floor=self.similarity_floor,
+                           top_k=self.top_k, ttl_s=self.ttl_s,
+                           max_entries_per_namespace=self.max_entries_per_namespace,
+                           hnsw_from=self.hnsw_from, allow_sampling=self.allow_sampling,
+                           use_gpu=self.use_gpu)

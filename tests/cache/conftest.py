@@ -1,0 +1,56 @@
+"""Cache test fixtures: one real embedder and one verifier per session, real NATS per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable
+
+import numpy as np
+import pytest
+
+from cache.core import CacheConfig, EntryLog, SemanticCache
+from cache.embedder import Embedder
+from cache.verifier import FeatureVerifier
+from services.common.natsd import NatsServer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+MakeCache = Callable[..., SemanticCache]
+
+# The QQP calibration certifies paraphrase hits only from δ of about 0.15 up
+# (its labels call 16 % of near-identical question pairs different); below
+# that only exact repeats hit. Tests that need paraphrase hits run at 0.25,
+# the loosest δ used anywhere, so look-alike misses are shown where they are hardest.
+PARAPHRASE_DELTA = 0.25
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture(scope="session")
+def verifier() -> FeatureVerifier:
+    return FeatureVerifier.load()
+
+
+@pytest.fixture
+def make_cache(embedder: Embedder, verifier: FeatureVerifier) -> MakeCache:
+    """Build a cache on the real embedder and verifier; keyword overrides of CacheConfig."""
+
+    async def embed(text: str) -> np.ndarray:
+        return embedder.encode([text])[0]
+
+    def build(log: EntryLog | None = None, clock: Callable[[], float] | None = None,
+              **config: object) -> SemanticCache:
+        cfg = CacheConfig(**{"use_gpu": False, "delta": PARAPHRASE_DELTA, **config})  # type: ignore[arg-type]
+        kwargs = {"clock": clock} if clock is not None else {}
+        return SemanticCache(embed, verifier, embedder.dim, cfg, log=log, **kwargs)
+
+    return build
+
+
+@pytest.fixture
+async def nats_server() -> AsyncIterator[NatsServer]:
+    async with NatsServer() as server:
+        yield server
