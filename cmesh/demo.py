@@ -1,8 +1,10 @@
 """What `cmesh up --demo` shows once the stack is SERVING.
 
 Until the gateway exists, the demo drives the services one by one: a backend
-answers (streamed), the cache answers a paraphrase without a model, the
-classifier tells an easy prompt from a hard one.
+answers (streamed); the cache answers a repeat without a model, and a
+paraphrase only where the verifier's bound for the configured δ allows it
+while a different question misses; the classifier scores an easy and a hard
+prompt.
 """
 
 from __future__ import annotations
@@ -63,14 +65,14 @@ async def run(addresses: Mapping[str, str]) -> None:
 async def _cache_demo(address: str, answer: str) -> None:
     from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 
-    console.rule("cache: store the answer, then ask a paraphrase")
+    console.rule("cache: store the answer, then ask again, a paraphrase, another question")
     scope = cache_pb2.Scope(tenant="demo",
                             sampling=common_pb2.SamplingParams(temperature=0))
     async with grpc.aio.insecure_channel(address) as channel:
         stub = cache_pb2_grpc.CacheStub(channel)
         await stub.Store(cache_pb2.StoreRequest(scope=scope, prompt=QUESTION, answer=answer,
                                                 tier="small"), timeout=30)
-        for prompt in (PARAPHRASE, "What is the capital of Germany?"):
+        for prompt in (QUESTION, PARAPHRASE, "What is the capital of Germany?"):
             start = time.perf_counter()
             reply = await stub.Lookup(cache_pb2.LookupRequest(scope=scope, prompt=prompt),
                                       timeout=30)
