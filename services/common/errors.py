@@ -29,6 +29,13 @@ def status_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+async def _abort_if_known(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """Abort the call with the mapped status for a domain error; return for anything else."""
+    code = status_for(exc)
+    if code is not None:
+        await context.abort(code, str(exc))
+
+
 def grpc_errors(
     method: Callable[..., Awaitable[T]],
 ) -> Callable[..., Awaitable[T]]:
@@ -41,11 +48,8 @@ def grpc_errors(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            code = status_for(exc)
-            if code is None:
-                raise
-            await context.abort(code, str(exc))
-            raise  # abort raises; this line only satisfies type checkers
+            await _abort_if_known(exc, context)
+            raise
 
     return wrapper
 
@@ -65,9 +69,7 @@ def grpc_stream_errors(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            code = status_for(exc)
-            if code is None:
-                raise
-            await context.abort(code, str(exc))
+            await _abort_if_known(exc, context)
+            raise
 
     return wrapper
