@@ -16,10 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from services.common.natsd import NatsServer, free_port
+from services.common.probe import probe
 
 log = logging.getLogger(__name__)
 
@@ -129,19 +127,9 @@ class LocalStack:
                 raise RuntimeError(f"{service.spec.name} exited:\n{tail}")
             if service.port_file.is_file() and service.port_file.read_text().strip():
                 service.port = int(service.port_file.read_text())
-                if await _serving(service.address):
+                if await asyncio.to_thread(probe, service.address):
                     log.info("%s SERVING on %s", service.spec.name, service.address)
                     return
             await asyncio.sleep(0.5)
         raise TimeoutError(f"{service.spec.name} not SERVING within {service.spec.start_timeout}s")
 
-
-async def _serving(address: str) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
-        try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(), timeout=2
-            )
-        except grpc.RpcError:
-            return False
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
