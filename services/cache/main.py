@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import Self
 
+from prometheus_client import CollectorRegistry
+
 from cache.batcher import BatchedEmbedder
 from cache.core import SemanticCache
 from cache.embedder import Embedder
@@ -52,11 +54,8 @@ class CacheNode:
         try:
             embedder = self._embedder or await asyncio.to_thread(Embedder, s.model_path)
             verifier = self._verifier or FeatureVerifier.load(s.verifier_path)
-            holder: dict[str, CacheServicer] = {}
-            self.service = GrpcService(
-                "cache", s, register=lambda server: cache_pb2_grpc.add_CacheServicer_to_server(
-                    holder["servicer"], server), service_names=[SERVICE_NAME])
-            metrics = CacheMetrics(self.service.registry)
+            registry = CollectorRegistry()
+            metrics = CacheMetrics(registry)
             batched = await self._stack.enter_async_context(BatchedEmbedder(
                 embedder, s.max_batch, s.max_wait_ms / 1000, on_batch=metrics.batch.observe))
             self.cache = SemanticCache(batched.encode_one, verifier, embedder.dim,
@@ -68,8 +67,11 @@ class CacheNode:
                     max_pending=s.max_pending_writes)
                 await self._stack.enter_async_context(self.log)
                 self.cache.log = self.log
-            holder["servicer"] = CacheServicer(self.cache, metrics, s.max_prompt_chars,
-                                               s.max_answer_chars, self.log)
+            servicer = CacheServicer(self.cache, metrics, s.max_prompt_chars,
+                                     s.max_answer_chars, self.log)
+            self.service = GrpcService(
+                "cache", s, register=lambda server: cache_pb2_grpc.add_CacheServicer_to_server(
+                    servicer, server), service_names=[SERVICE_NAME], registry=registry)
             await self._stack.enter_async_context(self.service)
             await asyncio.to_thread(embedder.encode, ["warm-up"])
             sweeper = asyncio.create_task(self._sweep(), name="cache-ttl-sweep")

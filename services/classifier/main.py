@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Self
 
+from prometheus_client import CollectorRegistry
+
 from cache.batcher import MicroBatcher
 from cascade.classifiers import DifficultyClassifier, make_classifier
 from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
@@ -63,19 +65,19 @@ class ClassifierNode:
         try:
             classifier = self.classifier or await asyncio.to_thread(self._make)
             self.classifier = classifier
-            holder: dict[str, ClassifierServicer] = {}
-            self.service = GrpcService(
-                "classifier", s,
-                register=lambda server: classifier_pb2_grpc.add_ClassifierServicer_to_server(
-                    holder["servicer"], server),
-                service_names=[SERVICE_NAME])
-            metrics = ClassifierMetrics(self.service.registry)
+            registry = CollectorRegistry()
+            metrics = ClassifierMetrics(registry)
             batcher: MicroBatcher[str, float] = await self._stack.enter_async_context(
                 MicroBatcher(lambda texts: classifier.score(texts).tolist(),
                              max_batch=s.max_batch, max_wait=s.max_wait_ms / 1000,
                              on_batch=metrics.batch.observe))
-            holder["servicer"] = ClassifierServicer(classifier, batcher, metrics, s.max_prompts,
-                                                    s.max_prompt_chars, s.context_turns)
+            servicer = ClassifierServicer(classifier, batcher, metrics, s.max_prompts,
+                                          s.max_prompt_chars, s.context_turns)
+            self.service = GrpcService(
+                "classifier", s,
+                register=lambda server: classifier_pb2_grpc.add_ClassifierServicer_to_server(
+                    servicer, server),
+                service_names=[SERVICE_NAME], registry=registry)
             await self._stack.enter_async_context(self.service)
             await asyncio.to_thread(classifier.score, ["warm-up"])
             await self.service.set_serving(True)
