@@ -122,7 +122,8 @@ class BrokerClient:
 
     def __init__(self, servers: Sequence[str] | str, retry_after_ms: int = 500,
                  publish_timeout_s: float = 2.0, deadline_grace_s: float = 1.0,
-                 nc: Any = None) -> None:
+                 publish_retry_s: float = 5.0, nc: Any = None) -> None:
+        self.publish_retry_s = publish_retry_s
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.retry_after_ms = retry_after_ms
         self.publish_timeout_s = publish_timeout_s
@@ -168,20 +169,36 @@ class BrokerClient:
 
         sub = await self.nc.subscribe(job_.reply_subject, cb=on_chunk)
         try:
-            await self.js.publish(subject, job_.SerializeToString(),
-                                  timeout=self.publish_timeout_s,
-                                  headers={"Nats-Msg-Id": job_.job_id})
-        except APIError as exc:
+            await self._publish(subject, job_)
+        except BaseException:
             await sub.unsubscribe()
-            if exc.err_code == _FULL:
-                raise JobError("RESOURCE_EXHAUSTED", f"tier {job_.tier} queue full: "
-                               f"{exc.description}", self.retry_after_ms) from exc
-            raise JobError("UNAVAILABLE", str(exc)) from exc
-        except (NoStreamResponseError, TimeoutError, nats.errors.Error) as exc:
-            await sub.unsubscribe()
-            raise JobError("UNAVAILABLE", f"no queue for tier {job_.tier}: "
-                           f"{type(exc).__name__}") from exc
+            raise
         return JobStream(self, job_, sub, queue, deadline, self.deadline_grace_s)
+
+    async def _publish(self, subject: str, job: broker_pb2.GenerateJob) -> None:
+        """Store the job once; retry briefly while a clustered stream elects a leader.
+
+        A refusal for a full queue is final at once. "No responders" and timeouts
+        are retried with the same `Nats-Msg-Id` (stored once) for `publish_retry_s`.
+        """
+        end = time.monotonic() + self.publish_retry_s
+        while True:
+            try:
+                await self.js.publish(subject, job.SerializeToString(),
+                                      timeout=self.publish_timeout_s,
+                                      headers={"Nats-Msg-Id": job.job_id})
+                return
+            except APIError as exc:
+                if exc.err_code == _FULL:
+                    raise JobError("RESOURCE_EXHAUSTED", f"tier {job.tier} queue full: "
+                                   f"{exc.description}", self.retry_after_ms) from exc
+                if exc.code != 503 or time.monotonic() > end:
+                    raise JobError("UNAVAILABLE", str(exc)) from exc
+            except (NoStreamResponseError, TimeoutError, nats.errors.Error) as exc:
+                if time.monotonic() > end:
+                    raise JobError("UNAVAILABLE", f"no queue for tier {job.tier}: "
+                                   f"{type(exc).__name__}") from exc
+            await asyncio.sleep(0.1)
 
     async def cancel(self, job_id: str) -> None:
         with contextlib.suppress(Exception):

@@ -156,18 +156,24 @@ class JobQueue:
         await self.nc.subscribe(CANCEL_SUBJECT, cb=cb)
 
 
-async def settle(msg: Any, action: str, delay: float | None = None) -> None:
-    """ack (confirmed by the server), term, nak(delay) or in_progress; never raises."""
+async def settle(msg: Any, action: str, delay: float | None = None,
+                 ack_retry_s: float = 15.0) -> None:
+    """ack (confirmed by the server), term, nak(delay) or in_progress; never raises.
+
+    An ack is retried for `ack_retry_s`: while a clustered consumer elects a new
+    leader, acks find no responder, and an ack given up on means the job runs twice.
+    """
     try:
         if action == "ack":
-            for attempt in range(3):
+            end = asyncio.get_running_loop().time() + ack_retry_s
+            while True:
                 try:
                     await msg.ack_sync(timeout=2.0)
                     return
                 except Exception:
-                    if attempt == 2:
+                    if asyncio.get_running_loop().time() > end:
                         raise
-                    await asyncio.sleep(0.3)
+                    await asyncio.sleep(0.25)
         elif action == "term":
             await msg.term()
         elif action == "nak":

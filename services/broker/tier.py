@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError
@@ -56,6 +56,11 @@ class Held:
     msg: Any
     key: str
     task: asyncio.Task[None] | None = None
+    twins: list[Any] = field(default_factory=list)  # later deliveries of the same job
+
+    @property
+    def msgs(self) -> list[Any]:
+        return [self.msg, *self.twins]
 
 
 class _Reply:
@@ -98,7 +103,7 @@ class TierWorker:
         """Stop fetching, give buffered jobs back, let running ones finish."""
         self.fetching = False
         for held in self.scheduler.remove(lambda h: True):
-            await settle(held.item.msg, "nak")
+            await self._settle_all(held.item, "nak")
         self.changed.fire()
         while self.running:
             await self.changed.wait(0.5)
@@ -142,6 +147,11 @@ class TierWorker:
         if attempt > 1:
             self.m.redeliveries.labels(self.tier).inc()
             self.stats["redeliveries"] += 1
+        held_now = self.running.get(run.job_id) or next(
+            (q.item for q in self.scheduler if q.item.run.job_id == run.job_id), None)
+        if held_now is not None:  # redelivered while we still hold it (consumer failover)
+            held_now.twins.append(msg)
+            return
         if self.cancelled.pop(run.job_id, None) is not None:
             await self._drop(Held(run, msg, ""), CANCELLED, "cancelled before it started")
             return
@@ -204,18 +214,21 @@ class TierWorker:
     async def _settle(self, held: Held, outcome: Outcome) -> None:
         run = held.run
         if outcome is Outcome.DONE:
-            await settle(held.msg, "ack")
+            await self._settle_all(held, "ack")
             self.m.completed.labels(self.tier).inc()
             self.stats["completed"] += 1
         elif outcome is Outcome.RETRY:
             self.m.failovers.labels(self.tier).inc()
             if run.tokens and await self._republish(run):
-                await settle(held.msg, "ack")  # the continuation replaces it
+                await self._settle_all(held, "ack")  # the continuation replaces it
             else:
-                await settle(held.msg, "nak", self.s.nak_delay_s)
+                await self._settle_all(held, "nak", self.s.nak_delay_s)
         else:
             self._count_term(outcome.value)
-            await settle(held.msg, "term")
+            await self._settle_all(held, "term")
+
+    async def _settle_all(self, held: Held, action: str, delay: float | None = None) -> None:
+        await asyncio.gather(*(settle(m, action, delay) for m in held.msgs))
 
     async def _republish(self, run: JobRun) -> bool:
         job = broker_pb2.GenerateJob()
@@ -242,7 +255,7 @@ class TierWorker:
     async def _drop(self, held: Held, code: int, why: str) -> None:
         await self.queue.reply(held.run.job.reply_subject, held.run.error(code, why))
         self._count_term("expired" if code == DEADLINE_EXCEEDED else "cancelled")
-        await settle(held.msg, "term")
+        await self._settle_all(held, "term")
 
     def _count_term(self, reason: str) -> None:
         self.m.terminations.labels(self.tier, reason).inc()
@@ -265,7 +278,8 @@ class TierWorker:
         while True:
             await asyncio.sleep(self.s.ack_wait_s / 3)
             for held in [q.item for q in self.scheduler] + list(self.running.values()):
-                await settle(held.msg, "progress")
+                for msg in held.msgs:
+                    await settle(msg, "progress")
 
     async def _depth(self) -> None:
         while True:
