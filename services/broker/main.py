@@ -73,8 +73,8 @@ async def serve(settings: BrokerSettings) -> None:
         stack.push_async_callback(backends.close)
         workers += [TierWorker(tier, addresses, queue, backends, settings, metrics)
                     for tier, addresses in settings.tiers.items()]
-        for tier in settings.tiers:
-            await queue.ensure(tier)  # publishing works as soon as we report SERVING
+        for w in workers:
+            await w.prepare()  # publishing works as soon as we report SERVING
         await queue.on_cancel(_cancel_all(workers))
         await stack.enter_async_context(service)
         tasks = [asyncio.create_task(w.run(), name=f"tier-{w.tier}") for w in workers]

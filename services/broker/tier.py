@@ -13,6 +13,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,22 +84,45 @@ class TierWorker:
         self.running: dict[str, Held] = {}
         self.changed = Signal()
         self.cancelled: dict[str, float] = {}
+        self.done: OrderedDict[str, None] = OrderedDict()  # recently completed job ids
         self.fetching = True
         self.stats = {"completed": 0, "terminated": 0, "redeliveries": 0}
+        self._subs: dict[JobClass, Any] = {}
         for r in self.replicas:
             metrics.in_flight.labels(tier, r.address).set_function(
                 lambda r=r: r.local_in_flight)
 
+    async def prepare(self, timeout_s: float = 60.0) -> None:
+        """Create the stream and the shared consumers (retried through leader elections)."""
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.queue.ensure(self.tier)
+                self._subs = {c: await self.queue.consumer(self.tier, c) for c in CLASSES}
+                return
+            except Exception as exc:
+                if time.monotonic() > end:
+                    raise
+                log.warning("tier %s: stream or consumers not ready (%r); retrying",
+                            self.tier, exc)
+                await asyncio.sleep(0.5)
+
     async def run(self) -> None:
-        """Pull, dispatch and heartbeat until cancelled or drained."""
-        await self.queue.ensure(self.tier)
-        subs = {c: await self.queue.consumer(self.tier, c) for c in CLASSES}
+        """Pull, dispatch and heartbeat until cancelled (after `prepare()`)."""
         async with asyncio.TaskGroup() as group:
             for c in CLASSES:
-                group.create_task(self._pull(c, subs[c]))
-            group.create_task(self._dispatch())
-            group.create_task(self._heartbeat())
-            group.create_task(self._depth())
+                group.create_task(self._forever(lambda c=c: self._pull(c, self._subs[c])))
+            for loop in (self._dispatch, self._heartbeat, self._depth):
+                group.create_task(self._forever(loop))
+
+    async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop; an unexpected error is logged and the loop restarted."""
+        while True:
+            try:
+                await loop()
+            except Exception:
+                log.exception("tier %s: loop failed; restarting it", self.tier)
+                await asyncio.sleep(0.5)
 
     async def drain(self) -> None:
         """Stop fetching, give buffered jobs back, let running ones finish."""
@@ -147,6 +172,10 @@ class TierWorker:
         if attempt > 1:
             self.m.redeliveries.labels(self.tier).inc()
             self.stats["redeliveries"] += 1
+        if run.job_id in self.done or (attempt > 1 and await self.queue.was_done(run.job_id)):
+            log.warning("job %s delivered again after it completed: acked, not run", run.job_id)
+            await settle(msg, "ack")
+            return
         held_now = self.running.get(run.job_id) or next(
             (q.item for q in self.scheduler if q.item.run.job_id == run.job_id), None)
         if held_now is not None:  # redelivered while we still hold it (consumer failover)
@@ -214,6 +243,10 @@ class TierWorker:
     async def _settle(self, held: Held, outcome: Outcome) -> None:
         run = held.run
         if outcome is Outcome.DONE:
+            self.done[run.job_id] = None
+            while len(self.done) > 100_000:
+                self.done.popitem(last=False)
+            await self.queue.mark_done(run.job_id)
             await self._settle_all(held, "ack")
             self.m.completed.labels(self.tier).inc()
             self.stats["completed"] += 1

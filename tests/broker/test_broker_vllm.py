@@ -109,7 +109,8 @@ async def test_broker_killed_mid_job_second_broker_finishes_it_once(
     running = await client.submit(j, deadline_s=120)
     stream = running.__aiter__()
     first = await stream.__anext__()
-    holder = [b for b in brokers if await status_in_flight(b) > 0][0]
+    loads = [await status_in_flight(b) for b in brokers]
+    holder = brokers[loads.index(1)]
     holder.proc.send_signal(signal.SIGKILL)
     rest = [c async for c in stream]
     await asyncio.sleep(1.0)
