@@ -157,9 +157,10 @@ class LocalStack:
         args += ["--port", "0", "--port_file", str(port_file), "--metrics_port", str(metrics_port)]
         if spec.needs_nats and self.nats_url is not None:
             # the broker takes every node; other clients learn the rest from the first
-            url = self.nats_url if spec.name == "broker" else self.nats_url.split(",")[0]
+            broker = spec.module == "services.broker"
+            url = self.nats_url if broker else self.nats_url.split(",")[0]
             args += ["--nats_url", url]
-            if spec.name == "broker" and self.cluster is not None:
+            if broker and self.cluster is not None:
                 args += ["--stream_replicas", str(min(3, self.nats_cluster))]
         with log_path.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(

@@ -122,7 +122,7 @@ class BrokerClient:
 
     def __init__(self, servers: Sequence[str] | str, retry_after_ms: int = 500,
                  publish_timeout_s: float = 2.0, deadline_grace_s: float = 1.0,
-                 publish_retry_s: float = 5.0, nc: Any = None) -> None:
+                 publish_retry_s: float = 10.0, nc: Any = None) -> None:
         self.publish_retry_s = publish_retry_s
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.retry_after_ms = retry_after_ms

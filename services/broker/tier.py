@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from cmesh.errors import FieldError
 from protos.broker.v1 import broker_pb2
 from services.broker.backends import GrpcBackends
-from services.broker.dispatch import Replica, affinity_key, pick, total_free
+from services.broker.dispatch import POLICIES, Replica, affinity_key, pick, total_free
 from services.broker.jetstream import JobQueue, delivery_count, settle
 from services.broker.jobs import JobRun, Outcome, check_job, run_job
 from services.broker.metrics import BrokerMetrics
@@ -206,7 +206,7 @@ class TierWorker:
             if held.run.expired():
                 await self._drop(held, DEADLINE_EXCEEDED, "deadline passed in queue")
                 continue
-            replica, hit = pick(self.replicas, held.key)
+            replica, hit = POLICIES[self.s.dispatch](self.replicas, held.key)
             if replica is None:  # capacity vanished between the check and the pick
                 self.scheduler.push(queued.job_class, queued.tenant, held)
                 continue

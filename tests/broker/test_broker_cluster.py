@@ -27,7 +27,7 @@ async def run_50_jobs_killing_a_node(cluster: NatsCluster, broker, backend: str,
     broker(f"c3={backend}", "--stream_replicas", "3", "--ack_wait_s", "3",
            "--max_batch", "8", nats_url=cluster.url)
     finals: Counter[str] = Counter()
-    async with BrokerClient(cluster.urls) as client:
+    async with BrokerClient(cluster.urls, publish_retry_s=30.0) as client:
         async def count(msg) -> None:
             chunk = broker_pb2.JobChunk.FromString(msg.data)
             if chunk.finish_reason and not chunk.error.code:
