@@ -27,23 +27,26 @@ from typing import Any, Self
 import nats
 from nats.js.errors import APIError, NoStreamResponseError
 
+from core.errors import DomainError, ErrorKind
 from protos.broker.v1 import broker_pb2
 from services.broker.subjects import CANCEL_SUBJECT, job_subject
 
 # grpc.StatusCode names by value, so callers need not import grpc to read them.
 CODES = {1: "CANCELLED", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 8: "RESOURCE_EXHAUSTED",
-         14: "UNAVAILABLE", 13: "INTERNAL"}
+         9: "FAILED_PRECONDITION", 13: "INTERNAL", 14: "UNAVAILABLE"}
 _FULL = 10077  # JetStream: maximum messages (per subject) exceeded
 
 
-class JobError(Exception):
-    """A job that failed or was refused; `code` is a grpc.StatusCode name."""
+class JobError(DomainError):
+    """A job that failed or was refused; `code` is a grpc.StatusCode name, and the
+    error's `kind` the same (so `services.common.errors` maps it to that status)."""
 
     def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retry_after_ms = retry_after_ms
+        self.kind = ErrorKind.__members__.get(code, ErrorKind.INTERNAL)  # type: ignore[misc]
 
 
 class JobStream:

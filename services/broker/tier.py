@@ -20,7 +20,7 @@ from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from cmesh.errors import FieldError
+from core.errors import FieldError
 from protos.broker.v1 import broker_pb2
 from services.broker.backends import GrpcBackends
 from services.broker.dispatch import POLICIES, Replica, affinity_key, pick, total_free

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from cmesh.errors import FieldError
+from core.errors import FieldError
 from protos.broker.v1 import broker_pb2
 from services.broker.dispatch import Replica, affinity_key, pick, rendezvous
 from services.broker.jobs import check_job
