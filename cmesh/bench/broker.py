@@ -5,7 +5,8 @@ with prefix affinity, and random dispatch as the baseline), then measures:
 
 - `ratio`: generated tokens/s through client -> JetStream -> broker -> backend
   over the same prompts sent straight to the backend's gRPC, concurrency 16,
-  rounds alternating (tier `one`: replica A only).
+  rounds A-B-B-A after a warm-up round each (`cmesh.bench.fair`; tier `one`:
+  replica A only).
 - `added_ttft_p50_ms` / `added_ttft_p99_ms`: time to first token through the
   broker minus direct, one request at a time, fresh prompts of one length
   alternating between the two paths (so the prefix cache helps neither).
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cmesh.bench.fair import Sample, compare, timed
 from cmesh.output import console, emit
 
 
@@ -101,29 +103,30 @@ async def _bench(quick: bool, state: Path) -> dict[str, Any]:
 
         figures: dict[str, Any] = {}
         try:
-            await asyncio.gather(*(direct(f"Warm up {i}.", 4) for i in range(4)),
-                                 *(brokered(f"Warm up {i}.", 4) for i in range(4)))
-            # throughput at concurrency 16
+            # throughput at concurrency 16: the kit's A-B-B-A rounds over the same prompts
             n = 16 if quick else 32
-            totals = {"direct": [0, 0.0], "broker": [0, 0.0]}
-            for r in range(1 if quick else 2):
-                prompts = [f"Question {r}-{i}: describe the town number {i}." for i in range(n)]
-                for name, run in (("direct", direct), ("broker", brokered)):
+
+            def side(run: Any) -> Any:
+                async def one_round(r: int) -> Sample:
                     gate = asyncio.Semaphore(16)
 
-                    async def one(p: str, run: Any = run, gate: asyncio.Semaphore = gate) -> int:
+                    async def one(i: int) -> int:
                         async with gate:
-                            return (await run(p, max_tokens))[1]
+                            return (await run(f"Question {r}-{i}: describe town {i}.",
+                                              max_tokens))[1]
 
-                    start = time.perf_counter()
-                    tokens = sum(await asyncio.gather(*(one(p) for p in prompts)))
-                    seconds = time.perf_counter() - start
-                    totals[name][0] += tokens
-                    totals[name][1] += seconds
-                    console.print(f"round {r} {name}: {tokens / seconds:.1f} tok/s")
-            for name, (tokens, seconds) in totals.items():
-                figures[f"{name}_tok_s_c16"] = tokens / seconds
-            figures["ratio"] = figures["broker_tok_s_c16"] / figures["direct_tok_s_c16"]
+                    async def work() -> float:
+                        return float(sum(await asyncio.gather(*(one(i) for i in range(n)))))
+
+                    return await timed(work)
+
+                return one_round
+
+            sides = await compare({"direct": side(direct), "broker": side(brokered)},
+                                  rounds=2 if quick else 4, warmup=1, report=console.print)
+            figures["direct_tok_s_c16"] = sides["direct"].rate
+            figures["broker_tok_s_c16"] = sides["broker"].rate
+            figures["ratio"] = sides["broker"].rate / sides["direct"].rate
             # added TTFT, one at a time
             pairs = 10 if quick else 40
             d_ttft, b_ttft = [], []
