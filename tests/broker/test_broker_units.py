@@ -140,3 +140,17 @@ def test_compose_runs_the_broker_with_real_settings() -> None:
             assert key.removeprefix("CMESH_BROKER_").lower() in fields
     tiers = parse_backends(broker["environment"]["CMESH_BROKER_BACKENDS"])
     assert set(tiers) == {"small", "large"}
+
+
+def test_the_local_stack_starts_the_broker_after_the_backends_it_serves() -> None:
+    from cmesh.stack import default_specs, select_specs
+
+    specs = {s.name: s for s in select_specs(default_specs(), set())}
+    assert specs["broker"].needs == ("backend-large", "backend-small")
+    assert specs["broker"].args == ("--backends",
+                                    "large={backend-large};small={backend-small}")
+    only = {s.name: s for s in select_specs(default_specs(), {"backend-small", "broker"})}
+    assert set(only) == {"backend-small", "broker"}
+    assert only["broker"].args == ("--backends", "small={backend-small}")
+    with pytest.raises(ValueError):
+        select_specs(default_specs(), {"broker", "cache"})
