@@ -163,6 +163,9 @@ class TierWorker:
             self.m.fetched_batch.labels(self.tier).observe(len(msgs))
 
     async def _admit(self, msg: Any, job_class: JobClass) -> None:
+        if not self.fetching:  # arrived on a pull made before the drain began
+            await settle(msg, "nak")
+            return
         attempt = delivery_count(msg)
         job: broker_pb2.GenerateJob | None = None
         try:
