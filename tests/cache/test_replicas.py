@@ -39,7 +39,7 @@ async def test_invalidation_reaches_second_replica(nats_server: NatsServer,
         await eventually(lambda: two.stats().entries == 1)
         hit = await two.lookup(ACME, FRANCE)
         assert hit.hit and hit.entry is not None and hit.entry.id == entry.id
-        assert await one.invalidate_entry("acme", entry.id) == 1
+        assert (await one.invalidate_entry("acme", entry.id)).removed == 1
         await eventually(lambda: two.stats().entries == 0)
         assert not (await two.lookup(ACME, FRANCE)).hit
 
