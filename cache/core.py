@@ -219,6 +219,19 @@ class SemanticCache:
         """Drop every entry of `tenant`."""
         return await self._invalidate(Event("invalidate", tenant))
 
+    def entry_ids(self) -> set[str]:
+        """Ids of the entries this replica holds (to compare replicas)."""
+        return set(self._where)
+
+    def namespace_sizes(self) -> dict[str, int]:
+        """Entries per namespace held here."""
+        return {ns: len(space.entries) for ns, space in self._spaces.items()}
+
+    async def settled(self) -> None:
+        """Wait until the evictions this replica decided have been handed to the log."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
     def stats(self, tenant: str | None = None) -> Stats:
         """Counters (cache-wide) with entry and namespace counts (for `tenant` if given)."""
         spaces = [s for s in self._spaces.values() if tenant in (None, "", s.tenant)]

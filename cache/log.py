@@ -122,6 +122,8 @@ class JetStreamLog:
         self._js: Any = None
         self._sub: Any = None
         self._wake = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
         self._tasks: list[asyncio.Task[None]] = []
         self._resubscribe_needed = False
 
@@ -188,6 +190,7 @@ class JetStreamLog:
         item = _Outgoing(event.id, event.to_json(), describe(event),
                          asyncio.get_running_loop().create_future())
         self._out.append(item)
+        self._empty.clear()
         self._wake.set()
         if not self.connected and self.when_unavailable == "buffer":
             self.counters.not_durable += 1
@@ -201,6 +204,8 @@ class JetStreamLog:
             if item is not self._inflight:
                 with contextlib.suppress(ValueError):
                     self._out.remove(item)
+                if not self._out:
+                    self._empty.set()
             raise LogUnavailable(f"no JetStream ack within {self.publish_timeout_s} s"
                                  " (the event may still be stored, once)") from None
         if seq == _REJECTED:
@@ -219,8 +224,23 @@ class JetStreamLog:
         except TimeoutError:
             return False
 
+    async def drained(self, timeout: float) -> bool:
+        """Wait until every buffered write has been acknowledged (False on timeout)."""
+        try:
+            await asyncio.wait_for(self._empty.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
     async def _flush(self) -> None:
         """Publish the buffer in order; stop at the first transient failure."""
+        try:
+            await self._publish_buffer()
+        finally:
+            if not self._out:
+                self._empty.set()
+
+    async def _publish_buffer(self) -> None:
         while self._out and self.connected:
             item = self._inflight = self._out[0]
             try:

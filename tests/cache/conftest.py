@@ -38,8 +38,12 @@ def verifier() -> FeatureVerifier:
 def make_cache(embedder: Embedder, verifier: FeatureVerifier) -> MakeCache:
     """Build a cache on the real embedder and verifier; keyword overrides of CacheConfig."""
 
+    memo: dict[str, np.ndarray] = {}  # replica tests embed one small pool many times
+
     async def embed(text: str) -> np.ndarray:
-        return embedder.encode([text])[0]
+        if text not in memo:
+            memo[text] = embedder.encode([text])[0]
+        return memo[text]
 
     def build(log: EntryLog | None = None, clock: Callable[[], float] | None = None,
               **config: object) -> SemanticCache:
