@@ -124,8 +124,10 @@ class JetStreamLog:
         self._wake = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
+        self._up = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._resubscribe_needed = False
+        self._error_kinds: set[str] = set()
 
     # ---- lifecycle ------------------------------------------------------------------
     async def __aenter__(self) -> JetStreamLog:
@@ -196,7 +198,8 @@ class JetStreamLog:
             self.counters.not_durable += 1
             return None
         try:
-            seq = await asyncio.wait_for(asyncio.shield(item.done), self.publish_timeout_s)
+            async with asyncio.timeout(self.publish_timeout_s):
+                seq = await asyncio.shield(item.done)
         except TimeoutError:
             if self.when_unavailable == "buffer":
                 self.counters.not_durable += 1
@@ -219,15 +222,26 @@ class JetStreamLog:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiters, (seq, id(fut), fut))
         try:
-            await asyncio.wait_for(fut, self.apply_timeout_s)
+            async with asyncio.timeout(self.apply_timeout_s):
+                await fut
             return True
+        except TimeoutError:
+            return False
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until the NATS connection is up (False on timeout)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._up.wait()
+            return self.connected
         except TimeoutError:
             return False
 
     async def drained(self, timeout: float) -> bool:
         """Wait until every buffered write has been acknowledged (False on timeout)."""
         try:
-            await asyncio.wait_for(self._empty.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._empty.wait()
             return True
         except TimeoutError:
             return False
@@ -270,8 +284,11 @@ class JetStreamLog:
 
     async def _publisher(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the cancel of
+            # a shutdown when the wake-up lands at the same moment (seen here as a hang).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.retry_s)
+                async with asyncio.timeout(self.retry_s):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 if self._nc is None:
@@ -303,16 +320,24 @@ class JetStreamLog:
     # ---- reading --------------------------------------------------------------------
     async def _connect(self) -> None:
         async def reconnected() -> None:
+            self._error_kinds.clear()
+            self._up.set()
             log.warning("event log: reconnected to NATS; resuming after sequence %d",
                         self.last_seq)
             self._resubscribe_needed = True
             self._wake.set()
 
         async def disconnected() -> None:
+            self._up.clear()
             log.warning("event log: disconnected from NATS (%d writes pending)", len(self._out))
 
         async def on_error(exc: Exception) -> None:
-            log.warning("event log: NATS error: %r", exc)
+            # Once per kind of error until the next reconnect: a down server fails every
+            # reconnect attempt, and one line says so.
+            kind = type(exc).__name__
+            level = logging.DEBUG if kind in self._error_kinds else logging.WARNING
+            self._error_kinds.add(kind)
+            log.log(level, "event log: NATS error: %r", exc)
             self.counters.errors[:] = [*self.counters.errors[-9:], repr(exc)]
 
         # pending_size=0: no hidden client-side buffer; our own bounded one is the only one.
@@ -321,6 +346,7 @@ class JetStreamLog:
                                       disconnected_cb=disconnected, error_cb=on_error,
                                       pending_size=0, name="cmesh-cache")
         self._js = self._nc.jetstream()
+        self._up.set()
         await self._ensure_stream()
 
     async def _ensure_stream(self) -> None:
