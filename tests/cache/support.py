@@ -11,7 +11,7 @@ from nats.js.errors import NotFoundError
 
 from cache.core import SemanticCache
 from cache.entries import Event
-from cache.log import JetStreamLog
+from services.cache.log import JetStreamLog
 
 MakeCache = Callable[..., SemanticCache]
 STREAM, SUBJECT = "CMESH_CACHE", "cmesh.cache.log"

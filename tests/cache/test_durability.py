@@ -10,7 +10,7 @@ import nats
 import pytest
 
 from cache.keys import Sampling, Scope
-from cache.log import LogFull, LogRejected, LogUnavailable
+from services.cache.log import LogFull, LogRejected, LogUnavailable
 from services.common.natsd import NatsServer
 from tests.cache.support import MakeCache, drain, log_of, publish_raw, read_events, replica
 
@@ -80,7 +80,7 @@ async def test_outage_overflow_refused_counted_and_the_rest_applied_in_order(
 
 async def test_poison_events_are_dead_lettered_and_stop_blocking(
         nats_server: NatsServer, make_cache: MakeCache, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="cache.log")
+    caplog.set_level(logging.WARNING, logger="services.cache.log")
     small = {"max_event_bytes": 4096}  # every replica sets the stream up the same way
     async with replica(nats_server.url, make_cache, max_tries=2, publish_timeout_s=5.0,
                        **small) as one, replica(nats_server.url, make_cache, **small) as two:
@@ -103,7 +103,7 @@ async def test_poison_events_are_dead_lettered_and_stop_blocking(
 
 async def test_nats_errors_and_disconnects_are_logged(
         nats_server: NatsServer, make_cache: MakeCache, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="cache.log")
+    caplog.set_level(logging.WARNING, logger="services.cache.log")
     async with replica(nats_server.url, make_cache) as one:
         await nats_server.stop()
         await one.store(ACME, QUESTIONS[0], "Paris")

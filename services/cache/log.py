@@ -1,4 +1,4 @@
-"""The cache's event log on NATS JetStream: the only module of `cache/` that speaks NATS.
+"""The cache service's event log on NATS JetStream: the adapter behind `cache.core.EntryLog`.
 
 Every store, eviction and invalidation is published to one stream (its max
 age is the entry TTL, its size bounded). A replica subscribes with an ordered
@@ -41,7 +41,7 @@ import nats.js.errors
 from nats.js import api
 
 from cache.entries import Event
-from cmesh.errors import NotReady, Overloaded
+from core.errors import FailedPrecondition, Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ _TRANSIENT = (nats.errors.TimeoutError, TimeoutError, nats.errors.ConnectionClos
 _REJECTED = -1  # what a dead-lettered event's future resolves to
 
 
-class LogUnavailable(NotReady):
+class LogUnavailable(Unavailable):
     """The event log cannot take a write now and settings say refuse (UNAVAILABLE)."""
 
 
@@ -63,8 +63,9 @@ class LogFull(Overloaded):
     """NATS is unreachable and the write buffer is full (RESOURCE_EXHAUSTED)."""
 
 
-class LogRejected(RuntimeError):
-    """The stream kept rejecting this event; it went to the dead-letter subject."""
+class LogRejected(FailedPrecondition):
+    """The stream kept rejecting this event (FAILED_PRECONDITION: a retry fails the same
+    way, e.g. an entry over the stream's size limit); it went to the dead-letter subject."""
 
 
 def describe(event: Event) -> str:
