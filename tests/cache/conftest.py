@@ -34,11 +34,17 @@ def verifier() -> FeatureVerifier:
     return FeatureVerifier.load()
 
 
-@pytest.fixture
-def make_cache(embedder: Embedder, verifier: FeatureVerifier) -> MakeCache:
-    """Build a cache on the real embedder and verifier; keyword overrides of CacheConfig."""
+@pytest.fixture(scope="session")
+def embedding_memo() -> dict[str, np.ndarray]:
+    """Real MiniLM vectors by text: replica tests embed one small pool many times."""
+    return {}
 
-    memo: dict[str, np.ndarray] = {}  # replica tests embed one small pool many times
+
+@pytest.fixture
+def make_cache(embedder: Embedder, verifier: FeatureVerifier,
+               embedding_memo: dict[str, np.ndarray]) -> MakeCache:
+    """Build a cache on the real embedder and verifier; keyword overrides of CacheConfig."""
+    memo = embedding_memo
 
     async def embed(text: str) -> np.ndarray:
         if text not in memo:
