@@ -315,6 +315,15 @@ class SemanticCache:
             self._outcomes[event.id] = removed
         return removed
 
+    def withdraw(self, event: Event) -> None:
+        """The log gave up on an event this replica appended: forget its local traces
+        (a tentative store that will never be ordered, an eviction that will not happen)."""
+        if event.op == "store" and event.entry_id in self._tentative:
+            self._tentative.discard(event.entry_id)
+            self._remove_entry(event.entry_id)
+        elif event.op == "evict":
+            self._evicting.discard(event.entry_id)
+
     def _apply_store(self, event: Event) -> int:
         entry = event.entry
         if entry is None:

@@ -103,10 +103,12 @@ class JetStreamLog:
                  when_unavailable: WhenUnavailable = "buffer", retry_s: float = 0.5,
                  publish_timeout_s: float = 2.0, replay_timeout_s: float = 60.0,
                  max_tries: int = 5, dead_subject: str = "", max_event_bytes: int = -1,
-                 apply_timeout_s: float = 5.0) -> None:
+                 apply_timeout_s: float = 5.0,
+                 on_rejected: Callable[[Event], object] | None = None) -> None:
         self.url, self.stream, self.subject = url, stream, subject
         self.dead_subject = dead_subject or f"{subject}.dead"
         self._apply = apply
+        self._on_rejected = on_rejected  # told when an event it appended is dead-lettered
         self.max_age_s, self.max_bytes, self.max_event_bytes = max_age_s, max_bytes, max_event_bytes
         self.max_pending, self.max_tries = max_pending, max_tries
         self.when_unavailable = when_unavailable
@@ -275,6 +277,8 @@ class JetStreamLog:
                 await self._dead_letter(item.data, item.event_id, f"publish rejected: {exc}")
                 if not item.done.done():
                     item.done.set_result(_REJECTED)
+                if self._on_rejected is not None:
+                    self._on_rejected(Event.from_json(item.data))
                 continue
             finally:
                 self._inflight = None

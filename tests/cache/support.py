@@ -23,7 +23,7 @@ async def replica(url: str, make_cache: MakeCache, cache_config: dict[str, Any] 
     """One replica: a cache on the real embedder and verifier, following the stream."""
     cache = make_cache(**(cache_config or {}))
     options = {"retry_s": 0.1, "publish_timeout_s": 0.5, **log_options}
-    log = JetStreamLog(url, cache.apply, **options)
+    log = JetStreamLog(url, cache.apply, on_rejected=cache.withdraw, **options)
     cache.log = log
     async with log:
         yield cache

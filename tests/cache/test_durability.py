@@ -99,6 +99,15 @@ async def test_poison_events_are_dead_lettered_and_stop_blocking(
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert any("rejected" in w and "store" in w for w in warnings)
         assert any("cannot apply" in w for w in warnings)
+        # Buffered while NATS is down, answered "not durable", rejected once NATS is back:
+        # the replica withdraws its tentative entry instead of keeping one nobody else has.
+        await nats_server.stop()
+        late = await one.store_with_receipt(BRIEF, QUESTIONS[3], "y" * 10_000)
+        assert not late.durable and late.entry.id in one.entry_ids()
+        await nats_server.start()
+        await drain(nats_server.url, [one, two])
+        assert one.entry_ids() == two.entry_ids() == {after.id, last.id}
+        assert len(await _dead_letters(nats_server.url)) == 3
 
 
 async def test_nats_errors_and_disconnects_are_logged(
