@@ -77,7 +77,7 @@ async def test_three_replicas_converge_to_the_stream(seed: int, make_cache: Make
         assert len({s.entries for s in stats}) == 1
         assert all(n <= CAP for n in replicas[0].namespace_sizes().values())
         ops = {ev.op for _, ev in events}
-        assert {"store", "invalidate"} <= ops
+        assert {"store", "invalidate", "evict"} <= ops
 
 
 @pytest.mark.nats
