@@ -328,6 +328,9 @@ class SemanticCache:
         entry = event.entry
         if entry is None:
             raise ValueError(f"store event {event.id} without an entry")
+        if not entry.namespace.startswith(f"{entry.tenant}/"):  # no planting in another's
+            raise ValueError(f"store event {event.id}: namespace {entry.namespace!r} is not "
+                             f"tenant {entry.tenant!r}'s")
         if entry.id in self._tentative:  # our own store, now in its place in the order
             self._tentative.discard(entry.id)
             if entry.id in self._where:

@@ -102,7 +102,8 @@ def model(events: Iterable[tuple[int, Event]]) -> set[str]:
         seen.add(ev.id)
         if ev.op == "store":
             assert ev.entry is not None
-            held.setdefault(ev.entry.id, (ev.tenant, ev.namespace))
+            if ev.namespace.startswith(ev.tenant + "/"):  # never into another's namespace
+                held.setdefault(ev.entry.id, (ev.tenant, ev.namespace))
         elif ev.entry_id:
             if held.get(ev.entry_id, ("", ""))[0] == ev.tenant:
                 del held[ev.entry_id]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 from contextlib import AsyncExitStack
+from dataclasses import replace
 
 import pytest
 
@@ -117,9 +118,11 @@ async def test_other_tenant_cannot_invalidate(make_cache: MakeCache) -> None:
         # Events that name acme's entry or namespace on globex's behalf (a buggy or hostile
         # writer) reach the stream and are ignored by every replica on apply.
         log = log_of(replicas[1])
+        planted = replace(entry, id="planted", tenant="globex", answer="globex's answer")
         for event in (Event("invalidate", "globex", entry_id=entry.id),
                       Event("invalidate", "globex", namespace=entry.namespace),
-                      Event("evict", "globex", entry.namespace, entry.id)):
+                      Event("evict", "globex", entry.namespace, entry.id),
+                      Event("store", "globex", entry.namespace, planted.id, planted)):
             assert await log.append(event) is not None
         assert (await replicas[2].invalidate_tenant("globex")).removed == 0
         assert (await replicas[2].invalidate_namespace(globex)).removed == 0
