@@ -121,6 +121,8 @@ async def test_nats_errors_and_disconnects_are_logged(
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any("disconnected" in m for m in messages)
     assert any("reconnected" in m for m in messages)
+    errors = [m.split("(")[0] for m in messages if "NATS error" in m]  # from error_cb
+    assert errors and len(errors) == len(set(errors)), "one line per kind, not per retry"
 
 
 async def _dead_letters(url: str) -> list[bytes]:

@@ -186,6 +186,9 @@ async def test_store_with_nats_down_says_so(nats_server: NatsServer, embedder: E
             assert gone.removed == 1 and not gone.durable
             stats = await stub.Stats(cache_pb2.StatsRequest())
             assert stats.degraded and stats.pending_writes == 2
+            sample = node.registry.get_sample_value
+            assert sample("cache_log_not_durable_writes_total") == 2
+            assert sample("cache_log_pending_writes") == 2
         await nats_server.start()
         assert node.log is not None and await node.log.drained(20)
         assert await node.log.wait_connected(20)
