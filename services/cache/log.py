@@ -81,6 +81,7 @@ class _Outgoing:
     text: str
     done: asyncio.Future[int]
     tries: int = 0
+    abandoned: bool = False  # refused to its caller: never retried
 
 
 @dataclass
@@ -207,6 +208,7 @@ class JetStreamLog:
             if self.when_unavailable == "buffer":
                 self.counters.not_durable += 1
                 return None
+            item.abandoned = True
             if item is not self._inflight:
                 with contextlib.suppress(ValueError):
                     self._out.remove(item)
@@ -265,6 +267,8 @@ class JetStreamLog:
                                              timeout=self.publish_timeout_s,
                                              headers={"Nats-Msg-Id": item.event_id})
             except _TRANSIENT:
+                if item.abandoned and self._out and self._out[0] is item:
+                    self._out.popleft()  # its caller was told UNAVAILABLE: do not retry it
                 raise
             except Exception as exc:  # the stream (or client) refuses this very event
                 item.tries += 1

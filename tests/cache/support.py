@@ -22,7 +22,8 @@ async def replica(url: str, make_cache: MakeCache, cache_config: dict[str, Any] 
                   **log_options: Any) -> AsyncIterator[SemanticCache]:
     """One replica: a cache on the real embedder and verifier, following the stream."""
     cache = make_cache(**(cache_config or {}))
-    options = {"retry_s": 0.1, "publish_timeout_s": 0.5, **log_options}
+    # An ack slower than publish_timeout_s answers "not durable": generous, for loaded CI.
+    options = {"retry_s": 0.1, "publish_timeout_s": 3.0, **log_options}
     log = JetStreamLog(url, cache.apply, on_rejected=cache.withdraw, **options)
     cache.log = log
     async with log:
