@@ -105,9 +105,9 @@ def fit_head(design: Design, feats: np.ndarray, embeddings: np.ndarray | None,
 class Artifact:
     """Everything needed to score: one head per question format, and metadata.
 
-    `heads["choice"]` (gradient boosting) scores multiple-choice prompts,
-    `heads["open"]` (ridge regression) the rest; a format without a head
-    uses the other one.
+    `heads["choice"]` scores multiple-choice prompts, `heads["open"]` the
+    rest (their designs are in `config`); a format without a head uses the
+    other one.
     """
 
     heads: dict[str, Head]
@@ -128,8 +128,15 @@ class Artifact:
         """Whether scoring needs the MiniLM embedding of the prompt."""
         return any(h.uses_embedding for h in self.heads.values())
 
-    def predict(self, prompts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
-        """Scores in [0, 1]: (1 + predicted gain) / 2."""
+    def predict(self, prompts: Sequence[str],
+                embeddings: np.ndarray | Callable[[Sequence[str]], np.ndarray] | None,
+                ) -> np.ndarray:
+        """Scores in [0, 1]: (1 + predicted gain) / 2.
+
+        `embeddings` is row-aligned, or an encoder called only on the prompts
+        whose head reads embedding components (a features-only head never
+        pays for a MiniLM encode).
+        """
         if list(self.feature_names) != list(FEATURE_NAMES):
             raise ValueError("artifact was trained with other features; retrain it")
         feats = feature_matrix(prompts)
@@ -142,7 +149,12 @@ class Artifact:
         for rows, head in ((choice, choice_head), (~choice, open_head)):
             if rows.any():
                 assert head is not None
-                emb = np.asarray(embeddings)[rows] if embeddings is not None else None
+                emb = None
+                if callable(embeddings):
+                    if head.uses_embedding:
+                        emb = embeddings([p for p, r in zip(prompts, rows, strict=True) if r])
+                elif embeddings is not None:
+                    emb = np.asarray(embeddings)[rows]
                 gain[rows] = head.predict(feats[rows], emb)
         return np.clip((1.0 + gain) / 2.0, 0.0, 1.0).astype(np.float32)
 

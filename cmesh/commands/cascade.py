@@ -87,9 +87,10 @@ def train(
     data: Path = DATA,
     out: Path = typer.Option(Path("cascade/artifacts/difficulty.joblib"), "--out",
                              help="Artifact to write."),
-    oof_out: Path = typer.Option(Path("runs/cascade/oof_scores.csv"), "--oof-out",
-                                 help="Out-of-fold scores of the chosen designs (RouteLLM "
-                                      "CSV with a score column) for `cmesh tune`."),
+    oof_out: Path = typer.Option(Path("runs/cascade/oof"), "--oof-out",
+                                 help="Folder for the out-of-fold scores of the chosen designs, "
+                                      "one RouteLLM CSV with a score column per head "
+                                      "(choice.csv, open.csv), for `cmesh tune`."),
     candidates: str = CANDIDATES,
     folds: int = typer.Option(5, "--folds", min=2, max=33, help="Folds of the selection CV."),
     seed: int = SEED,
@@ -97,8 +98,10 @@ def train(
     as_json: bool = JSON,
 ) -> None:
     """Choose one design per head by CV on development data, fit it on all of it."""
+    import numpy as np
+
     from cascade.designs import DESIGNS
-    from cascade.evaluation import select
+    from cascade.evaluation import heads_of, select
     from cascade.training import fit
     from cascade.tuning import write_scored_csv
 
@@ -114,7 +117,10 @@ def train(
     artifact.metadata["selection"] = {"inner_apgr": chosen.inner_apgr, "folds": folds,
                                       "seed": seed, "candidates": candidates}
     artifact.save(out)
-    write_scored_csv(dev, chosen.oof, oof_out)
+    for head, rows in zip(("choice", "open"), heads_of(dev), strict=True):
+        mask = np.zeros(len(dev), dtype=bool)
+        mask[rows] = True
+        write_scored_csv(dev.subset(mask), chosen.oof[mask], oof_out / f"{head}.csv")
     emit("cmesh cascade train", {
         "n": len(dev), "dedup_dropped": parts.dropped, "lockbox_rows_left_out": len(parts.lockbox),
         "choice_design": chosen.choice, "open_design": chosen.open,

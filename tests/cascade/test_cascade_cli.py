@@ -32,7 +32,7 @@ def last_json(output: str) -> dict:  # type: ignore[type-arg]
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:  # type: ignore[type-arg]
     out = tmp_path_factory.mktemp("train")
-    artifact, oof = out / "difficulty.joblib", out / "oof.csv"
+    artifact, oof = out / "difficulty.joblib", out / "oof"
     result = CliRunner().invoke(app, [
         "cascade", "train", "--data", str(DATA), "--designs", CHEAP, "--folds", "3",
         "--out", str(artifact), "--oof-out", str(oof), "--json"])
@@ -50,20 +50,21 @@ def test_train_selects_on_development_data_and_writes_oof_scores(trained) -> Non
     scores = read_column(oof, "score")
     assert len(scores) == len(table) == figures["n"] == artifact.metadata["n"]
     assert np.all((scores >= 0) & (scores <= 1))
-    assert set(table.groups) == {"oof"}  # one file: the group is its stem
+    assert set(table.groups) == {"choice", "open"}  # one file per head
+    assert len(read_tables(oof / "open.csv")) == 914
 
 
 def test_tune_on_oof_scores_writes_thresholds_for_the_share(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, oof, _ = trained
     out = tmp_path / "thresholds.json"
     result = CliRunner().invoke(app, [
-        "tune", "--data", str(oof), "--scores-column", "score",
+        "tune", "--data", str(oof / "choice.csv"), "--scores-column", "score",
         "--target", "strong-fraction=0.3", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     figures = last_json(result.stdout)
     assert figures["in_training_share"] == 0.0
     tuned = load_thresholds(out)
-    scores = read_column(oof, "score")
+    scores = read_column(oof / "choice.csv", "score")
     share = float(np.mean(scores >= tuned.route("large")))
     assert share == pytest.approx(0.3, abs=0.01)
     assert "--scores-column score" in tuned.calibration["command"]

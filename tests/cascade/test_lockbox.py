@@ -57,10 +57,12 @@ def test_shipped_artifact_never_saw_the_lockbox(parts) -> None:  # type: ignore[
     assert artifact.metadata["n"] == len(parts.development)
 
 
-def test_shipped_thresholds_were_tuned_on_development_scores_only(parts) -> None:  # type: ignore[no-untyped-def]
+def test_shipped_thresholds_were_tuned_on_development_oof_scores_only(parts) -> None:  # type: ignore[no-untyped-def]
     calibration = load_thresholds().calibration
-    assert calibration["n"] == len(parts.development)
-    assert "scores" in calibration and "score" in str(calibration["scores"])
+    dev = parts.development
+    assert calibration["n"] == sum(g != "gsm8k_responses" for g in dev.groups)
+    assert calibration["data"].endswith("oof/choice.csv")
+    assert "score" in str(calibration["scores"])
 
 
 def test_a_prompt_shared_with_the_lockbox_stays_only_in_the_lockbox() -> None:
