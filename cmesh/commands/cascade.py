@@ -45,7 +45,7 @@ def _load(data: Path) -> Any:
 
 
 def _embed(prompts: list[str], cache: Path) -> Any:
-    from cache.embedder import Embedder
+    from core.embedder import Embedder
     from cascade.training import embed_prompts
 
     return embed_prompts(prompts, Embedder().encode, cache, progress=_echo)
