@@ -45,8 +45,8 @@ def _load(data: Path) -> Any:
 
 
 def _embed(prompts: list[str], cache: Path) -> Any:
-    from core.embedder import Embedder
     from cascade.training import embed_prompts
+    from core.embedder import Embedder
 
     return embed_prompts(prompts, Embedder().encode, cache, progress=_echo)
 
