@@ -39,14 +39,17 @@ _FULL = 10077  # JetStream: maximum messages (per subject) exceeded
 
 class JobError(DomainError):
     """A job that failed or was refused; `code` is a grpc.StatusCode name, and the
-    error's `kind` the same (so `services.common.errors` maps it to that status)."""
+    error's `kind` the same (so `services.common.errors` maps it to that status). A code
+    that names no kind leaves the class's UNAVAILABLE: the tier could not answer."""
+
+    kind = ErrorKind.UNAVAILABLE
 
     def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retry_after_ms = retry_after_ms
-        self.kind = ErrorKind.__members__.get(code, ErrorKind.INTERNAL)  # type: ignore[misc]
+        self.kind = ErrorKind.__members__.get(code, ErrorKind.UNAVAILABLE)  # type: ignore[misc]
 
 
 class JobStream:
