@@ -54,6 +54,8 @@ class GrpcService:
         register: Callable[[grpc.aio.Server], None],
         service_names: Sequence[str],
         registry: CollectorRegistry | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
@@ -61,6 +63,8 @@ class GrpcService:
         self.port: int = 0
         self.metrics_port: int | None = None
         self._register = register
+        self._interceptors = list(interceptors)
+        self._credentials = credentials
         self._service_names = list(service_names)
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -78,7 +82,7 @@ class GrpcService:
             await self._health.set(service, status)
 
     async def __aenter__(self) -> Self:
-        server = grpc.aio.server(options=_OPTIONS)
+        server = grpc.aio.server(options=_OPTIONS, interceptors=self._interceptors)
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await self.set_serving(False)
@@ -87,7 +91,9 @@ class GrpcService:
              reflection.SERVICE_NAME],
             server,
         )
-        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        bind = f"{self.settings.host}:{self.settings.port}"
+        self.port = (server.add_secure_port(bind, self._credentials) if self._credentials
+                     else server.add_insecure_port(bind))
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {self.settings.host}:{self.settings.port}")
         await server.start()

@@ -65,7 +65,7 @@ async def test_miss_then_hit_then_other_tenant_misses() -> None:
 
 
 async def test_route_sends_hard_prompts_to_large_and_overrides_move_them() -> None:
-    orch, _, classifier, tiers = make()
+    orch, _, classifier, _ = make()
     _, easy, _ = await ask(orch, q("easy one", skip_cache=True))
     _, hard, _ = await ask(orch, q("hard one", skip_cache=True))
     assert (easy.tier, hard.tier) == ("small", "large")
@@ -79,7 +79,7 @@ async def test_route_sends_hard_prompts_to_large_and_overrides_move_them() -> No
 
 
 async def test_cascade_escalates_on_low_confidence_and_streams_only_the_kept_answer() -> None:
-    orch, _, classifier, tiers = make(policy="cascade", small_p=0.3)
+    orch, _, classifier, _ = make(policy="cascade", small_p=0.3)
     text, meta, deltas = await ask(orch, q("anything"))
     assert meta.tiers_tried == ["small", "large"] and meta.tier == "large"
     assert text.startswith("large:") and "small" not in text
