@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,18 +31,63 @@ class ServiceSpec:
     args: tuple[str, ...] = ()
     needs_nats: bool = False
     start_timeout: float = 900.0
+    # Services that must be SERVING first; `peer_args` turns their addresses into flags.
+    after: tuple[str, ...] = ()
+    peer_args: Callable[[Mapping[str, str]], Sequence[str]] | None = None
 
 
-def default_specs(large_model: str | None = None) -> list[ServiceSpec]:
+def default_specs(large_model: str | None = None,
+                  keys_file: Path | None = None) -> list[ServiceSpec]:
     """backend-small (SmolLM2), backend-large (a larger local model when given,
-    else SmolLM2 again), cache and classifier."""
+    else SmolLM2 again), cache, classifier, and the gateway in front of them
+    (when `keys_file` names its API keys)."""
     large = ("--model", large_model) if large_model else ()
-    return [
+    specs = [
         ServiceSpec("backend-small", "services.backend", ("--served_name", "small")),
         ServiceSpec("backend-large", "services.backend", ("--served_name", "large", *large)),
         ServiceSpec("cache", "services.cache", needs_nats=True),
         ServiceSpec("classifier", "services.classifier"),
     ]
+    if keys_file is not None:
+        specs.append(gateway_spec(keys_file))
+    return specs
+
+
+GATEWAY_PEERS = ("backend-small", "backend-large", "cache", "classifier")
+
+
+def gateway_spec(keys_file: Path) -> ServiceSpec:
+    """The gateway, started once its peers are SERVING, pointed at their addresses."""
+
+    def peers(addresses: Mapping[str, str]) -> list[str]:
+        tiers = {name.removeprefix("backend-"): address for name, address in addresses.items()
+                 if name.startswith("backend-")}
+        args = ["--backend_addresses", json.dumps(tiers), "--api_keys_file", str(keys_file)]
+        for flag, name in (("--cache_address", "cache"), ("--classifier_address", "classifier")):
+            if name in addresses:
+                args += [flag, addresses[name]]
+        return args
+
+    return ServiceSpec("gateway", "services.gateway", after=GATEWAY_PEERS, peer_args=peers,
+                       start_timeout=120.0)
+
+
+def ensure_dev_keys(state_dir: Path, tenants: Sequence[str] = ("dev", "guest")) -> Path:
+    """API keys for the local stack: `<state>/api-keys` (hashes, read by the gateway)
+    and `<state>/<tenant>-api-key` (the key itself, mode 600). Existing keys are kept."""
+    from services.gateway.auth import add_key, hash_key, load_keys
+
+    keys_file = state_dir / "api-keys"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    known = load_keys(keys_file) if keys_file.is_file() else {}
+    for tenant in tenants:
+        key_path = state_dir / f"{tenant}-api-key"
+        if key_path.is_file() and hash_key(key_path.read_text().strip()) in known:
+            continue
+        key = add_key(keys_file, tenant)
+        key_path.write_text(key + "\n")
+        key_path.chmod(0o600)
+    return keys_file
 
 
 @dataclass
@@ -75,9 +120,17 @@ class LocalStack:
                 self.nats = NatsServer(store_dir=self.state_dir / "jetstream")
                 await self.nats.start()
                 log.info("nats-server (JetStream) on %s", self.nats.url)
-            for spec in self.specs:
+            names = {spec.name for spec in self.specs}
+            first = [s for s in self.specs if not set(s.after) & names]
+            for spec in first:
                 self.services[spec.name] = await self._spawn(spec)
             await asyncio.gather(*(self._wait_serving(s) for s in self.services.values()))
+            for spec in self.specs:
+                if spec in first:
+                    continue
+                peers = {n: s.address for n, s in self.services.items()}
+                self.services[spec.name] = await self._spawn(spec, peers)
+                await self._wait_serving(self.services[spec.name])
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -85,6 +138,9 @@ class LocalStack:
         if self.nats is not None:
             addresses["nats"] = self.nats.url
         (self.state_dir / "addresses.json").write_text(json.dumps(addresses, indent=2))
+        (self.state_dir / "services.json").write_text(json.dumps(
+            {name: {"address": s.address, "metrics_port": s.metrics_port, "pid": s.proc.pid,
+                    "log": str(s.log_path)} for name, s in self.services.items()}, indent=2))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -101,7 +157,8 @@ class LocalStack:
         if self.nats is not None:
             await self.nats.stop()
 
-    async def _spawn(self, spec: ServiceSpec) -> RunningService:
+    async def _spawn(self, spec: ServiceSpec,
+                     peers: Mapping[str, str] | None = None) -> RunningService:
         port_file = self.state_dir / f"{spec.name}.port"
         port_file.unlink(missing_ok=True)
         log_path = self.state_dir / f"{spec.name}.log"
@@ -110,6 +167,8 @@ class LocalStack:
                 "--metrics_port", str(metrics_port)]
         if spec.needs_nats and self.nats is not None:
             args += ["--nats_url", self.nats.url]
+        if spec.peer_args is not None:
+            args += list(spec.peer_args(peers or {}))
         with log_path.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", spec.module, *args,

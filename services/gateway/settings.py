@@ -31,7 +31,8 @@ class GatewaySettings(ServiceSettings):
         None, description="Thresholds file (`cmesh tune` / `cmesh cascade evaluate` write "
                           "one); unset uses the packaged cascade/artifacts/thresholds.json.")
     policy: Literal["route", "cascade", "hybrid"] = Field(
-        "hybrid", description="Policy used when a request names none.")
+        "route", description="Policy used when a request names none (the shipped "
+                             "thresholds were calibrated for route).")
     tier_prices: dict[str, float] = Field(
         default_factory=lambda: {"small": 0.02, "large": 0.2},
         description="Price per 1,000 tokens (prompt + completion) of each tier, in any one "

@@ -1,0 +1,87 @@
+"""The real mesh for end-to-end gateway tests, once per session: nats-server with
+JetStream, the cache (on JetStream), the classifier, a small and a large vLLM
+backend (both SmolLM2 on this CPU), and a gateway in this process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.common.natsd import NatsServer
+from services.gateway.auth import add_key
+from services.gateway.main import GatewayNode
+from services.gateway.settings import GatewaySettings
+from tests.support import ServiceProcess, start_service
+
+
+@dataclass
+class Mesh:
+    nats: NatsServer
+    cache: ServiceProcess
+    classifier: ServiceProcess
+    small: ServiceProcess
+    large: ServiceProcess
+    keys_file: Path
+    key: str
+    other_key: str
+
+    def settings(self, **overrides: object) -> GatewaySettings:
+        """Gateway settings pointing at this mesh (override any field)."""
+        values: dict[str, object] = {
+            "port": 0, "api_keys_file": self.keys_file, "cache_address": self.cache.address,
+            "classifier_address": self.classifier.address,
+            "backend_addresses": {"small": self.small.address, "large": self.large.address},
+            "default_max_tokens": 32, "rate_limit_per_s": 200, "rate_limit_burst": 400,
+            "cache_timeout_ms": 2000, "classifier_timeout_ms": 2000}
+        values.update(overrides)
+        return GatewaySettings(**values)  # type: ignore[arg-type]
+
+    def backend_requests(self) -> float:
+        """Finished generations over both tiers (the backends' own counters)."""
+        return sum(_metric_or_zero(b, "backend_requests_total") for b in (self.small, self.large))
+
+
+def _metric_or_zero(service: ServiceProcess, name: str) -> float:
+    try:
+        return service.metric(name)
+    except KeyError:
+        return 0.0
+
+
+@pytest.fixture(scope="session")
+def large_backend(smollm2_path: Path) -> Iterator[ServiceProcess]:
+    """A second SmolLM2 engine serving as the large tier (no bigger model fits here)."""
+    service = start_service(
+        "services.backend", "--model", str(smollm2_path), "--served_name", "large",
+        "--max_tokens_limit", "512", "--drain_seconds", "0")
+    try:
+        yield service
+    finally:
+        service.stop()
+
+
+@pytest.fixture(scope="session")
+async def mesh(tmp_path_factory: pytest.TempPathFactory, large_backend: ServiceProcess,
+               smollm2_backend: ServiceProcess) -> AsyncIterator[Mesh]:
+    keys_file = tmp_path_factory.mktemp("gateway") / "api-keys"
+    key, other_key = add_key(keys_file, "acme"), add_key(keys_file, "globex")
+    async with NatsServer() as nats:
+        cache = start_service("services.cache", "--nats_url", nats.url)
+        classifier = start_service("services.classifier")
+        try:
+            for service in (cache, classifier, large_backend):
+                service.wait_serving(timeout=600)
+            yield Mesh(nats, cache, classifier, smollm2_backend, large_backend, keys_file,
+                       key, other_key)
+        finally:
+            cache.stop()
+            classifier.stop()
+
+
+@pytest.fixture(scope="session")
+async def gateway(mesh: Mesh) -> AsyncIterator[GatewayNode]:
+    async with GatewayNode(mesh.settings()) as node:
+        yield node
