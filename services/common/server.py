@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.common.settings import ServiceSettings
+from services.common.tracing import flush_tracing, init_tracing
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class GrpcService:
     ) -> None:
         self.name = name
         self.settings = settings
+        init_tracing(name, settings.otlp_endpoint)
         self.registry = registry or CollectorRegistry()
         self.port: int = 0
         self.metrics_port: int | None = None
@@ -125,6 +127,7 @@ class GrpcService:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.settings.grace_seconds)
         self._server = None
+        flush_tracing()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()  # type: ignore[attr-defined]
             self._metrics_server = None

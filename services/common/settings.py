@@ -25,3 +25,7 @@ class ServiceSettings(BaseSettings):
     grace_seconds: float = Field(
         5.0, ge=0, le=600, description="How long in-flight calls may finish on SIGTERM."
     )
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/gRPC collector for OpenTelemetry traces (host:port or URL); "
+                          "unset turns tracing off."
+    )

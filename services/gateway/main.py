@@ -21,6 +21,7 @@ from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.server import GrpcService, wait_for_signal
+from services.common.tracing import init_tracing
 from services.gateway.auth import AuthInterceptor, RequestIdFilter, load_keys
 from services.gateway.clients import BackendTier, GrpcCache, GrpcClassifier
 from services.gateway.domain import CacheClient, ClassifierClient, Limits, TierClient
@@ -74,6 +75,7 @@ class GatewayNode:
 
     async def __aenter__(self) -> Self:
         s = self.settings
+        init_tracing("gateway", s.otlp_endpoint)  # before the first channel is made
         try:
             if s.api_keys_file is None:
                 raise ValueError("api_keys_file is required (cmesh keys add writes one)")

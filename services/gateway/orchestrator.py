@@ -174,24 +174,28 @@ class Orchestrator:
         latency: dict[str, float] = {}
         cache_status = "skipped"
         lookup = CacheLookup(hit=False)
-        if self.cache is not None and not q.skip_cache:
-            t0 = time.perf_counter()
-            lookup, cache_status = await self._lookup(q, deadline)
-            latency["cache_ms"] = (time.perf_counter() - t0) * 1000
-        if lookup.hit and lookup.answer is not None:
-            latency["first_token_ms"] = (time.perf_counter() - started) * 1000
-            yield TextDelta(lookup.answer)
-            yield self._hit_metadata(q, policy, lookup, latency, started)
-            return
-
-        score, classifier_status = None, "skipped"
+        scoring: asyncio.Task[tuple[float | None, str]] | None = None
         if policy.needs_score() and not q.force_tier:
-            t0 = time.perf_counter()
-            score, classifier_status = await self._score(q, deadline)
-            latency["classifier_ms"] = (time.perf_counter() - t0) * 1000
-            if score is None:
-                # No score: start where the cascade starts, and let confidence decide.
-                policy = policy.with_overrides("cascade")
+            # Score while the cache looks up: on a miss (the case that needs it) the
+            # classifier's time hides behind the lookup's; a hit cancels it.
+            scoring = asyncio.create_task(self._timed_score(q, deadline, latency))
+        try:
+            if self.cache is not None and not q.skip_cache:
+                t0 = time.perf_counter()
+                lookup, cache_status = await self._lookup(q, deadline)
+                latency["cache_ms"] = (time.perf_counter() - t0) * 1000
+            if lookup.hit and lookup.answer is not None:
+                latency["first_token_ms"] = (time.perf_counter() - started) * 1000
+                yield TextDelta(lookup.answer)
+                yield self._hit_metadata(q, policy, lookup, latency, started)
+                return
+            score, classifier_status = await scoring if scoring else (None, "skipped")
+        finally:
+            if scoring is not None and not scoring.done():
+                scoring.cancel()
+        if classifier_status == "unavailable":
+            # No score: start where the cascade starts, and let confidence decide.
+            policy = policy.with_overrides("cascade")
         plan = policy.plan(score, q.force_tier or None)
 
         tiers_tried: list[str] = []
@@ -271,6 +275,14 @@ class Orchestrator:
             self.observer.side_call_failed("cache", "lookup")
             return CacheLookup(hit=False), "unavailable"
         return found, "hit" if found.hit and found.answer is not None else "miss"
+
+    async def _timed_score(self, q: Question, deadline: float,
+                           latency: dict[str, float]) -> tuple[float | None, str]:
+        t0 = time.perf_counter()
+        try:
+            return await self._score(q, deadline)
+        finally:
+            latency["classifier_ms"] = (time.perf_counter() - t0) * 1000
 
     async def _score(self, q: Question, deadline: float) -> tuple[float | None, str]:
         if self.classifier is None:

@@ -4,7 +4,7 @@ backend (both SmolLM2 on this CPU), and a gateway in this process."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from services.common.natsd import NatsServer
 from services.gateway.auth import add_key
 from services.gateway.main import GatewayNode
 from services.gateway.settings import GatewaySettings
+from tests.gateway.otlp import SpanCollector
 from tests.support import ServiceProcess, start_service
 
 
@@ -27,6 +28,7 @@ class Mesh:
     keys_file: Path
     key: str
     other_key: str
+    spans: SpanCollector
 
     def settings(self, **overrides: object) -> GatewaySettings:
         """Gateway settings pointing at this mesh (override any field)."""
@@ -52,33 +54,35 @@ def _metric_or_zero(service: ServiceProcess, name: str) -> float:
 
 
 @pytest.fixture(scope="session")
-def large_backend(smollm2_path: Path) -> Iterator[ServiceProcess]:
-    """A second SmolLM2 engine serving as the large tier (no bigger model fits here)."""
-    service = start_service(
-        "services.backend", "--model", str(smollm2_path), "--served_name", "large",
-        "--max_tokens_limit", "512", "--drain_seconds", "0")
-    try:
-        yield service
-    finally:
-        service.stop()
+async def spans() -> AsyncIterator[SpanCollector]:
+    """Where every mesh service sends its OpenTelemetry spans (OTLP, kept in memory)."""
+    async with SpanCollector() as collector:
+        yield collector
 
 
 @pytest.fixture(scope="session")
-async def mesh(tmp_path_factory: pytest.TempPathFactory, large_backend: ServiceProcess,
-               smollm2_backend: ServiceProcess) -> AsyncIterator[Mesh]:
+async def mesh(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path,
+               spans: SpanCollector) -> AsyncIterator[Mesh]:
+    """Both tiers are SmolLM2 engines (no bigger model fits here), started with the
+    other services at once; every service exports its traces to `spans`."""
     keys_file = tmp_path_factory.mktemp("gateway") / "api-keys"
     key, other_key = add_key(keys_file, "acme"), add_key(keys_file, "globex")
+    traced = ("--otlp_endpoint", spans.endpoint)
+    backends = [start_service("services.backend", "--model", str(smollm2_path),
+                              "--served_name", tier, "--max_tokens_limit", "512",
+                              "--drain_seconds", "0", *traced) for tier in ("small", "large")]
     async with NatsServer() as nats:
-        cache = start_service("services.cache", "--nats_url", nats.url)
-        classifier = start_service("services.classifier")
+        cache = start_service("services.cache", "--nats_url", nats.url, *traced)
+        classifier = start_service("services.classifier", *traced)
+        started = [*backends, cache, classifier]
         try:
-            for service in (cache, classifier, large_backend):
+            for service in started:
                 service.wait_serving(timeout=600)
-            yield Mesh(nats, cache, classifier, smollm2_backend, large_backend, keys_file,
-                       key, other_key)
+            yield Mesh(nats, cache, classifier, backends[0], backends[1], keys_file,
+                       key, other_key, spans)
         finally:
-            cache.stop()
-            classifier.stop()
+            for service in started:
+                service.stop()
 
 
 @pytest.fixture(scope="session")
