@@ -40,6 +40,7 @@ def to_generation_request(msg: backend_pb2.GenerateRequest) -> GenerationRequest
         logprobs=msg.return_logprobs,
         extra=json_format.MessageToDict(msg.sampling_overrides),
         request_id=msg.request_id,
+        continue_token_ids=tuple(msg.continue_token_ids),
     )
 
 
@@ -108,3 +109,9 @@ class BackendServicer(backend_pb2_grpc.BackendServicer):
     ) -> backend_pb2.ModelInfo:
         info = self._engine.info()
         return backend_pb2.ModelInfo(**vars(info))
+
+    @grpc_errors
+    async def GetLoad(
+        self, request: backend_pb2.GetLoadRequest, context: grpc.aio.ServicerContext
+    ) -> backend_pb2.Load:
+        return backend_pb2.Load(**vars(self._engine.load()))
