@@ -50,12 +50,17 @@ def build_request(prompt: str, *, policy: str = "", force_tier: str = "",
     return request
 
 
+def read_key(state_dir: Path = DEFAULT_STATE, tenant: str = "dev") -> str:
+    """`tenant`'s API key that `cmesh up` wrote."""
+    return (state_dir / f"{tenant}-api-key").read_text().strip()
+
+
 def read_stack(state_dir: Path = DEFAULT_STATE, tenant: str = "dev") -> tuple[str, str]:
     """The gateway address and `tenant`'s API key that `cmesh up` wrote."""
     addresses = json.loads((state_dir / "addresses.json").read_text())
     if "gateway" not in addresses:
         raise FileNotFoundError(f"{state_dir}/addresses.json has no gateway; is `cmesh up` on?")
-    return addresses["gateway"], (state_dir / f"{tenant}-api-key").read_text().strip()
+    return addresses["gateway"], read_key(state_dir, tenant)
 
 
 async def ask(address: str, key: str, request: gateway_pb2.AskRequest,

@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from rich.table import Table
 
-from cmesh.client import ask, build_request, read_stack
+from cmesh.client import ask, build_request, read_key
 from cmesh.output import console
 from protos.gateway.v1 import gateway_pb2
 
@@ -57,7 +57,7 @@ def script() -> list[Step]:
 
 async def run_session(address: str, state_dir: Path) -> dict[str, Any]:
     """Run the script through the gateway at `address`; print and return the summary."""
-    keys = {t: read_stack(state_dir, t)[1] for t in ("dev", "guest")}
+    keys = {t: read_key(state_dir, t) for t in ("dev", "guest")}
     metas: list[gateway_pb2.ResponseMetadata] = []
     paris_answer = ""
     async with grpc.aio.insecure_channel(address) as channel:

@@ -49,15 +49,16 @@ def default_specs(large_model: str | None = None,
         ServiceSpec("classifier", "services.classifier"),
     ]
     if keys_file is not None:
-        specs.append(gateway_spec(keys_file))
+        specs.append(gateway_spec(keys_file, via_broker=any(s.name == "broker" for s in specs)))
     return specs
 
 
 GATEWAY_PEERS = ("backend-small", "backend-large", "cache", "classifier")
 
 
-def gateway_spec(keys_file: Path) -> ServiceSpec:
-    """The gateway, started once its peers are SERVING, pointed at their addresses."""
+def gateway_spec(keys_file: Path, via_broker: bool = False) -> ServiceSpec:
+    """The gateway, started once its peers are SERVING, pointed at their addresses;
+    `via_broker`: tiers through the broker's JetStream queues (it gets `--nats_url`)."""
 
     def peers(addresses: Mapping[str, str]) -> list[str]:
         tiers = {name.removeprefix("backend-"): address for name, address in addresses.items()
@@ -68,8 +69,9 @@ def gateway_spec(keys_file: Path) -> ServiceSpec:
                 args += [flag, addresses[name]]
         return args
 
-    return ServiceSpec("gateway", "services.gateway", after=GATEWAY_PEERS, peer_args=peers,
-                       start_timeout=120.0)
+    after = (*GATEWAY_PEERS, "broker") if via_broker else GATEWAY_PEERS
+    return ServiceSpec("gateway", "services.gateway", after=after, peer_args=peers,
+                       needs_nats=via_broker, start_timeout=120.0)
 
 
 def ensure_dev_keys(state_dir: Path, tenants: Sequence[str] = ("dev", "guest")) -> Path:

@@ -1,8 +1,9 @@
 """`cmesh bench gateway`: what the gateway adds on a miss, and the throughput it keeps.
 
 One run starts nats-server, one SmolLM2 backend (serving both tiers, so the
-route policy still calls the classifier), the cache, the classifier and the
-gateway, each as its own process (`LocalStack`), then:
+route policy still calls the classifier), the cache, the classifier, the
+broker and the gateway (tiers through the broker's JetStream queues), each as
+its own process (`LocalStack`), then:
 
 - miss overhead: time to first token of a new prompt through the gateway
   (API key, cache lookup, classifier score, route, generate) against the same
@@ -13,14 +14,11 @@ gateway, each as its own process (`LocalStack`), then:
 - throughput: generated tokens/s at concurrency 16 through the gateway with the
   cache skipped against direct backend calls of the same prompts
   (`throughput_kept`), rounds alternating which path goes first.
-
-Jobs go to the backend directly: the broker tier client is not wired yet.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import statistics
 import tempfile
@@ -52,10 +50,12 @@ async def _bench(quick: bool) -> dict[str, float]:
     keys_file = ensure_dev_keys(state, ("bench",))
     key = (state / "bench-api-key").read_text().strip()
 
-    def gateway_peers(addresses: dict[str, str]) -> list[str]:
+    def broker_peers(addresses: dict[str, str]) -> list[str]:
         backend = addresses["backend-small"]
-        return ["--backend_addresses", json.dumps({"small": backend, "large": backend}),
-                "--cache_address", addresses["cache"],
+        return ["--backends", f"small={backend};large={backend}", "--load_poll_s", "0.05"]
+
+    def gateway_peers(addresses: dict[str, str]) -> list[str]:
+        return ["--cache_address", addresses["cache"],
                 "--classifier_address", addresses["classifier"],
                 "--api_keys_file", str(keys_file), "--policy", "route",
                 "--rate_limit_per_s", "10000", "--rate_limit_burst", "10000"]
@@ -63,10 +63,12 @@ async def _bench(quick: bool) -> dict[str, float]:
     specs = [ServiceSpec("backend-small", "services.backend", ("--served_name", "small")),
              ServiceSpec("cache", "services.cache", needs_nats=True),
              ServiceSpec("classifier", "services.classifier"),
-             ServiceSpec("gateway", "services.gateway",
-                         after=("backend-small", "cache", "classifier"),
+             ServiceSpec("broker", "services.broker", needs_nats=True,
+                         after=("backend-small",), peer_args=broker_peers),
+             ServiceSpec("gateway", "services.gateway", needs_nats=True,
+                         after=("backend-small", "cache", "classifier", "broker"),
                          peer_args=gateway_peers)]
-    console.print("starting nats, backend (SmolLM2), cache, classifier, gateway...")
+    console.print("starting nats, backend (SmolLM2), cache, classifier, broker, gateway...")
     embedder = await asyncio.to_thread(Embedder)
     auth = (("authorization", f"Bearer {key}"),)
     async with LocalStack(specs, state) as stack, \
@@ -148,7 +150,7 @@ async def _bench(quick: bool) -> dict[str, float]:
         "miss_overhead_p99_vs_encode": _pct(added, 0.99) / encode,
         "gateway_tok_s_c16": gw_rate, "direct_tok_s_c16": direct_rate,
         "throughput_kept": gw_rate / direct_rate, "pairs": pairs,
-        "max_tokens": max_tokens, "broker": 0,
+        "max_tokens": max_tokens, "broker": 1,
     }
 
 

@@ -82,6 +82,13 @@ class GatewayNode:
             keys = load_keys(s.api_keys_file)
             policy = Policy(s.policy, load_thresholds(s.thresholds_path))
             tiers = dict(self._tiers or {})
+            if s.nats_url and not tiers:
+                from services.broker.client import BrokerClient
+                from services.gateway.broker_tier import BrokerTier
+
+                broker = await self._stack.enter_async_context(BrokerClient(
+                    [u.strip() for u in s.nats_url.split(",") if u.strip()]))
+                tiers = {tier: BrokerTier(tier, broker) for tier in policy.tiers}
             for tier in policy.tiers:
                 if tier not in tiers:
                     if tier not in s.backend_addresses:

@@ -17,10 +17,13 @@ class GatewaySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CMESH_GATEWAY_", extra="ignore",
                                       validate_default=True)
 
+    nats_url: str | None = Field(
+        None, description="NATS server(s), comma-separated: tiers are reached through the "
+                          "broker's JetStream queues. Unset: straight to backend_addresses.")
     backend_addresses: dict[str, str] = Field(
         default_factory=dict,
-        description="Tier name -> backend host:port, called directly over gRPC. Every tier "
-                    "of the thresholds file needs one (JSON, e.g. "
+        description="Tier name -> backend host:port, called directly over gRPC when nats_url "
+                    "is unset; every tier of the thresholds file needs one (JSON, e.g. "
                     '\'{"small": "127.0.0.1:50061", "large": "127.0.0.1:50062"}\').')
     cache_address: str | None = Field(
         None, description="Cache service host:port; unset runs without a cache.")

@@ -29,6 +29,7 @@ class Mesh:
     key: str
     other_key: str
     spans: SpanCollector
+    broker: ServiceProcess
 
     def settings(self, **overrides: object) -> GatewaySettings:
         """Gateway settings pointing at this mesh (override any field)."""
@@ -43,10 +44,10 @@ class Mesh:
 
     def backend_requests(self) -> float:
         """Finished generations over both tiers (the backends' own counters)."""
-        return sum(_metric_or_zero(b, "backend_requests_total") for b in (self.small, self.large))
+        return sum(metric_or_zero(b, "backend_requests_total") for b in (self.small, self.large))
 
 
-def _metric_or_zero(service: ServiceProcess, name: str) -> float:
+def metric_or_zero(service: ServiceProcess, name: str) -> float:
     try:
         return service.metric(name)
     except KeyError:
@@ -74,12 +75,15 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path,
     async with NatsServer() as nats:
         cache = start_service("services.cache", "--nats_url", nats.url, *traced)
         classifier = start_service("services.classifier", *traced)
-        started = [*backends, cache, classifier]
+        broker = start_service(
+            "services.broker", "--nats_url", nats.url, "--load_poll_s", "0.05",
+            "--backends", f"small={backends[0].address};large={backends[1].address}", *traced)
+        started = [*backends, cache, classifier, broker]
         try:
             for service in started:
                 service.wait_serving(timeout=600)
             yield Mesh(nats, cache, classifier, backends[0], backends[1], keys_file,
-                       key, other_key, spans)
+                       key, other_key, spans, broker)
         finally:
             for service in started:
                 service.stop()

@@ -17,7 +17,7 @@ from google.protobuf import struct_pb2
 from protos.common.v1 import common_pb2
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.main import GatewayNode
-from tests.gateway.conftest import Mesh
+from tests.gateway.conftest import Mesh, metric_or_zero
 from tests.support import start_service
 
 pytestmark = [pytest.mark.vllm, pytest.mark.nats]
@@ -176,11 +176,13 @@ async def test_deadline_shorter_than_generation_cancels_the_backend_work(
     request = gateway_pb2.AskRequest(
         prompt="Write a long story about a lighthouse keeper and the sea.",
         sampling=common_pb2.SamplingParams(max_tokens=400), policy=policy(force_tier="small"))
+    before = metric_or_zero(mesh.small, "backend_requests_total")
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Ask(request, metadata=auth(mesh.key), timeout=1.5)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     give_up = time.monotonic() + 15
-    while mesh.small.metric("backend_engine_unfinished_requests") > 0:
+    while (mesh.small.metric("backend_engine_unfinished_requests") > 0
+           or metric_or_zero(mesh.small, "backend_requests_total") == before):
         assert time.monotonic() < give_up, "the backend kept generating"
         await asyncio.sleep(0.2)
 
@@ -239,3 +241,30 @@ async def test_one_trace_spans_every_service(mesh: Mesh) -> None:
         assert expected <= found, f"trace has spans from {found}"
     finally:
         gateway.stop()
+
+
+async def test_through_the_broker_answers_and_a_deadline_cancels_the_job(mesh: Mesh) -> None:
+    """Tiers reached through the broker's JetStream queues instead of direct gRPC."""
+    settings = mesh.settings(nats_url=mesh.nats.url, backend_addresses={})
+    async with GatewayNode(settings) as node, \
+            grpc.aio.insecure_channel(node.address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        before = mesh.backend_requests()
+        reply = await stub.Ask(gateway_pb2.AskRequest(
+            prompt="What is the boiling point of water in Celsius?",
+            policy=policy(skip_cache=True)), metadata=auth(mesh.key))
+        assert reply.text and reply.metadata.usage.completion_tokens > 0
+        assert mesh.backend_requests() == before + 1
+        request = gateway_pb2.AskRequest(
+            prompt="Write a long poem about mountains and rivers.",
+            sampling=common_pb2.SamplingParams(max_tokens=400),
+            policy=policy(force_tier="large", skip_cache=True))
+        started = metric_or_zero(mesh.large, "backend_requests_total")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Ask(request, metadata=auth(mesh.key), timeout=1.5)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        give_up = time.monotonic() + 15
+        while (mesh.large.metric("backend_engine_unfinished_requests") > 0
+               or metric_or_zero(mesh.large, "backend_requests_total") == started):
+            assert time.monotonic() < give_up, "the broker's backend call kept generating"
+            await asyncio.sleep(0.2)
