@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -119,9 +120,11 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             if any(s.needs_nats for s in self.specs):
-                self.nats = NatsServer(store_dir=self.state_dir / "jetstream")
+                # Credentials on, as in compose: every service gets them in its nats_url.
+                self.nats = NatsServer(store_dir=self.state_dir / "jetstream", user="cmesh",
+                                       password=secrets.token_urlsafe(18))
                 await self.nats.start()
-                log.info("nats-server (JetStream) on %s", self.nats.url)
+                log.info("nats-server (JetStream, user/password) on %s", self.nats.public_url)
             names = {spec.name for spec in self.specs}
             first = [s for s in self.specs if not set(s.after) & names]
             for spec in first:
@@ -138,7 +141,7 @@ class LocalStack:
             raise
         addresses = {name: s.address for name, s in self.services.items()}
         if self.nats is not None:
-            addresses["nats"] = self.nats.url
+            addresses["nats"] = self.nats.public_url
         (self.state_dir / "addresses.json").write_text(json.dumps(addresses, indent=2))
         (self.state_dir / "services.json").write_text(json.dumps(
             {name: {"address": s.address, "metrics_port": s.metrics_port, "pid": s.proc.pid,

@@ -90,6 +90,11 @@ def test_gateway_peers_are_the_compose_services_and_ports(compose) -> None:
 
     assert set(load_thresholds().tiers) <= set(peers), "a tier of the thresholds has no backend"
     assert services["gateway"]["ports"] == [f"{port_of('gateway')}:{port_of('gateway')}"]
+    broker_backends = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1",
+                             services["broker"]["environment"]["CMESH_BROKER_BACKENDS"])
+    for part in broker_backends.split(";"):
+        tier, _, address = part.partition("=")
+        assert address == peers[tier], f"broker and gateway disagree on tier {tier}"
 
 
 def test_gpu_large_tier_is_tensor_parallel_on_gpus(compose) -> None:
@@ -103,5 +108,12 @@ def test_gpu_large_tier_is_tensor_parallel_on_gpus(compose) -> None:
 
 def test_cache_reaches_the_jetstream_server(compose) -> None:
     cache = compose["services"]["cache"]
-    assert cache["environment"]["CMESH_CACHE_NATS_URL"] == "nats://nats:4222"
-    assert "-js" in compose["services"]["nats"]["command"]
+    url = cache["environment"]["CMESH_CACHE_NATS_URL"]
+    assert url.startswith("nats://${NATS_USER:-cmesh}:${NATS_PASSWORD")
+    assert url.endswith("@nats:4222")
+    command = compose["services"]["nats"]["command"]
+    assert "-js" in command and "--user" in command and "--pass" in command
+    for name, service in compose["services"].items():  # every NATS client has credentials
+        for key, value in service.get("environment", {}).items():
+            if key.endswith("NATS_URL"):
+                assert "${NATS_PASSWORD" in value, f"{name}: {key} without credentials"
