@@ -66,7 +66,7 @@ class GrpcService:
         self.metrics_port: int | None = None
         self._register = register
         self._interceptors = list(interceptors)
-        self._credentials = credentials
+        self._credentials = credentials or settings.server_credentials()
         self._service_names = list(service_names)
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None

@@ -71,7 +71,17 @@ class GatewayNode:
         return self.service.address
 
     async def _channel(self, address: str) -> grpc.aio.Channel:
-        return await self._stack.enter_async_context(grpc.aio.insecure_channel(address))
+        """A channel to an internal service: TLS (mutual with mesh_cert) when mesh_ca is set."""
+        s = self.settings
+        if s.mesh_ca is None:
+            channel = grpc.aio.insecure_channel(address)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=s.mesh_ca.read_bytes(),
+                private_key=s.mesh_key.read_bytes() if s.mesh_key else None,
+                certificate_chain=s.mesh_cert.read_bytes() if s.mesh_cert else None)
+            channel = grpc.aio.secure_channel(address, creds)
+        return await self._stack.enter_async_context(channel)
 
     async def __aenter__(self) -> Self:
         s = self.settings
@@ -112,8 +122,7 @@ class GatewayNode:
                 "gateway", s,
                 register=lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(
                     servicer, server),
-                service_names=[SERVICE_NAME], registry=registry, interceptors=[auth],
-                credentials=_credentials(s))
+                service_names=[SERVICE_NAME], registry=registry, interceptors=[auth])
             await self._stack.enter_async_context(self.service)
             await self.service.set_serving(True)
         except BaseException:
@@ -128,12 +137,6 @@ class GatewayNode:
         if self.orchestrator is not None:
             await self.orchestrator.flights.drain(self.settings.grace_seconds)
         await self._stack.aclose()
-
-
-def _credentials(s: GatewaySettings) -> grpc.ServerCredentials | None:
-    if s.tls_cert is None or s.tls_key is None:
-        return None
-    return grpc.ssl_server_credentials([(s.tls_key.read_bytes(), s.tls_cert.read_bytes())])
 
 
 async def serve(settings: GatewaySettings) -> None:

@@ -68,13 +68,20 @@ class GatewaySettings(ServiceSettings):
         120.0, gt=0, description="Deadline of a request whose client set none.")
     confidence_method: Literal["mean", "min"] = Field(
         "mean", description="How an answer's confidence comes from its token logprobs.")
-    tls_cert: Path | None = Field(None, description="PEM certificate of the gateway port.")
-    tls_key: Path | None = Field(None, description="PEM private key of the gateway port.")
+    mesh_ca: Path | None = Field(
+        None, description="PEM CA the internal services' certificates are signed by; set it "
+                          "to call cache, classifier and backends over TLS.")
+    mesh_cert: Path | None = Field(
+        None, description="PEM client certificate the gateway presents to internal services "
+                          "that require mutual TLS (with mesh_key).")
+    mesh_key: Path | None = Field(None, description="PEM private key of mesh_cert.")
 
     @model_validator(mode="after")
-    def _tls_pair(self) -> GatewaySettings:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together")
+    def _limits_fit(self) -> GatewaySettings:
+        if (self.mesh_cert is None) != (self.mesh_key is None):
+            raise ValueError("mesh_cert and mesh_key go together")
+        if self.mesh_cert is not None and self.mesh_ca is None:
+            raise ValueError("mesh_cert needs mesh_ca")
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens must not exceed max_tokens_limit")
         return self
