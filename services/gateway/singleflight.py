@@ -61,8 +61,16 @@ class SingleFlight(Generic[T]):
 
     async def stream(self, key: Hashable,
                      work: Callable[[], AsyncIterator[T]]) -> AsyncIterator[tuple[bool, T]]:
-        """Yield (joined, event): joined is True for callers that found a flight running."""
+        """Yield (joined, event): joined is True for callers that found a flight running.
+
+        A flight whose answer is already out is only finishing (storing it); a new
+        caller waits for that to end and starts afresh, so it finds the stored answer
+        instead of replaying a stale "miss".
+        """
         flight = self._flights.get(key)
+        while flight is not None and flight.answered and flight.task is not None:
+            await asyncio.wait({flight.task})
+            flight = self._flights.get(key)
         joined = flight is not None
         if flight is None:
             flight = _Flight()

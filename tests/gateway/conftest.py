@@ -4,6 +4,7 @@ backend (both SmolLM2 on this CPU), and a gateway in this process."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,9 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path,
             yield Mesh(nats, cache, classifier, backends[0], backends[1], keys_file,
                        key, other_key, spans, broker)
         finally:
+            for service in started:  # all at once: engines take seconds to shut down
+                if service.proc.poll() is None:
+                    service.proc.send_signal(signal.SIGTERM)
             for service in started:
                 service.stop()
 

@@ -18,6 +18,7 @@ class FakeCache:
     entries: dict[tuple[str, str, str], tuple[str, str]] = field(default_factory=dict)
     broken: bool = False
     delay: float = 0.0
+    store_delay: float = 0.0
     lookups: int = 0
     stores: int = 0
 
@@ -34,6 +35,7 @@ class FakeCache:
 
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str,
                     prompt_tokens: int, completion_tokens: int, timeout: float) -> bool:
+        await asyncio.sleep(self.store_delay)
         if self.broken:
             raise ConnectionError("cache down")
         self.stores += 1

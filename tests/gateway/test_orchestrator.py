@@ -129,6 +129,15 @@ async def test_identical_concurrent_misses_run_one_generation() -> None:
     assert other.cache_status == "miss" and tiers["small"].calls == 2
 
 
+async def test_a_repeat_during_the_store_waits_for_it_and_hits() -> None:
+    orch, cache, _, tiers = make()
+    cache.store_delay = 0.1
+    _, first, _ = await ask(orch, q("stored slowly"))
+    _, again, _ = await ask(orch, q("stored slowly"))  # the first flight is still storing
+    assert first.cache_status == "miss" and again.cache_status == "hit"
+    assert not again.coalesced and tiers["small"].calls == 1
+
+
 async def test_conversations_are_separate_namespaces() -> None:
     orch, _, _, tiers = make()
     one = (Turn("user", "Tell me about Paris"), Turn("assistant", "Paris is in France."))
