@@ -268,3 +268,21 @@ async def test_through_the_broker_answers_and_a_deadline_cancels_the_job(mesh: M
                or metric_or_zero(mesh.large, "backend_requests_total") == started):
             assert time.monotonic() < give_up, "the broker's backend call kept generating"
             await asyncio.sleep(0.2)
+
+
+async def test_dead_tier_is_unavailable_naming_it(mesh: Mesh) -> None:
+    from services.common.natsd import free_port
+
+    settings = mesh.settings(backend_addresses={"small": mesh.small.address,
+                                                "large": f"127.0.0.1:{free_port()}"})
+    async with GatewayNode(settings) as node, \
+            grpc.aio.insecure_channel(node.address) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Ask(gateway_pb2.AskRequest(prompt="Hello?", policy=policy(
+                force_tier="large", skip_cache=True)), metadata=auth(mesh.key), timeout=20)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "'large'" in err.value.details()
+        reply = await stub.Ask(gateway_pb2.AskRequest(prompt="Hello?", policy=policy(
+            force_tier="small", skip_cache=True)), metadata=auth(mesh.key), timeout=60)
+        assert reply.metadata.tier == "small"  # the live tier still answers
