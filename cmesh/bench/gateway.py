@@ -19,11 +19,13 @@ its own process (`LocalStack`), then:
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from cmesh.output import console, emit
 
@@ -54,6 +56,11 @@ async def _bench(quick: bool) -> dict[str, float]:
         backend = addresses["backend-small"]
         return ["--backends", f"small={backend};large={backend}", "--load_poll_s", "0.05"]
 
+    def direct_peers(addresses: dict[str, str]) -> list[str]:
+        backend = addresses["backend-small"]
+        return ["--backend_addresses", json.dumps({"small": backend, "large": backend}),
+                *gateway_peers(addresses)]
+
     def gateway_peers(addresses: dict[str, str]) -> list[str]:
         return ["--cache_address", addresses["cache"],
                 "--classifier_address", addresses["classifier"],
@@ -67,27 +74,42 @@ async def _bench(quick: bool) -> dict[str, float]:
                          after=("backend-small",), peer_args=broker_peers),
              ServiceSpec("gateway", "services.gateway", needs_nats=True,
                          after=("backend-small", "cache", "classifier", "broker"),
-                         peer_args=gateway_peers)]
+                         peer_args=gateway_peers),
+             ServiceSpec("gateway-direct", "services.gateway",
+                         after=("backend-small", "cache", "classifier"),
+                         peer_args=direct_peers)]
     console.print("starting nats, backend (SmolLM2), cache, classifier, broker, gateway...")
     embedder = await asyncio.to_thread(Embedder)
     auth = (("authorization", f"Bearer {key}"),)
+    stages: dict[str, list[float]] = {"cache": [], "classifier": []}
     async with LocalStack(specs, state) as stack, \
             grpc.aio.insecure_channel(stack.services["gateway"].address) as gw_channel, \
+            grpc.aio.insecure_channel(stack.services["gateway-direct"].address) as gd_channel, \
             grpc.aio.insecure_channel(stack.services["backend-small"].address) as be_channel:
-        gateway = gateway_pb2_grpc.GatewayStub(gw_channel)
         backend = backend_pb2_grpc.BackendStub(be_channel)
 
-        async def via_gateway(prompt: str, tokens: int, skip_cache: bool) -> tuple[float, int]:
-            request = build_request(prompt, max_tokens=tokens, skip_cache=skip_cache)
-            start, first, count = time.perf_counter(), 0.0, 0
-            async for chunk in gateway.AskStream(request, metadata=auth, timeout=600):
-                if chunk.WhichOneof("kind") == "text_delta":
-                    first = first or time.perf_counter() - start
-                else:
-                    count = chunk.metadata.usage.completion_tokens
-                    if not skip_cache and chunk.metadata.cache_status != "miss":
-                        raise RuntimeError(f"expected a miss: {chunk.metadata.cache_status}")
-            return first * 1000, count
+        def through(channel: grpc.aio.Channel) -> Any:
+            gateway = gateway_pb2_grpc.GatewayStub(channel)
+
+            async def run(prompt: str, tokens: int, skip_cache: bool) -> tuple[float, int]:
+                request = build_request(prompt, max_tokens=tokens, skip_cache=skip_cache)
+                start, first, count = time.perf_counter(), 0.0, 0
+                async for chunk in gateway.AskStream(request, metadata=auth, timeout=600):
+                    if chunk.WhichOneof("kind") == "text_delta":
+                        first = first or time.perf_counter() - start
+                    else:
+                        meta = chunk.metadata
+                        count = meta.usage.completion_tokens
+                        if not skip_cache and meta.cache_status != "miss":
+                            raise RuntimeError(f"expected a miss: {meta.cache_status}")
+                        if not skip_cache:
+                            stages["cache"].append(meta.latency.cache_ms)
+                            stages["classifier"].append(meta.latency.classifier_ms)
+                return first * 1000, count
+
+            return run
+
+        via_gateway, via_gateway_direct = through(gw_channel), through(gd_channel)
 
         async def direct(prompt: str, tokens: int, skip_cache: bool = True) -> tuple[float, int]:
             request = backend_pb2.GenerateRequest(
@@ -103,8 +125,10 @@ async def _bench(quick: bool) -> dict[str, float]:
 
         for i in range(3):  # warm every path
             await via_gateway(f"Warm-up {i}: name a river.", 4, True)
+            await via_gateway_direct(f"Warm-up {i}: name a river.", 4, True)
             await direct(f"Warm-up {i}: name a river.", 4)
         added: list[float] = []
+        added_direct_tiers: list[float] = []
         encode_ms: list[float] = []
         for i in range(pairs):
             prompt = f"Bench question {i}: what is {i * 7 + 3} multiplied by {i + 11}?"
@@ -113,6 +137,10 @@ async def _bench(quick: bool) -> dict[str, float]:
             for name, run in order if i % 2 == 0 else order[::-1]:
                 results[name] = (await run(prompt, 1, False))[0]
             added.append(results["gateway"] - results["direct"])
+            # The same without the broker hop (a prompt of its own: it must miss too).
+            other = prompt.replace("Bench question", "Other question")
+            first = await via_gateway_direct(other, 1, False)
+            added_direct_tiers.append(first[0] - (await direct(other, 1))[0])
             start = time.perf_counter()
             await asyncio.to_thread(embedder.encode, [prompt])
             encode_ms.append((time.perf_counter() - start) * 1000)
@@ -148,6 +176,9 @@ async def _bench(quick: bool) -> dict[str, float]:
         "minilm_encode_ms_p50": encode,
         "miss_overhead_vs_encode": _pct(added, 0.5) / encode,
         "miss_overhead_p99_vs_encode": _pct(added, 0.99) / encode,
+        "miss_added_ms_p50_without_broker": _pct(added_direct_tiers, 0.5),
+        "miss_cache_ms_p50": _pct(stages["cache"], 0.5),
+        "miss_classifier_ms_p50": _pct(stages["classifier"], 0.5),
         "gateway_tok_s_c16": gw_rate, "direct_tok_s_c16": direct_rate,
         "throughput_kept": gw_rate / direct_rate, "pairs": pairs,
         "max_tokens": max_tokens, "broker": 1,
