@@ -37,12 +37,15 @@ class GrpcCache:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = cache_pb2_grpc.CacheStub(channel)
 
-    async def lookup(self, scope: Scope, prompt: str, timeout: float) -> CacheLookup:
+    async def lookup(self, scope: Scope, prompt: str, timeout: float,
+                     want_vector: bool = False) -> CacheLookup:
         reply = await self._stub.Lookup(
-            cache_pb2.LookupRequest(scope=scope_to_pb(scope), prompt=prompt), timeout=timeout)
+            cache_pb2.LookupRequest(scope=scope_to_pb(scope), prompt=prompt,
+                                    return_embedding=want_vector), timeout=timeout)
         if not reply.hit:
             return CacheLookup(hit=False, similarity=reply.similarity,
-                               probability=reply.verifier_probability)
+                               probability=reply.verifier_probability,
+                               vector=tuple(reply.embedding))
         e = reply.entry
         return CacheLookup(hit=True, similarity=reply.similarity,
                            probability=reply.verifier_probability, answer=e.answer, tier=e.tier,
@@ -64,10 +67,13 @@ class GrpcClassifier:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self._stub = classifier_pb2_grpc.ClassifierStub(channel)
 
-    async def score(self, scope: Scope, prompt: str, timeout: float) -> float:
-        reply = await self._stub.Score(classifier_pb2.ScoreRequest(
-            prompts=[prompt], conversation=conversation_to_pb(scope.system_prompt, scope.turns)),
-            timeout=timeout)
+    async def score(self, scope: Scope, prompt: str, timeout: float,
+                    vector: tuple[float, ...] = ()) -> float:
+        request = classifier_pb2.ScoreRequest(
+            prompts=[prompt], conversation=conversation_to_pb(scope.system_prompt, scope.turns))
+        if vector:
+            request.embeddings.add(values=vector)
+        reply = await self._stub.Score(request, timeout=timeout)
         return float(reply.scores[0])
 
 

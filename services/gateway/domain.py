@@ -114,6 +114,7 @@ class CacheLookup:
     tier: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    vector: tuple[float, ...] = ()  # the prompt's embedding, when asked for
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,8 @@ class TierChunk:
 class CacheClient(Protocol):
     """The semantic cache, best-effort: the orchestrator treats any failure as a miss."""
 
-    async def lookup(self, scope: Scope, prompt: str, timeout: float) -> CacheLookup: ...
+    async def lookup(self, scope: Scope, prompt: str, timeout: float,
+                     want_vector: bool = False) -> CacheLookup: ...
 
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str,
                     prompt_tokens: int, completion_tokens: int, timeout: float) -> bool: ...
@@ -155,7 +157,8 @@ class CacheClient(Protocol):
 class ClassifierClient(Protocol):
     """P(the cheapest tier is not enough) for a prompt in its context."""
 
-    async def score(self, scope: Scope, prompt: str, timeout: float) -> float: ...
+    async def score(self, scope: Scope, prompt: str, timeout: float,
+                    vector: tuple[float, ...] = ()) -> float: ...
 
 
 class TierClient(Protocol):

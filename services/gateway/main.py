@@ -45,7 +45,8 @@ def orchestrator_config(s: GatewaySettings) -> OrchestratorConfig:
         cache_timeout_s=s.cache_timeout_ms / 1000,
         classifier_timeout_s=s.classifier_timeout_ms / 1000,
         store_timeout_s=s.store_timeout_ms / 1000, side_share=s.side_share,
-        default_timeout_s=s.default_timeout_s, confidence_method=s.confidence_method)
+        default_timeout_s=s.default_timeout_s, confidence_method=s.confidence_method,
+        embed_once=s.embed_once)
 
 
 class GatewayNode:

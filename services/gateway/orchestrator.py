@@ -85,6 +85,7 @@ class OrchestratorConfig:
     side_share: float = 0.25
     default_timeout_s: float = 120.0
     confidence_method: ConfidenceMethod = "mean"
+    embed_once: bool = True
 
 
 @dataclass
@@ -175,21 +176,32 @@ class Orchestrator:
         cache_status = "skipped"
         lookup = CacheLookup(hit=False)
         scoring: asyncio.Task[tuple[float | None, str]] | None = None
-        if policy.needs_score() and not q.force_tier:
-            # Score while the cache looks up: on a miss (the case that needs it) the
-            # classifier's time hides behind the lookup's; a hit cancels it.
+        wants_score = policy.needs_score() and not q.force_tier
+        use_cache = self.cache is not None and not q.skip_cache
+        # Embed once: when the scored text is the prompt itself (no earlier user turn),
+        # the cache returns the prompt's vector and the classifier scores that vector.
+        # Otherwise score while the cache looks up (a hit cancels the score).
+        embed_once = (wants_score and use_cache and self.config.embed_once
+                      and not any(t.role == "user" for t in q.turns))
+        if wants_score and not embed_once:
             scoring = asyncio.create_task(self._timed_score(q, deadline, latency))
         try:
-            if self.cache is not None and not q.skip_cache:
+            if use_cache:
                 t0 = time.perf_counter()
-                lookup, cache_status = await self._lookup(q, deadline)
+                lookup, cache_status = await self._lookup(q, deadline, want_vector=embed_once)
                 latency["cache_ms"] = (time.perf_counter() - t0) * 1000
             if lookup.hit and lookup.answer is not None:
                 latency["first_token_ms"] = (time.perf_counter() - started) * 1000
                 yield TextDelta(lookup.answer)
                 yield self._hit_metadata(q, policy, lookup, latency, started)
                 return
-            score, classifier_status = await scoring if scoring else (None, "skipped")
+            if embed_once:
+                score, classifier_status = await self._timed_score(q, deadline, latency,
+                                                                   lookup.vector)
+            elif scoring is not None:
+                score, classifier_status = await scoring
+            else:
+                score, classifier_status = None, "skipped"
         finally:
             if scoring is not None and not scoring.done():
                 scoring.cancel()
@@ -263,12 +275,13 @@ class Orchestrator:
     def _side_timeout(self, limit: float, deadline: float) -> float:
         return max(0.0, min(limit, (deadline - time.monotonic()) * self.config.side_share))
 
-    async def _lookup(self, q: Question, deadline: float) -> tuple[CacheLookup, str]:
+    async def _lookup(self, q: Question, deadline: float,
+                      want_vector: bool = False) -> tuple[CacheLookup, str]:
         assert self.cache is not None
         timeout = self._side_timeout(self.config.cache_timeout_s, deadline)
         try:
             async with asyncio.timeout(timeout):
-                found = await self.cache.lookup(q.scope(), q.prompt, timeout)
+                found = await self.cache.lookup(q.scope(), q.prompt, timeout, want_vector)
         except Exception as exc:  # best-effort: a failed lookup is a miss
             log.warning("request %s: cache lookup failed (%s); treated as a miss",
                         q.request_id, type(exc).__name__)
@@ -276,21 +289,23 @@ class Orchestrator:
             return CacheLookup(hit=False), "unavailable"
         return found, "hit" if found.hit and found.answer is not None else "miss"
 
-    async def _timed_score(self, q: Question, deadline: float,
-                           latency: dict[str, float]) -> tuple[float | None, str]:
+    async def _timed_score(self, q: Question, deadline: float, latency: dict[str, float],
+                           vector: tuple[float, ...] = ()) -> tuple[float | None, str]:
         t0 = time.perf_counter()
         try:
-            return await self._score(q, deadline)
+            return await self._score(q, deadline, vector)
         finally:
             latency["classifier_ms"] = (time.perf_counter() - t0) * 1000
 
-    async def _score(self, q: Question, deadline: float) -> tuple[float | None, str]:
+    async def _score(self, q: Question, deadline: float,
+                     vector: tuple[float, ...] = ()) -> tuple[float | None, str]:
         if self.classifier is None:
             return None, "unavailable"
         timeout = self._side_timeout(self.config.classifier_timeout_s, deadline)
         try:
             async with asyncio.timeout(timeout):
-                return await self.classifier.score(q.scope(), q.prompt, timeout), "scored"
+                score = await self.classifier.score(q.scope(), q.prompt, timeout, vector)
+                return score, "scored"
         except Exception as exc:  # best-effort: no score falls back to the cascade
             log.warning("request %s: classifier failed (%s); cascading instead",
                         q.request_id, type(exc).__name__)

@@ -66,6 +66,10 @@ class GatewaySettings(ServiceSettings):
         0.25, gt=0, le=1, description="Most of the remaining deadline one side call may use.")
     default_timeout_s: float = Field(
         120.0, gt=0, description="Deadline of a request whose client set none.")
+    embed_once: bool = Field(
+        True, description="Have the cache return the prompt's embedding and the classifier "
+                          "score it (one MiniLM encode per request instead of two); off, the "
+                          "two run side by side, each embedding the prompt.")
     confidence_method: Literal["mean", "min"] = Field(
         "mean", description="How an answer's confidence comes from its token logprobs.")
     mesh_ca: Path | None = Field(

@@ -22,14 +22,16 @@ class FakeCache:
     lookups: int = 0
     stores: int = 0
 
-    async def lookup(self, scope: Scope, prompt: str, timeout: float) -> CacheLookup:
+    async def lookup(self, scope: Scope, prompt: str, timeout: float,
+                     want_vector: bool = False) -> CacheLookup:
         self.lookups += 1
         await asyncio.sleep(self.delay)
         if self.broken:
             raise ConnectionError("cache down")
         found = self.entries.get((scope.tenant, fingerprint(scope), prompt))
         if found is None:
-            return CacheLookup(hit=False, similarity=0.3, probability=0.1)
+            return CacheLookup(hit=False, similarity=0.3, probability=0.1,
+                               vector=(0.5, 0.5) if want_vector else ())
         return CacheLookup(hit=True, similarity=1.0, probability=0.99, answer=found[0],
                            tier=found[1], prompt_tokens=5, completion_tokens=7)
 
@@ -49,9 +51,12 @@ class FakeClassifier:
 
     broken: bool = False
     calls: int = 0
+    given_vectors: int = 0
 
-    async def score(self, scope: Scope, prompt: str, timeout: float) -> float:
+    async def score(self, scope: Scope, prompt: str, timeout: float,
+                    vector: tuple[float, ...] = ()) -> float:
         self.calls += 1
+        self.given_vectors += bool(vector)
         if self.broken:
             raise ConnectionError("classifier down")
         return 0.9 if "hard" in prompt else 0.1

@@ -78,6 +78,16 @@ async def test_route_sends_hard_prompts_to_large_and_overrides_move_them() -> No
     assert forced.tier == "large" and classifier.calls == calls  # no score needed
 
 
+async def test_the_cache_vector_is_scored_unless_earlier_turns_change_the_text() -> None:
+    orch, _, classifier, _ = make()
+    await ask(orch, q("easy one"))
+    assert classifier.calls == classifier.given_vectors == 1
+    await ask(orch, q("easy one", turns=(Turn("user", "before"), Turn("assistant", "ok"))))
+    assert classifier.calls == 2 and classifier.given_vectors == 1
+    await ask(orch, q("easy two", skip_cache=True))
+    assert classifier.calls == 3 and classifier.given_vectors == 1
+
+
 async def test_cascade_escalates_on_low_confidence_and_streams_only_the_kept_answer() -> None:
     orch, _, classifier, _ = make(policy="cascade", small_p=0.3)
     text, meta, deltas = await ask(orch, q("anything"))
