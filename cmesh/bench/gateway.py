@@ -123,10 +123,15 @@ async def _bench(quick: bool) -> dict[str, float]:
                     count = chunk.usage.completion_tokens
             return first * 1000, count
 
-        for i in range(3):  # warm every path
-            await via_gateway(f"Warm-up {i}: name a river.", 4, True)
-            await via_gateway_direct(f"Warm-up {i}: name a river.", 4, True)
-            await direct(f"Warm-up {i}: name a river.", 4)
+        # Warm every path, at several prompt lengths: the first encodes of each new
+        # shape in a fresh process take up to seconds (one-off kernel set-up).
+        for i in range(8):
+            words = " ".join(["river"] * (i * 3))
+            await via_gateway(f"Warm-up {i}: name a {words} river.", 2, False)
+            await via_gateway_direct(f"Warm-up {i}: name one {words} river.", 2, False)
+            await direct(f"Warm-up {i}: name a {words} river.", 2)
+        for values in stages.values():
+            values.clear()
         added: list[float] = []
         added_direct_tiers: list[float] = []
         encode_ms: list[float] = []
