@@ -14,9 +14,10 @@ import secrets
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from services.common.natscluster import NatsCluster
 from services.common.natsd import NatsServer, free_port
 from services.common.probe import probe
 
@@ -32,34 +33,39 @@ class ServiceSpec:
     args: tuple[str, ...] = ()
     needs_nats: bool = False
     start_timeout: float = 900.0
-    # Services that must be SERVING first; `peer_args` turns their addresses into flags.
-    after: tuple[str, ...] = ()
+    # Services that must be SERVING first; `{name}` in args becomes their address.
+    needs: tuple[str, ...] = ()
+    # More flags from the addresses of the services started before this one.
     peer_args: Callable[[Mapping[str, str]], Sequence[str]] | None = None
 
 
 def default_specs(large_model: str | None = None,
                   keys_file: Path | None = None) -> list[ServiceSpec]:
     """backend-small (SmolLM2), backend-large (a larger local model when given,
-    else SmolLM2 again), cache, classifier, and the gateway in front of them
-    (when `keys_file` names its API keys)."""
+    else SmolLM2 again), cache, classifier, broker, and the gateway in front of
+    them (when `keys_file` names its API keys)."""
     large = ("--model", large_model) if large_model else ()
     specs = [
         ServiceSpec("backend-small", "services.backend", ("--served_name", "small")),
         ServiceSpec("backend-large", "services.backend", ("--served_name", "large", *large)),
         ServiceSpec("cache", "services.cache", needs_nats=True),
         ServiceSpec("classifier", "services.classifier"),
+        ServiceSpec("broker", "services.broker",
+                    ("--backends", "small={backend-small};large={backend-large}"),
+                    needs_nats=True, needs=("backend-small", "backend-large")),
     ]
     if keys_file is not None:
-        specs.append(gateway_spec(keys_file, via_broker=any(s.name == "broker" for s in specs)))
+        specs.append(gateway_spec(keys_file))
     return specs
 
 
-GATEWAY_PEERS = ("backend-small", "backend-large", "cache", "classifier")
+GATEWAY_PEERS = ("backend-small", "backend-large", "cache", "classifier", "broker")
 
 
-def gateway_spec(keys_file: Path, via_broker: bool = False) -> ServiceSpec:
+def gateway_spec(keys_file: Path, via_broker: bool = True) -> ServiceSpec:
     """The gateway, started once its peers are SERVING, pointed at their addresses;
-    `via_broker`: tiers through the broker's JetStream queues (it gets `--nats_url`)."""
+    `via_broker`: tiers through the broker's JetStream queues (it gets `--nats_url`),
+    else straight to the backends."""
 
     def peers(addresses: Mapping[str, str]) -> list[str]:
         tiers = {name.removeprefix("backend-"): address for name, address in addresses.items()
@@ -70,8 +76,8 @@ def gateway_spec(keys_file: Path, via_broker: bool = False) -> ServiceSpec:
                 args += [flag, addresses[name]]
         return args
 
-    after = (*GATEWAY_PEERS, "broker") if via_broker else GATEWAY_PEERS
-    return ServiceSpec("gateway", "services.gateway", after=after, peer_args=peers,
+    needs = GATEWAY_PEERS if via_broker else GATEWAY_PEERS[:-1]
+    return ServiceSpec("gateway", "services.gateway", needs=needs, peer_args=peers,
                        needs_nats=via_broker, start_timeout=120.0)
 
 
@@ -91,6 +97,25 @@ def ensure_dev_keys(state_dir: Path, tenants: Sequence[str] = ("dev", "guest")) 
         key_path.write_text(key + "\n")
         key_path.chmod(0o600)
     return keys_file
+
+
+def select_specs(specs: Sequence[ServiceSpec], wanted: set[str]) -> list[ServiceSpec]:
+    """The wanted services (all when empty); the broker serves the backends chosen with it."""
+    chosen = [s for s in specs if not wanted or s.name in wanted]
+    names = {s.name for s in chosen}
+    out = []
+    for spec in chosen:
+        if spec.module == "services.broker":
+            tiers = [n for n in names if n.startswith("backend-")]
+            if not tiers:
+                raise ValueError("the broker needs at least one backend in the stack")
+            backends = ";".join(f"{n.removeprefix('backend-')}={{{n}}}" for n in sorted(tiers))
+            spec = replace(spec, args=("--backends", backends), needs=tuple(sorted(tiers)))
+        if spec.module == "services.gateway":  # via the broker only when it is there
+            spec = replace(spec, needs=tuple(n for n in spec.needs if n in names),
+                           needs_nats="broker" in names)
+        out.append(spec)
+    return out
 
 
 @dataclass
@@ -115,33 +140,38 @@ class LocalStack:
     state_dir: Path
     services: dict[str, RunningService] = field(default_factory=dict)
     nats: NatsServer | None = None
+    nats_cluster: int = 1  # >1: a clustered JetStream with replicated streams
+    cluster: NatsCluster | None = None
+
+    @property
+    def nats_url(self) -> str | None:
+        if self.cluster is not None:
+            return self.cluster.url
+        return self.nats.url if self.nats is not None else None
 
     async def __aenter__(self) -> LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             if any(s.needs_nats for s in self.specs):
-                # Credentials on, as in compose: every service gets them in its nats_url.
-                self.nats = NatsServer(store_dir=self.state_dir / "jetstream", user="cmesh",
-                                       password=secrets.token_urlsafe(18))
-                await self.nats.start()
-                log.info("nats-server (JetStream, user/password) on %s", self.nats.public_url)
-            names = {spec.name for spec in self.specs}
-            first = [s for s in self.specs if not set(s.after) & names]
-            for spec in first:
-                self.services[spec.name] = await self._spawn(spec)
-            await asyncio.gather(*(self._wait_serving(s) for s in self.services.values()))
-            for spec in self.specs:
-                if spec in first:
-                    continue
-                peers = {n: s.address for n, s in self.services.items()}
-                self.services[spec.name] = await self._spawn(spec, peers)
-                await self._wait_serving(self.services[spec.name])
+                await self._start_nats()
+            names = {s.name for s in self.specs}
+            pending = list(self.specs)
+            while pending:  # waves: each starts once what it needs is SERVING
+                wave = [s for s in pending
+                        if all(n in self.services or n not in names for n in s.needs)]
+                if not wave:
+                    raise ValueError(f"circular needs among {[s.name for s in pending]}")
+                for spec in wave:
+                    self.services[spec.name] = await self._spawn(spec)
+                await asyncio.gather(*(self._wait_serving(self.services[s.name])
+                                       for s in wave))
+                pending = [s for s in pending if s not in wave]
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
         addresses = {name: s.address for name, s in self.services.items()}
-        if self.nats is not None:
-            addresses["nats"] = self.nats.public_url
+        if self.nats_url is not None:
+            addresses["nats"] = self.nats.public_url if self.nats else self.nats_url
         (self.state_dir / "addresses.json").write_text(json.dumps(addresses, indent=2))
         (self.state_dir / "services.json").write_text(json.dumps(
             {name: {"address": s.address, "metrics_port": s.metrics_port, "pid": s.proc.pid,
@@ -161,19 +191,39 @@ class LocalStack:
         self.services.clear()
         if self.nats is not None:
             await self.nats.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
 
-    async def _spawn(self, spec: ServiceSpec,
-                     peers: Mapping[str, str] | None = None) -> RunningService:
+    async def _start_nats(self) -> None:
+        if self.nats_cluster > 1:
+            self.cluster = NatsCluster(self.nats_cluster, self.state_dir / "jetstream-cluster")
+            await self.cluster.start()
+            log.info("nats-server cluster (JetStream, %d nodes) on %s", self.nats_cluster,
+                     self.cluster.url)
+        else:
+            # Credentials on, as in compose: every service gets them in its nats_url.
+            self.nats = NatsServer(store_dir=self.state_dir / "jetstream", user="cmesh",
+                                   password=secrets.token_urlsafe(18))
+            await self.nats.start()
+            log.info("nats-server (JetStream, user/password) on %s", self.nats.public_url)
+
+    async def _spawn(self, spec: ServiceSpec) -> RunningService:
         port_file = self.state_dir / f"{spec.name}.port"
         port_file.unlink(missing_ok=True)
         log_path = self.state_dir / f"{spec.name}.log"
         metrics_port = free_port()
-        args = [*spec.args, "--port", "0", "--port_file", str(port_file),
-                "--metrics_port", str(metrics_port)]
-        if spec.needs_nats and self.nats is not None:
-            args += ["--nats_url", self.nats.url]
+        known = {name: s.address for name, s in self.services.items()}
+        args = [a.format(**known) if spec.needs else a for a in spec.args]
+        args += ["--port", "0", "--port_file", str(port_file), "--metrics_port", str(metrics_port)]
         if spec.peer_args is not None:
-            args += list(spec.peer_args(peers or {}))
+            args += list(spec.peer_args(known))
+        if spec.needs_nats and self.nats_url is not None:
+            # the broker takes every node; other clients learn the rest from the first
+            broker = spec.module == "services.broker"
+            url = self.nats_url if broker else self.nats_url.split(",")[0]
+            args += ["--nats_url", url]
+            if broker and self.cluster is not None:
+                args += ["--stream_replicas", str(min(3, self.nats_cluster))]
         with log_path.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", spec.module, *args,

@@ -38,9 +38,9 @@ def _pct(values: list[float], q: float) -> float:
 async def _bench(quick: bool) -> dict[str, float]:
     import grpc
 
-    from cache.embedder import Embedder
     from cmesh.client import build_request
     from cmesh.stack import LocalStack, ServiceSpec, ensure_dev_keys
+    from core.embedder import Embedder
     from protos.backend.v1 import backend_pb2, backend_pb2_grpc
     from protos.common.v1 import common_pb2
     from protos.gateway.v1 import gateway_pb2_grpc

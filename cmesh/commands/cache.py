@@ -28,7 +28,7 @@ def eval_(
 
     On the verifier's own training file only its held-out eval part is used.
     """
-    from cache.evalcmd import run_eval
+    from cmesh.cache_eval import run_eval
     from cmesh.output import emit
 
     title, result = run_eval(pairs, delta, limit, verifier, embeddings)
@@ -45,8 +45,8 @@ def train_verifier(
         None, "--embeddings", help="npz of text -> vector reused between runs (written too)."),
 ) -> None:
     """Retrain, calibrate and evaluate the verifier reproducibly (CPU, minutes)."""
-    from cache.embedder import Embedder
     from cache.training import cached_encoder, train
+    from core.embedder import Embedder
 
     embedder = Embedder()
     encode = cached_encoder(lambda texts: embedder.encode(texts, batch_size=128), embeddings)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
-from cmesh.errors import FieldError, Overloaded
+from core.errors import FieldError, Overloaded
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.broker.v1 import broker_pb2
 from services.broker.dispatch import Replica

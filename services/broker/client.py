@@ -27,23 +27,26 @@ from typing import Any, Self
 import nats
 from nats.js.errors import APIError, NoStreamResponseError
 
+from core.errors import DomainError, ErrorKind
 from protos.broker.v1 import broker_pb2
 from services.broker.subjects import CANCEL_SUBJECT, job_subject
 
 # grpc.StatusCode names by value, so callers need not import grpc to read them.
 CODES = {1: "CANCELLED", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 8: "RESOURCE_EXHAUSTED",
-         14: "UNAVAILABLE", 13: "INTERNAL"}
+         9: "FAILED_PRECONDITION", 13: "INTERNAL", 14: "UNAVAILABLE"}
 _FULL = 10077  # JetStream: maximum messages (per subject) exceeded
 
 
-class JobError(Exception):
-    """A job that failed or was refused; `code` is a grpc.StatusCode name."""
+class JobError(DomainError):
+    """A job that failed or was refused; `code` is a grpc.StatusCode name, and the
+    error's `kind` the same (so `services.common.errors` maps it to that status)."""
 
     def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retry_after_ms = retry_after_ms
+        self.kind = ErrorKind.__members__.get(code, ErrorKind.INTERNAL)  # type: ignore[misc]
 
 
 class JobStream:
@@ -122,7 +125,8 @@ class BrokerClient:
 
     def __init__(self, servers: Sequence[str] | str, retry_after_ms: int = 500,
                  publish_timeout_s: float = 2.0, deadline_grace_s: float = 1.0,
-                 nc: Any = None) -> None:
+                 publish_retry_s: float = 10.0, nc: Any = None) -> None:
+        self.publish_retry_s = publish_retry_s
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.retry_after_ms = retry_after_ms
         self.publish_timeout_s = publish_timeout_s
@@ -168,20 +172,36 @@ class BrokerClient:
 
         sub = await self.nc.subscribe(job_.reply_subject, cb=on_chunk)
         try:
-            await self.js.publish(subject, job_.SerializeToString(),
-                                  timeout=self.publish_timeout_s,
-                                  headers={"Nats-Msg-Id": job_.job_id})
-        except APIError as exc:
+            await self._publish(subject, job_)
+        except BaseException:
             await sub.unsubscribe()
-            if exc.err_code == _FULL:
-                raise JobError("RESOURCE_EXHAUSTED", f"tier {job_.tier} queue full: "
-                               f"{exc.description}", self.retry_after_ms) from exc
-            raise JobError("UNAVAILABLE", str(exc)) from exc
-        except (NoStreamResponseError, TimeoutError, nats.errors.Error) as exc:
-            await sub.unsubscribe()
-            raise JobError("UNAVAILABLE", f"no queue for tier {job_.tier}: "
-                           f"{type(exc).__name__}") from exc
+            raise
         return JobStream(self, job_, sub, queue, deadline, self.deadline_grace_s)
+
+    async def _publish(self, subject: str, job: broker_pb2.GenerateJob) -> None:
+        """Store the job once; retry briefly while a clustered stream elects a leader.
+
+        A refusal for a full queue is final at once. "No responders" and timeouts
+        are retried with the same `Nats-Msg-Id` (stored once) for `publish_retry_s`.
+        """
+        end = time.monotonic() + self.publish_retry_s
+        while True:
+            try:
+                await self.js.publish(subject, job.SerializeToString(),
+                                      timeout=self.publish_timeout_s,
+                                      headers={"Nats-Msg-Id": job.job_id})
+                return
+            except APIError as exc:
+                if exc.err_code == _FULL:
+                    raise JobError("RESOURCE_EXHAUSTED", f"tier {job.tier} queue full: "
+                                   f"{exc.description}", self.retry_after_ms) from exc
+                if exc.code != 503 or time.monotonic() > end:
+                    raise JobError("UNAVAILABLE", str(exc)) from exc
+            except (NoStreamResponseError, TimeoutError, nats.errors.Error) as exc:
+                if time.monotonic() > end:
+                    raise JobError("UNAVAILABLE", f"no queue for tier {job.tier}: "
+                                   f"{type(exc).__name__}") from exc
+            await asyncio.sleep(0.1)
 
     async def cancel(self, job_id: str) -> None:
         with contextlib.suppress(Exception):

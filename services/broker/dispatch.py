@@ -16,6 +16,7 @@ slot; when it is full the job goes to the least loaded replica instead
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -79,6 +80,15 @@ def pick(replicas: Sequence[Replica], key: str = "") -> tuple[Replica | None, bo
             return top, True
     best = max(ready, key=lambda r: (r.free_slots - r.queue_depth, -r.local_in_flight))
     return best, False
+
+
+def pick_random(replicas: Sequence[Replica], key: str = "") -> tuple[Replica | None, bool]:
+    """Any replica with a free slot, uniformly: the baseline the benchmark compares with."""
+    ready = [r for r in replicas if r.free_slots > 0]
+    return (random.choice(ready) if ready else None), False
+
+
+POLICIES = {"scored": pick, "random": pick_random}
 
 
 def total_free(replicas: Sequence[Replica]) -> int:

@@ -8,12 +8,17 @@ broker shares, with explicit acks: a job is acked only when its answer is
 complete, `in_progress()` keeps it while it runs, `term()` drops a poison or
 expired job, `nak(delay)` gives it back. Replies (JobChunk) go over core NATS
 to the job's reply subject.
+
+A clustered consumer that fails over can redeliver a job whose ack it had
+not yet replicated; completed job ids therefore go to a replicated KV bucket
+(and each broker's memory), and such a redelivery is acked without running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -34,6 +39,8 @@ from services.broker.subjects import (
 
 log = logging.getLogger(__name__)
 
+DONE_BUCKET = "BROKER_DONE"
+
 
 @dataclass(frozen=True)
 class QueueLimits:
@@ -46,6 +53,7 @@ class QueueLimits:
     max_deliver: int = 5
     max_ack_pending: int = 1000   # jobs out to brokers and not yet acked, per class
     max_age_s: float = 3600.0
+    done_memory_s: float = 900.0  # completed job ids kept to recognise late redeliveries
 
 
 def stream_config(tier: str, limits: QueueLimits) -> api.StreamConfig:
@@ -76,6 +84,7 @@ class JobQueue:
         self.name = name
         self.nc: Any = None
         self.js: Any = None
+        self._done: Any = None  # KV bucket of recently completed job ids
 
     async def __aenter__(self) -> JobQueue:
         self.nc = await nats.connect(
@@ -94,6 +103,25 @@ class JobQueue:
 
     async def ensure(self, tier: str) -> None:
         await ensure_stream(self.js, tier, self.limits)
+        if self._done is None:
+            try:
+                self._done = await self.js.create_key_value(
+                    bucket=DONE_BUCKET, ttl=self.limits.done_memory_s, history=1,
+                    replicas=self.limits.replicas)
+            except BadRequestError:
+                self._done = await self.js.key_value(DONE_BUCKET)
+
+    async def mark_done(self, job_id: str) -> None:
+        """Remember a completed job, so a redelivery after a lost ack is not run again."""
+        with contextlib.suppress(Exception):
+            await self._done.put(_done_key(job_id), b"1")
+
+    async def was_done(self, job_id: str) -> bool:
+        try:
+            await self._done.get(_done_key(job_id))
+            return True
+        except Exception:  # not found, or the bucket unreachable: run it
+            return False
 
     async def consumer(self, tier: str, job_class: str) -> Any:
         """The shared durable pull consumer of one tier and class."""
@@ -156,18 +184,24 @@ class JobQueue:
         await self.nc.subscribe(CANCEL_SUBJECT, cb=cb)
 
 
-async def settle(msg: Any, action: str, delay: float | None = None) -> None:
-    """ack (confirmed by the server), term, nak(delay) or in_progress; never raises."""
+async def settle(msg: Any, action: str, delay: float | None = None,
+                 ack_retry_s: float = 15.0) -> None:
+    """ack (confirmed by the server), term, nak(delay) or in_progress; never raises.
+
+    An ack is retried for `ack_retry_s`: while a clustered consumer elects a new
+    leader, acks find no responder, and an ack given up on means the job runs twice.
+    """
     try:
         if action == "ack":
-            for attempt in range(3):
+            end = asyncio.get_running_loop().time() + ack_retry_s
+            while True:
                 try:
                     await msg.ack_sync(timeout=2.0)
                     return
                 except Exception:
-                    if attempt == 2:
+                    if asyncio.get_running_loop().time() > end:
                         raise
-                    await asyncio.sleep(0.3)
+                    await asyncio.sleep(0.25)
         elif action == "term":
             await msg.term()
         elif action == "nak":
@@ -176,6 +210,10 @@ async def settle(msg: Any, action: str, delay: float | None = None) -> None:
             await msg.in_progress()
     except Exception as exc:
         log.warning("%s failed: %s", action, exc or type(exc).__name__)
+
+
+def _done_key(job_id: str) -> str:
+    return hashlib.blake2b(job_id.encode(), digest_size=16).hexdigest()
 
 
 def delivery_count(msg: Any) -> int:

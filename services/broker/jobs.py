@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from cmesh.errors import FieldError, Overloaded
+from core.errors import FieldError, Overloaded
 from protos.broker.v1 import broker_pb2
 from services.broker.dispatch import Replica
 from services.broker.scheduler import JobClass

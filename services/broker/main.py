@@ -10,13 +10,10 @@ back, lets running jobs finish, then exits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import sys
 from collections.abc import Sequence
 
 import grpc
-from prometheus_client import CollectorRegistry
 
 from protos.broker.v1 import broker_pb2, broker_pb2_grpc
 from services.broker.backends import GrpcBackends
@@ -25,9 +22,9 @@ from services.broker.metrics import BrokerMetrics
 from services.broker.scheduler import CLASSES
 from services.broker.settings import BrokerSettings
 from services.broker.tier import TierWorker
-from services.common.server import GrpcService, wait_for_signal
+from services.common.node import Registration, ServiceNode, cancel_task, full_name, run_service
 
-SERVICE_NAME = broker_pb2.DESCRIPTOR.services_by_name["Broker"].full_name
+SERVICE_NAME = full_name(broker_pb2, "Broker")
 log = logging.getLogger("services.broker")
 
 
@@ -55,45 +52,45 @@ class BrokerServicer(broker_pb2_grpc.BrokerServicer):
         return status
 
 
-async def serve(settings: BrokerSettings) -> None:
-    """Serve until SIGTERM/SIGINT, then drain."""
-    registry = CollectorRegistry()
-    metrics = BrokerMetrics(registry)
-    workers: list[TierWorker] = []
-    servicer = BrokerServicer(workers)
-    service = GrpcService(
-        "broker", settings,
-        register=lambda server: broker_pb2_grpc.add_BrokerServicer_to_server(servicer, server),
-        service_names=[SERVICE_NAME], registry=registry,
-    )
-    async with contextlib.AsyncExitStack() as stack:
-        queue = await stack.enter_async_context(JobQueue(settings.nats_servers,
-                                                         settings.limits()))
-        backends = GrpcBackends(on_change=lambda: [w.changed.fire() for w in workers])
-        stack.push_async_callback(backends.close)
-        workers += [TierWorker(tier, addresses, queue, backends, settings, metrics)
-                    for tier, addresses in settings.tiers.items()]
-        for tier in settings.tiers:
-            await queue.ensure(tier)  # publishing works as soon as we report SERVING
-        await queue.on_cancel(_cancel_all(workers))
-        await stack.enter_async_context(service)
-        tasks = [asyncio.create_task(w.run(), name=f"tier-{w.tier}") for w in workers]
-        tasks += [asyncio.create_task(backends.watch(w.replicas, settings.load_poll_s))
-                  for w in workers]
-        await service.set_serving(True)
-        log.info("broker serving tiers %s on %s", sorted(settings.tiers), service.address)
-        stop = asyncio.ensure_future(wait_for_signal())
-        await asyncio.wait([stop, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for t in tasks:
-            if t.done() and t.exception() is not None:
-                log.error("worker failed: %r", t.exception())
-        log.info("draining: NOT_SERVING, no new fetches, finishing running jobs")
-        await service.set_serving(False)
-        await asyncio.gather(*(w.drain() for w in workers))
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        stop.cancel()
+class BrokerNode(ServiceNode[BrokerSettings]):
+    """The kit's lifecycle around the tier workers: health and metrics on gRPC, jobs on NATS.
+
+    Shutdown order (the exit stack unwinds in reverse): NOT_SERVING, then the
+    workers drain (no new fetches, buffered jobs handed back, running jobs
+    finish), then their loops stop, then the server and the NATS connection.
+    """
+
+    name = "broker"
+
+    async def build(self) -> list[Registration]:
+        s = self.settings
+        metrics = BrokerMetrics(self.registry)
+        self.queue = await self.stack.enter_async_context(
+            JobQueue(s.nats_servers, s.limits()))
+        self.workers: list[TierWorker] = []
+        backends = GrpcBackends(on_change=lambda: [w.changed.fire() for w in self.workers])
+        self.stack.push_async_callback(backends.close)
+        self.backends = backends
+        self.workers += [TierWorker(tier, addresses, self.queue, backends, s, metrics)
+                         for tier, addresses in s.tiers.items()]
+        return [Registration(BrokerServicer(self.workers),
+                             broker_pb2_grpc.add_BrokerServicer_to_server, SERVICE_NAME)]
+
+    async def warm_up(self) -> None:
+        for w in self.workers:
+            await w.prepare()  # publishing works as soon as we report SERVING
+        await self.queue.on_cancel(_cancel_all(self.workers))
+        for w in self.workers:
+            for task in (asyncio.create_task(w.run(), name=f"tier-{w.tier}"),
+                         asyncio.create_task(self.backends.watch(w.replicas,
+                                                                 self.settings.load_poll_s))):
+                self.stack.push_async_callback(cancel_task, task)
+        self.stack.push_async_callback(self._drain)
+        log.info("broker serving tiers %s", sorted(self.settings.tiers))
+
+    async def _drain(self) -> None:
+        log.info("draining: no new fetches, buffered jobs handed back, running jobs finish")
+        await asyncio.gather(*(w.drain() for w in self.workers))
 
 
 def _cancel_all(workers: list[TierWorker]):  # type: ignore[no-untyped-def]
@@ -105,11 +102,8 @@ def _cancel_all(workers: list[TierWorker]):  # type: ignore[no-untyped-def]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse flags (and CMESH_BROKER_* variables) and serve."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = list(sys.argv[1:] if argv is None else argv)
-    settings = BrokerSettings(_cli_parse_args=args)  # type: ignore[call-arg]
-    asyncio.run(serve(settings))
+    """Entry point of `cmesh serve broker` and `python -m services.broker`."""
+    run_service(BrokerNode, BrokerSettings, argv)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -59,6 +61,9 @@ class BrokerSettings(ServiceSettings):
     affinity_min_chars: int = Field(
         200, ge=0, description="System prompt + first turn length that makes a prefix worth "
         "keeping on one replica.")
+    dispatch: Literal["scored", "random"] = Field(
+        "scored", description="scored: free slots, queue depth and prefix affinity; random: "
+        "any replica with room (a baseline for benchmarks).")
     cancel_memory_s: float = Field(
         600.0, ge=1, description="How long a cancel for a job not seen yet is remembered.")
 

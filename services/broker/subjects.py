@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from cmesh.errors import FieldError
+from core.errors import FieldError
 
 CANCEL_SUBJECT = "broker.cancel"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")

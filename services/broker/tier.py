@@ -13,15 +13,17 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
-from cmesh.errors import FieldError
+from core.errors import FieldError
 from protos.broker.v1 import broker_pb2
 from services.broker.backends import GrpcBackends
-from services.broker.dispatch import Replica, affinity_key, pick, total_free
+from services.broker.dispatch import POLICIES, Replica, affinity_key, pick, total_free
 from services.broker.jetstream import JobQueue, delivery_count, settle
 from services.broker.jobs import JobRun, Outcome, check_job, run_job
 from services.broker.metrics import BrokerMetrics
@@ -56,6 +58,11 @@ class Held:
     msg: Any
     key: str
     task: asyncio.Task[None] | None = None
+    twins: list[Any] = field(default_factory=list)  # later deliveries of the same job
+
+    @property
+    def msgs(self) -> list[Any]:
+        return [self.msg, *self.twins]
 
 
 class _Reply:
@@ -77,28 +84,51 @@ class TierWorker:
         self.running: dict[str, Held] = {}
         self.changed = Signal()
         self.cancelled: dict[str, float] = {}
+        self.done: OrderedDict[str, None] = OrderedDict()  # recently completed job ids
         self.fetching = True
         self.stats = {"completed": 0, "terminated": 0, "redeliveries": 0}
+        self._subs: dict[JobClass, Any] = {}
         for r in self.replicas:
             metrics.in_flight.labels(tier, r.address).set_function(
                 lambda r=r: r.local_in_flight)
 
+    async def prepare(self, timeout_s: float = 60.0) -> None:
+        """Create the stream and the shared consumers (retried through leader elections)."""
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.queue.ensure(self.tier)
+                self._subs = {c: await self.queue.consumer(self.tier, c) for c in CLASSES}
+                return
+            except Exception as exc:
+                if time.monotonic() > end:
+                    raise
+                log.warning("tier %s: stream or consumers not ready (%r); retrying",
+                            self.tier, exc)
+                await asyncio.sleep(0.5)
+
     async def run(self) -> None:
-        """Pull, dispatch and heartbeat until cancelled or drained."""
-        await self.queue.ensure(self.tier)
-        subs = {c: await self.queue.consumer(self.tier, c) for c in CLASSES}
+        """Pull, dispatch and heartbeat until cancelled (after `prepare()`)."""
         async with asyncio.TaskGroup() as group:
             for c in CLASSES:
-                group.create_task(self._pull(c, subs[c]))
-            group.create_task(self._dispatch())
-            group.create_task(self._heartbeat())
-            group.create_task(self._depth())
+                group.create_task(self._forever(lambda c=c: self._pull(c, self._subs[c])))
+            for loop in (self._dispatch, self._heartbeat, self._depth):
+                group.create_task(self._forever(loop))
+
+    async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop; an unexpected error is logged and the loop restarted."""
+        while True:
+            try:
+                await loop()
+            except Exception:
+                log.exception("tier %s: loop failed; restarting it", self.tier)
+                await asyncio.sleep(0.5)
 
     async def drain(self) -> None:
         """Stop fetching, give buffered jobs back, let running ones finish."""
         self.fetching = False
         for held in self.scheduler.remove(lambda h: True):
-            await settle(held.item.msg, "nak")
+            await self._settle_all(held.item, "nak")
         self.changed.fire()
         while self.running:
             await self.changed.wait(0.5)
@@ -142,6 +172,15 @@ class TierWorker:
         if attempt > 1:
             self.m.redeliveries.labels(self.tier).inc()
             self.stats["redeliveries"] += 1
+        if run.job_id in self.done or (attempt > 1 and await self.queue.was_done(run.job_id)):
+            log.warning("job %s delivered again after it completed: acked, not run", run.job_id)
+            await settle(msg, "ack")
+            return
+        held_now = self.running.get(run.job_id) or next(
+            (q.item for q in self.scheduler if q.item.run.job_id == run.job_id), None)
+        if held_now is not None:  # redelivered while we still hold it (consumer failover)
+            held_now.twins.append(msg)
+            return
         if self.cancelled.pop(run.job_id, None) is not None:
             await self._drop(Held(run, msg, ""), CANCELLED, "cancelled before it started")
             return
@@ -167,7 +206,7 @@ class TierWorker:
             if held.run.expired():
                 await self._drop(held, DEADLINE_EXCEEDED, "deadline passed in queue")
                 continue
-            replica, hit = pick(self.replicas, held.key)
+            replica, hit = POLICIES[self.s.dispatch](self.replicas, held.key)
             if replica is None:  # capacity vanished between the check and the pick
                 self.scheduler.push(queued.job_class, queued.tenant, held)
                 continue
@@ -204,18 +243,25 @@ class TierWorker:
     async def _settle(self, held: Held, outcome: Outcome) -> None:
         run = held.run
         if outcome is Outcome.DONE:
-            await settle(held.msg, "ack")
+            self.done[run.job_id] = None
+            while len(self.done) > 100_000:
+                self.done.popitem(last=False)
+            await self.queue.mark_done(run.job_id)
+            await self._settle_all(held, "ack")
             self.m.completed.labels(self.tier).inc()
             self.stats["completed"] += 1
         elif outcome is Outcome.RETRY:
             self.m.failovers.labels(self.tier).inc()
             if run.tokens and await self._republish(run):
-                await settle(held.msg, "ack")  # the continuation replaces it
+                await self._settle_all(held, "ack")  # the continuation replaces it
             else:
-                await settle(held.msg, "nak", self.s.nak_delay_s)
+                await self._settle_all(held, "nak", self.s.nak_delay_s)
         else:
             self._count_term(outcome.value)
-            await settle(held.msg, "term")
+            await self._settle_all(held, "term")
+
+    async def _settle_all(self, held: Held, action: str, delay: float | None = None) -> None:
+        await asyncio.gather(*(settle(m, action, delay) for m in held.msgs))
 
     async def _republish(self, run: JobRun) -> bool:
         job = broker_pb2.GenerateJob()
@@ -242,7 +288,7 @@ class TierWorker:
     async def _drop(self, held: Held, code: int, why: str) -> None:
         await self.queue.reply(held.run.job.reply_subject, held.run.error(code, why))
         self._count_term("expired" if code == DEADLINE_EXCEEDED else "cancelled")
-        await settle(held.msg, "term")
+        await self._settle_all(held, "term")
 
     def _count_term(self, reason: str) -> None:
         self.m.terminations.labels(self.tier, reason).inc()
@@ -265,7 +311,8 @@ class TierWorker:
         while True:
             await asyncio.sleep(self.s.ack_wait_s / 3)
             for held in [q.item for q in self.scheduler] + list(self.running.values()):
-                await settle(held.msg, "progress")
+                for msg in held.msgs:
+                    await settle(msg, "progress")
 
     async def _depth(self) -> None:
         while True:

@@ -11,8 +11,8 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 
@@ -42,10 +42,12 @@ class NatsServer:
     """
 
     def __init__(self, port: int | None = None, store_dir: str | Path | None = None,
-                 user: str | None = None, password: str | None = None) -> None:
+                 user: str | None = None, password: str | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.user = user
         self.password = password
+        self.extra_args = list(extra_args)
         self._own_dir = store_dir is None
         self.store_dir = Path(store_dir or tempfile.mkdtemp(prefix="cmesh-nats-"))
         self._proc: asyncio.subprocess.Process | None = None
@@ -74,7 +76,7 @@ class NatsServer:
             else []
         self._proc = await asyncio.create_subprocess_exec(
             nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port),
-            "-js", "-sd", str(self.store_dir), *auth,
+            "-js", "-sd", str(self.store_dir), *auth, *self.extra_args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         deadline = asyncio.get_running_loop().time() + timeout
@@ -102,12 +104,7 @@ class NatsServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
         if self._own_dir:
             shutil.rmtree(self.store_dir, ignore_errors=True)

@@ -25,6 +25,11 @@ class ServiceSettings(BaseSettings):
     grace_seconds: float = Field(
         5.0, ge=0, le=600, description="How long in-flight calls may finish on SIGTERM."
     )
+    drain_seconds: float = Field(
+        0.0, ge=0, le=60,
+        description="On SIGTERM, report NOT_SERVING this long before refusing new calls "
+                    "(so load balancers stop sending first).",
+    )
     tls_cert: Path | None = Field(
         None, description="PEM certificate of this server's port (with tls_key): TLS on.")
     tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")

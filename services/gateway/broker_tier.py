@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from cmesh.errors import FieldError, Overloaded
+from core.errors import FieldError, Overloaded
 from protos.broker.v1 import broker_pb2
 from services.broker.client import BrokerClient, JobError
-from services.gateway.convert import FINISH_NAME, conversation_to_pb, sampling_to_pb
+from services.common.convert import finish_reason_from_proto, sampling_to_proto
+from services.gateway.convert import conversation_pb
 from services.gateway.domain import DeadlineExceeded, TierChunk, TierJob, TierUnavailable
 
 
@@ -40,8 +41,8 @@ class BrokerTier:
     async def generate(self, job: TierJob) -> AsyncIterator[TierChunk]:
         message = broker_pb2.GenerateJob(
             job_id=job.request_id, tier=self.tier, tenant=job.tenant, prompt=job.prompt,
-            conversation=conversation_to_pb(job.system_prompt, job.turns),
-            sampling=sampling_to_pb(job.sampling), return_logprobs=job.logprobs,
+            conversation=conversation_pb(job.system_prompt, job.turns),
+            sampling=sampling_to_proto(job.sampling), return_logprobs=job.logprobs,
             stream=True, chat=True, priority=broker_pb2.PRIORITY_INTERACTIVE)
         try:
             stream = await self.client.submit(message, deadline_s=job.timeout_s)
@@ -49,8 +50,7 @@ class BrokerTier:
                 yield TierChunk(
                     text=chunk.text_delta,
                     logprobs=tuple(lp.logprob for lp in chunk.logprobs),
-                    finish_reason=FINISH_NAME.get(chunk.finish_reason, "error")
-                    if chunk.finish_reason else None,
+                    finish_reason=finish_reason_from_proto(chunk.finish_reason),
                     prompt_tokens=chunk.usage.prompt_tokens,
                     completion_tokens=chunk.usage.completion_tokens)
         except JobError as err:

@@ -12,16 +12,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from cache.keys import Scope
-from cmesh.errors import FieldError, Overloaded
+from core.errors import FieldError, Overloaded
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
-from services.gateway.convert import (
-    FINISH_NAME,
-    conversation_to_pb,
-    sampling_to_pb,
-    scope_to_pb,
-)
+from services.common.convert import finish_reason_from_proto, sampling_to_proto
+from services.gateway.convert import conversation_pb, scope_to_pb
 from services.gateway.domain import (
     CacheLookup,
     DeadlineExceeded,
@@ -70,7 +66,7 @@ class GrpcClassifier:
     async def score(self, scope: Scope, prompt: str, timeout: float,
                     vector: tuple[float, ...] = ()) -> float:
         request = classifier_pb2.ScoreRequest(
-            prompts=[prompt], conversation=conversation_to_pb(scope.system_prompt, scope.turns))
+            prompts=[prompt], conversation=conversation_pb(scope.system_prompt, scope.turns))
         if vector:
             request.embeddings.add(values=vector)
         reply = await self._stub.Score(request, timeout=timeout)
@@ -100,15 +96,14 @@ class BackendTier:
     async def generate(self, job: TierJob) -> AsyncIterator[TierChunk]:
         request = backend_pb2.GenerateRequest(
             request_id=job.request_id, prompt=job.prompt, chat=True,
-            conversation=conversation_to_pb(job.system_prompt, job.turns),
-            sampling=sampling_to_pb(job.sampling), return_logprobs=job.logprobs)
+            conversation=conversation_pb(job.system_prompt, job.turns),
+            sampling=sampling_to_proto(job.sampling), return_logprobs=job.logprobs)
         call = self._stub.Generate(request, timeout=job.timeout_s)
         try:
             async for chunk in call:
                 yield TierChunk(
                     text=chunk.text_delta, logprobs=tuple(lp.logprob for lp in chunk.logprobs),
-                    finish_reason=FINISH_NAME.get(chunk.finish_reason, "error")
-                    if chunk.finish_reason else None,
+                    finish_reason=finish_reason_from_proto(chunk.finish_reason),
                     prompt_tokens=chunk.usage.prompt_tokens,
                     completion_tokens=chunk.usage.completion_tokens)
         except grpc.aio.AioRpcError as err:

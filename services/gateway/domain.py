@@ -12,25 +12,22 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from cache.keys import Sampling, Scope, Turn
-from cmesh.errors import FieldError, NotReady
+from cache.keys import Scope
+from core.errors import DeadlineExceeded, FieldError, Unavailable
+from core.generation import Sampling, Turn
 
 CacheStatus = Literal["hit", "miss", "skipped", "unavailable"]
 ClassifierStatus = Literal["scored", "skipped", "unavailable"]
 
-__all__ = ["FieldError", "Sampling", "Scope", "Turn"]
+__all__ = ["DeadlineExceeded", "FieldError", "Sampling", "Scope", "Turn"]
 
 
-class TierUnavailable(NotReady):
+class TierUnavailable(Unavailable):
     """A tier could not be reached (mapped to UNAVAILABLE); the message names the tier."""
 
     def __init__(self, tier: str, reason: str) -> None:
         super().__init__(f"tier {tier!r} unavailable: {reason}")
         self.tier = tier
-
-
-class DeadlineExceeded(TimeoutError):
-    """The request's deadline passed before its answer was complete (DEADLINE_EXCEEDED)."""
 
 
 @dataclass(frozen=True)

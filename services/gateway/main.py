@@ -11,16 +11,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import Mapping, Sequence
-from contextlib import AsyncExitStack
-from typing import Self
 
 import grpc
-from prometheus_client import CollectorRegistry
 
 from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from services.common.server import GrpcService, wait_for_signal
+from services.common.node import Registration, ServiceNode, full_name, serve
 from services.common.tracing import init_tracing
 from services.gateway.auth import AuthInterceptor, RequestIdFilter, load_keys
 from services.gateway.clients import BackendTier, GrpcCache, GrpcClassifier
@@ -30,7 +27,7 @@ from services.gateway.orchestrator import Orchestrator, OrchestratorConfig
 from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
 
-SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
+SERVICE_NAME = full_name(gateway_pb2, "Gateway")
 log = logging.getLogger("services.gateway")
 
 
@@ -49,27 +46,17 @@ def orchestrator_config(s: GatewaySettings) -> OrchestratorConfig:
         embed_once=s.embed_once)
 
 
-class GatewayNode:
-    """One gateway replica; `tiers` replaces the direct backend clients (e.g. the broker's)."""
+class GatewayNode(ServiceNode[GatewaySettings]):
+    """One gateway replica; `tiers` replaces the tier clients (tests' fakes)."""
+
+    name = "gateway"
 
     def __init__(self, settings: GatewaySettings,
                  tiers: Mapping[str, TierClient] | None = None) -> None:
-        self.settings = settings
+        super().__init__(settings)
         self._tiers = tiers
-        self._stack = AsyncExitStack()
         self.orchestrator: Orchestrator | None = None
-        self.service: GrpcService | None = None
         self.metrics: GatewayMetrics | None = None
-
-    @property
-    def port(self) -> int:
-        assert self.service is not None
-        return self.service.port
-
-    @property
-    def address(self) -> str:
-        assert self.service is not None
-        return self.service.address
 
     async def _channel(self, address: str) -> grpc.aio.Channel:
         """A channel to an internal service: TLS (mutual with mesh_cert) when mesh_ca is set."""
@@ -82,69 +69,49 @@ class GatewayNode:
                 private_key=s.mesh_key.read_bytes() if s.mesh_key else None,
                 certificate_chain=s.mesh_cert.read_bytes() if s.mesh_cert else None)
             channel = grpc.aio.secure_channel(address, creds)
-        return await self._stack.enter_async_context(channel)
+        return await self.stack.enter_async_context(channel)
 
-    async def __aenter__(self) -> Self:
+    async def _tier_clients(self, policy: Policy) -> dict[str, TierClient]:
+        s = self.settings
+        tiers = dict(self._tiers or {})
+        if s.nats_url and not tiers:
+            from services.broker.client import BrokerClient
+            from services.gateway.broker_tier import BrokerTier
+
+            broker = await self.stack.enter_async_context(BrokerClient(
+                [u.strip() for u in s.nats_url.split(",") if u.strip()]))
+            tiers = {tier: BrokerTier(tier, broker) for tier in policy.tiers}
+        for tier in policy.tiers:
+            if tier not in tiers:
+                if tier not in s.backend_addresses:
+                    raise ValueError(f"backend_addresses: no address for tier {tier!r}")
+                tiers[tier] = BackendTier(tier, await self._channel(s.backend_addresses[tier]))
+        return tiers
+
+    async def build(self) -> list[Registration]:
         s = self.settings
         init_tracing("gateway", s.otlp_endpoint)  # before the first channel is made
-        try:
-            if s.api_keys_file is None:
-                raise ValueError("api_keys_file is required (cmesh keys add writes one)")
-            keys = load_keys(s.api_keys_file)
-            policy = Policy(s.policy, load_thresholds(s.thresholds_path))
-            tiers = dict(self._tiers or {})
-            if s.nats_url and not tiers:
-                from services.broker.client import BrokerClient
-                from services.gateway.broker_tier import BrokerTier
-
-                broker = await self._stack.enter_async_context(BrokerClient(
-                    [u.strip() for u in s.nats_url.split(",") if u.strip()]))
-                tiers = {tier: BrokerTier(tier, broker) for tier in policy.tiers}
-            for tier in policy.tiers:
-                if tier not in tiers:
-                    if tier not in s.backend_addresses:
-                        raise ValueError(f"backend_addresses: no address for tier {tier!r}")
-                    tiers[tier] = BackendTier(tier, await self._channel(
-                        s.backend_addresses[tier]))
-            cache: CacheClient | None = None
-            if s.cache_address:
-                cache = GrpcCache(await self._channel(s.cache_address))
-            classifier: ClassifierClient | None = None
-            if s.classifier_address:
-                classifier = GrpcClassifier(await self._channel(s.classifier_address))
-            registry = CollectorRegistry()
-            self.metrics = metrics = GatewayMetrics(registry)
-            self.orchestrator = Orchestrator(policy, cache, classifier, tiers,
-                                             orchestrator_config(s), observer=metrics)
-            servicer = GatewayServicer(self.orchestrator, metrics)
-            auth = AuthInterceptor(keys, s.rate_limit_per_s, s.rate_limit_burst,
-                                   on_reject=lambda code: metrics.errors.labels(code).inc())
-            self.service = GrpcService(
-                "gateway", s,
-                register=lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(
-                    servicer, server),
-                service_names=[SERVICE_NAME], registry=registry, interceptors=[auth])
-            await self._stack.enter_async_context(self.service)
-            await self.service.set_serving(True)
-        except BaseException:
-            await self._stack.aclose()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.service is not None:
-            await self.service.set_serving(False)
-            await self.service.drain()
-        if self.orchestrator is not None:
-            await self.orchestrator.flights.drain(self.settings.grace_seconds)
-        await self._stack.aclose()
-
-
-async def serve(settings: GatewaySettings) -> None:
-    """Run one replica until SIGTERM or SIGINT, then drain."""
-    async with GatewayNode(settings) as node:
-        log.info("gateway serving on %s", node.address)
-        await wait_for_signal()
+        if s.api_keys_file is None:
+            raise ValueError("api_keys_file is required (cmesh keys add writes one)")
+        keys = load_keys(s.api_keys_file)
+        policy = Policy(s.policy, load_thresholds(s.thresholds_path))
+        tiers = await self._tier_clients(policy)
+        cache: CacheClient | None = None
+        if s.cache_address:
+            cache = GrpcCache(await self._channel(s.cache_address))
+        classifier: ClassifierClient | None = None
+        if s.classifier_address:
+            classifier = GrpcClassifier(await self._channel(s.classifier_address))
+        self.metrics = metrics = GatewayMetrics(self.registry)
+        self.orchestrator = orchestrator = Orchestrator(
+            policy, cache, classifier, tiers, orchestrator_config(s), observer=metrics)
+        # Closed before the channels: answers in flight finish and their stores land.
+        self.stack.push_async_callback(orchestrator.flights.drain, s.grace_seconds)
+        self.interceptors.append(AuthInterceptor(
+            keys, s.rate_limit_per_s, s.rate_limit_burst,
+            on_reject=lambda code: metrics.errors.labels(code).inc()))
+        return [Registration(GatewayServicer(orchestrator, metrics),
+                             gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -155,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = list(sys.argv[1:] if argv is None else argv)
-    asyncio.run(serve(GatewaySettings(_cli_parse_args=args)))  # type: ignore[call-arg]
+    settings = GatewaySettings(_cli_parse_args=args)  # type: ignore[call-arg]
+    asyncio.run(serve(GatewayNode(settings)))
 
 
 if __name__ == "__main__":

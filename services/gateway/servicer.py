@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from cmesh.errors import NotReady
+from core.errors import NotReady
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.errors import grpc_errors, grpc_stream_errors
 from services.gateway.auth import REQUEST_ID, TENANT

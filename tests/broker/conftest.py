@@ -14,8 +14,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
+from core.generation import Delta, GenerationRequest
 from protos.backend.v1 import backend_pb2_grpc
-from services.backend.engine import Delta, EngineLoad, GenerationRequest
+from services.backend.engine import EngineLoad
 from services.backend.metrics import BackendMetrics
 from services.backend.servicer import BackendServicer
 from services.backend.settings import BackendSettings
@@ -40,7 +41,7 @@ class ScriptedEngine:
         self.started.append(request.prompt)
         self.running += 1
         try:
-            n = request.max_tokens or 8
+            n = request.sampling.max_tokens or 8
             for i in range(len(request.continue_token_ids), n):
                 await asyncio.sleep(self.delay_s)
                 last = i == n - 1

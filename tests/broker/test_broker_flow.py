@@ -7,6 +7,7 @@ a scripted engine (exact timings; answers from vLLM are in test_broker_vllm.py).
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 
 import pytest
@@ -128,3 +129,22 @@ async def test_a_flooding_tenant_does_not_starve_another(client, scripted_backen
     assert refused > 0 and len(flood) >= limit
     # stated bound: at most `tenant_max_jobs` of the flooding tenant's jobs start first
     assert order.index("b0") <= limit, order
+
+
+async def test_sigterm_drains_running_jobs_and_fetches_no_more(client, scripted_backend,
+                                                               broker) -> None:
+    address, engine = await scripted_backend(slots=2, delay_s=0.05)
+    first = broker(f"drain={address}")
+    running = await client.submit(job("drain", "running", max_tokens=30), deadline_s=30)
+    await until(lambda: engine.started == ["running"], 5, "job started")
+    first.proc.send_signal(signal.SIGTERM)
+    answer = await running.text()
+    code = await asyncio.to_thread(first.proc.wait, 20)
+    queued = await client.submit(job("drain", "after"), deadline_s=30)
+    await asyncio.sleep(0.5)
+    assert engine.started == ["running"]  # the draining broker took nothing new
+    broker(f"drain={address}")
+    later = await queued.text()
+
+    assert answer == "".join(f" w{i}" for i in range(30)) and code == 0
+    assert later == EXPECTED and engine.started == ["running", "after"]

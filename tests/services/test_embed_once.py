@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
-from cache.embedder import Embedder
+from core.embedder import Embedder
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
 from protos.common.v1 import common_pb2

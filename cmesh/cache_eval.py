@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from cache.core import CacheConfig
-from cache.embedder import Embedder
 from cache.evaluate import STATIC_THRESHOLDS, collect, figures
 from cache.pairs import file_digest, load_pairs, split
 from cache.training import cached_encoder
 from cache.verifier import FeatureVerifier
+from core.embedder import Embedder
 
 
 def run_eval(path: Path, delta: float, limit: int = 0, verifier_dir: Path | None = None,

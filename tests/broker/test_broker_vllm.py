@@ -1,0 +1,150 @@
+"""The broker with real vLLM SmolLM2 backends on the CPU and a real nats-server.
+
+Replica A is the suite's shared backend; replica B (small KV cache) is started
+here and killed by the last test of this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from protos.backend.v1 import backend_pb2, backend_pb2_grpc
+from protos.broker.v1 import broker_pb2, broker_pb2_grpc
+from protos.common.v1 import common_pb2
+from services.broker.dispatch import Replica, rendezvous
+from tests.support import ServiceProcess, start_service
+
+pytestmark = [pytest.mark.vllm, pytest.mark.nats]
+
+STORY = "Write a long story about a lighthouse keeper."
+
+
+@pytest.fixture(scope="module")
+def replica_b(smollm2_path) -> Iterator[ServiceProcess]:
+    service = start_service(
+        "services.backend", "--model", str(smollm2_path), "--served_name", "small",
+        "--max_tokens_limit", "512", "--kv_cache_gib", "0.5", "--drain_seconds", "0")
+    try:
+        service.wait_serving(timeout=600)
+        yield service
+    finally:
+        service.stop()
+
+
+def job(tier: str, prompt: str, max_tokens: int, stream: bool = True,
+        key: str = "") -> broker_pb2.GenerateJob:
+    return broker_pb2.GenerateJob(
+        tier=tier, prompt=prompt, chat=True, stream=stream, affinity_key=key,
+        sampling=common_pb2.SamplingParams(temperature=0.0, max_tokens=max_tokens))
+
+
+async def direct(address: str, prompt: str, max_tokens: int) -> str:
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await backend_pb2_grpc.BackendStub(channel).Complete(
+            backend_pb2.GenerateRequest(
+                prompt=prompt, chat=True,
+                sampling=common_pb2.SamplingParams(temperature=0.0, max_tokens=max_tokens)),
+            timeout=120)
+        return reply.text
+
+
+async def in_flight(address: str) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        load = await backend_pb2_grpc.BackendStub(channel).GetLoad(
+            backend_pb2.GetLoadRequest(), timeout=5)
+        return int(load.in_flight)
+
+
+async def test_greedy_job_gives_the_direct_backend_text(client, broker, smollm2_backend) -> None:
+    a = smollm2_backend.address
+    broker(f"vgreedy={a}")
+    expected = await direct(a, "What is the capital of France?", 24)
+    unary = [c async for c in await client.submit(
+        job("vgreedy", "What is the capital of France?", 24, stream=False), deadline_s=120)]
+    chunks = [c async for c in await client.submit(
+        job("vgreedy", "What is the capital of France?", 24), deadline_s=120)]
+
+    assert "Paris" in expected
+    assert len(unary) == 1 and unary[0].text_delta == expected
+    assert len(chunks) > 1 and "".join(c.text_delta for c in chunks) == expected
+
+
+async def test_cancel_aborts_the_backend_call(client, broker, smollm2_backend) -> None:
+    a = smollm2_backend.address
+    broker(f"vcancel={a}")
+    running = await client.submit(job("vcancel", STORY, 400), deadline_s=120)
+    stream = running.__aiter__()
+    await stream.__anext__()
+    assert await in_flight(a) == 1
+    await running.cancel()
+    seconds = 0.0
+    while await in_flight(a) != 0:
+        await asyncio.sleep(0.02)
+        seconds += 0.02
+        assert seconds < 1.0, "backend still runs the cancelled job after 1 s"
+    await stream.aclose()
+
+
+async def test_broker_killed_mid_job_second_broker_finishes_it_once(
+        client, broker, smollm2_backend, nats_server) -> None:
+    a = smollm2_backend.address
+    brokers = [broker(f"vha={a}", "--ack_wait_s", "2") for _ in range(2)]
+    expected = await direct(a, STORY, 40)
+    finals: list[broker_pb2.JobChunk] = []
+    reply = client.nc.new_inbox()
+
+    async def count(msg) -> None:
+        chunk = broker_pb2.JobChunk.FromString(msg.data)
+        if chunk.finish_reason:
+            finals.append(chunk)
+
+    await client.nc.subscribe(reply, cb=count)
+    j = job("vha", STORY, 40)
+    j.reply_subject = reply
+    running = await client.submit(j, deadline_s=120)
+    stream = running.__aiter__()
+    first = await stream.__anext__()
+    loads = [await status_in_flight(b) for b in brokers]
+    holder = brokers[loads.index(1)]
+    holder.proc.send_signal(signal.SIGKILL)
+    rest = [c async for c in stream]
+    await asyncio.sleep(1.0)
+
+    assert first.text_delta + "".join(c.text_delta for c in rest) == expected
+    assert len(finals) == 1 and finals[0].attempt == 2
+    assert len(running.attempts) == 2
+
+
+async def status_in_flight(service: ServiceProcess) -> int:
+    async with grpc.aio.insecure_channel(service.address) as channel:
+        status = await broker_pb2_grpc.BrokerStub(channel).GetStatus(
+            broker_pb2.GetStatusRequest(), timeout=5)
+        return sum(r.in_flight for r in status.replicas)
+
+
+async def test_backend_killed_mid_generation_jobs_continue_elsewhere(
+        client, broker, smollm2_backend, replica_b) -> None:
+    a, b = smollm2_backend.address, replica_b.address
+    broker(f"vsurv={b},{a}")
+    expected = await direct(a, STORY, 48)
+    # affinity keys whose first choice is replica B, so both jobs start there
+    keys = [k for k in (f"k{i}" for i in range(50))
+            if rendezvous(k, [Replica(a), Replica(b)])[0].address == b][:2]
+    unary = await client.submit(job("vsurv", STORY, 48, stream=False, key=keys[0]),
+                                deadline_s=180)
+    streaming = await client.submit(job("vsurv", STORY, 48, key=keys[1]), deadline_s=180)
+    stream = streaming.__aiter__()
+    head = [await stream.__anext__() for _ in range(6)]
+    assert await in_flight(b) == 2
+    replica_b.proc.send_signal(signal.SIGKILL)
+    tail = [c async for c in stream]
+    whole = [c async for c in unary]
+
+    assert "".join(c.text_delta for c in head + tail) == expected
+    assert len(whole) == 1 and whole[0].text_delta == expected
+    assert whole[0].usage.completion_tokens == 48
