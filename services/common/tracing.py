@@ -10,7 +10,9 @@ Without an endpoint nothing is installed and the instrumentation costs nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator, Mapping
 
 log = logging.getLogger(__name__)
 _provider: object | None = None
@@ -49,3 +51,32 @@ def flush_tracing(timeout_ms: int = 5000) -> None:
     """Export the spans still buffered (on shutdown)."""
     if _provider is not None:
         _provider.force_flush(timeout_ms)  # type: ignore[attr-defined]
+
+
+def trace_headers() -> dict[str, str]:
+    """The current trace context as message headers (W3C `traceparent`), for NATS; empty
+    when no span is active (tracing off)."""
+    from opentelemetry import propagate
+
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+@contextlib.contextmanager
+def continued_trace(headers: Mapping[str, str] | None, span_name: str) -> Iterator[None]:
+    """Run the block in a span that continues the trace of a received message's headers
+    (the broker running a job the gateway published), so the backend calls it makes
+    join the request's trace."""
+    if _provider is None:
+        yield
+        return
+    from opentelemetry import context, propagate, trace
+
+    token = context.attach(propagate.extract(dict(headers or {})))
+    try:
+        with trace.get_tracer("cascade-mesh").start_as_current_span(
+                span_name, kind=trace.SpanKind.CONSUMER):
+            yield
+    finally:
+        context.detach(token)

@@ -18,7 +18,6 @@ from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.node import Registration, ServiceNode, full_name, serve
-from services.common.tracing import init_tracing
 from services.gateway.auth import AuthInterceptor, RequestIdFilter, load_keys
 from services.gateway.clients import BackendTier, GrpcCache, GrpcClassifier
 from services.gateway.domain import CacheClient, ClassifierClient, Limits, TierClient
@@ -90,7 +89,6 @@ class GatewayNode(ServiceNode[GatewaySettings]):
 
     async def build(self) -> list[Registration]:
         s = self.settings
-        init_tracing("gateway", s.otlp_endpoint)  # before the first channel is made
         if s.api_keys_file is None:
             raise ValueError("api_keys_file is required (cmesh keys add writes one)")
         keys = load_keys(s.api_keys_file)

@@ -212,23 +212,22 @@ async def test_stopped_cache_still_answers_uncached(mesh: Mesh) -> None:
 
 async def test_one_trace_spans_every_service(mesh: Mesh) -> None:
     """The gateway runs as its own process here, so tracing is installed there (it is
-    process-wide) and every service exports to the test's in-memory collector."""
-    import json
-
+    process-wide) and every service exports to the test's in-memory collector. Tiers go
+    through the broker: the trace crosses NATS in the job's headers."""
     gateway = start_service(
         "services.gateway", "--api_keys_file", str(mesh.keys_file),
-        "--backend_addresses", json.dumps({"small": mesh.small.address,
-                                           "large": mesh.large.address}),
-        "--cache_address", mesh.cache.address, "--classifier_address", mesh.classifier.address,
+        "--nats_url", mesh.nats.url, "--cache_address", mesh.cache.address,
+        "--classifier_address", mesh.classifier.address,
         "--otlp_endpoint", mesh.spans.endpoint, "--default_max_tokens", "8")
     try:
         gateway.wait_serving(timeout=120)
         async with grpc.aio.insecure_channel(gateway.address) as channel:
             reply = await gateway_pb2_grpc.GatewayStub(channel).Ask(
                 gateway_pb2.AskRequest(prompt="Name the largest ocean on Earth."),
-                metadata=auth(mesh.key))
+                metadata=auth(mesh.key), timeout=120)
         assert reply.metadata.classifier_status == "scored"
-        expected = {"gateway", "cache", "classifier", f"backend-{reply.metadata.tier}"}
+        expected = {"gateway", "cache", "classifier", "broker",
+                    f"backend-{reply.metadata.tier}"}
         give_up = time.monotonic() + 20
         while True:
             asks = [s for s in mesh.spans.spans if s.service == "gateway"
