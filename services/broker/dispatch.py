@@ -30,19 +30,24 @@ class Replica:
     capacity: int = 0          # sequences it batches (max_num_seqs)
     reported_in_flight: int = 0
     local_in_flight: int = 0   # jobs this broker runs there now
+    max_slots: int = 0         # operator's cap below the batch size (0: none)
 
     @property
     def in_flight(self) -> int:
         return max(self.reported_in_flight, self.local_in_flight)
 
     @property
+    def slots(self) -> int:
+        return min(self.capacity, self.max_slots) if self.max_slots else self.capacity
+
+    @property
     def free_slots(self) -> int:
-        return max(0, self.capacity - self.in_flight) if self.healthy else 0
+        return max(0, self.slots - self.in_flight) if self.healthy else 0
 
     @property
     def queue_depth(self) -> int:
         """Requests waiting inside the backend beyond its batch."""
-        return max(0, self.in_flight - self.capacity)
+        return max(0, self.in_flight - self.slots)
 
 
 def affinity_key(explicit: str, system_prompt: str, first_turn: str, min_chars: int) -> str:

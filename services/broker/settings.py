@@ -52,6 +52,9 @@ class BrokerSettings(ServiceSettings):
     pull_wait_s: float = Field(1.0, gt=0, le=30, description="Longest wait of one fetch.")
     batch_share: float = Field(
         0.1, ge=0, le=1, description="Share of starts batch jobs get while interactive ones wait.")
+    max_slots_per_replica: int = Field(
+        0, ge=0, le=4096, description="Jobs this broker runs at once per replica; 0 means the "
+        "replica's batch size (max_num_seqs).")
     load_poll_s: float = Field(0.25, gt=0, le=30, description="Backend load poll period.")
     max_attempts: int = Field(
         3, ge=1, le=10, description="Replicas one delivery may try before going back to the queue.")

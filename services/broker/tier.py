@@ -34,6 +34,7 @@ from services.common.tracing import continued_trace
 log = logging.getLogger(__name__)
 
 CANCELLED, DEADLINE_EXCEEDED, INVALID_ARGUMENT = 1, 4, 3  # grpc.StatusCode values
+_READY_WAIT_S = 0.01  # a fetch of what is already queued (the server answers at once)
 
 
 class Signal:
@@ -79,7 +80,8 @@ class TierWorker:
                  backends: GrpcBackends, settings: BrokerSettings,
                  metrics: BrokerMetrics) -> None:
         self.tier = tier
-        self.replicas = [Replica(a) for a in addresses]
+        self.replicas = [Replica(a, max_slots=settings.max_slots_per_replica)
+                         for a in addresses]
         self.queue, self.backends, self.s, self.m = queue, backends, settings, metrics
         self.scheduler: Scheduler[Held] = Scheduler(settings.batch_share)
         self.running: dict[str, Held] = {}
@@ -145,15 +147,26 @@ class TierWorker:
             if room <= 0:
                 await self.changed.wait(self.s.pull_wait_s)
                 continue
-            msgs = await self.queue.fetch(sub, min(room, self.s.max_batch), self.s.pull_wait_s)
+            # Long-poll for one job and start it at once, then take what else is queued
+            # without waiting: a pull for n > 1 would hold the first job until n arrive.
+            msgs = await self.queue.fetch(sub, 1, self.s.pull_wait_s)
             if not msgs:
                 continue
-            self.m.fetched_batch.labels(self.tier).observe(len(msgs))
-            for msg in msgs:
-                await self._admit(msg, job_class)
+            await self._admit(msgs[0], job_class)
             self.changed.fire()
+            more = min(room, self.s.max_batch) - 1
+            if more > 0:
+                rest = await self.queue.fetch(sub, more, _READY_WAIT_S)
+                for msg in rest:
+                    await self._admit(msg, job_class)
+                msgs += rest
+                self.changed.fire()
+            self.m.fetched_batch.labels(self.tier).observe(len(msgs))
 
     async def _admit(self, msg: Any, job_class: JobClass) -> None:
+        if not self.fetching:  # arrived on a pull made before the drain began
+            await settle(msg, "nak")
+            return
         attempt = delivery_count(msg)
         job: broker_pb2.GenerateJob | None = None
         try:

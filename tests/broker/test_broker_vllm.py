@@ -16,6 +16,7 @@ import pytest
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.broker.v1 import broker_pb2, broker_pb2_grpc
 from protos.common.v1 import common_pb2
+from services.broker.client import JobError
 from services.broker.dispatch import Replica, rendezvous
 from tests.support import ServiceProcess, start_service
 
@@ -88,6 +89,69 @@ async def test_cancel_aborts_the_backend_call(client, broker, smollm2_backend) -
         seconds += 0.02
         assert seconds < 1.0, "backend still runs the cancelled job after 1 s"
     await stream.aclose()
+
+
+async def first_chunk_order(jobs: dict[str, object]) -> list[str]:
+    """Names of the jobs in the order their first chunk arrived (= start order, one slot)."""
+    seen: list[str] = []
+
+    async def consume(name: str, stream) -> None:
+        async for _ in stream:
+            if name not in seen:
+                seen.append(name)
+
+    await asyncio.gather(*(consume(n, j) for n, j in jobs.items()))
+    return seen
+
+
+async def drain(stream) -> None:
+    async for _ in stream:
+        pass
+
+
+async def test_interactive_overtakes_queued_batch_on_vllm(client, broker,
+                                                          smollm2_backend) -> None:
+    broker(f"vprio={smollm2_backend.address}", "--max_slots_per_replica", "1",
+           "--lookahead", "16", "--batch_share", "0.25")
+    jobs = {}
+    for i in range(6):
+        j = job("vprio", f"Name a fruit, {i}.", 4)
+        j.priority = broker_pb2.PRIORITY_BATCH
+        jobs[f"b{i}"] = await client.submit(j, deadline_s=120)
+    first = jobs["b0"].__aiter__()
+    await first.__anext__()  # b0 runs; the other batch jobs wait
+    for i in range(3):
+        jobs[f"i{i}"] = await client.submit(job("vprio", f"Name a colour, {i}.", 4),
+                                            deadline_s=120)
+    rest = {n: j for n, j in jobs.items() if n != "b0"}
+    order, _ = await asyncio.gather(first_chunk_order(rest), drain(first))
+
+    last_interactive = max(order.index(f"i{i}") for i in range(3))
+    assert last_interactive <= 3, order  # at most one batch start (share 0.25) among them
+
+
+async def test_a_flooding_tenant_does_not_starve_another_on_vllm(client, broker,
+                                                                 smollm2_backend) -> None:
+    limit = 4
+    broker(f"vfair={smollm2_backend.address}", "--max_slots_per_replica", "1",
+           "--tenant_max_jobs", str(limit))
+    jobs, refused = {}, 0
+    for i in range(12):
+        j = job("vfair", f"Name an animal, {i}.", 4)
+        j.tenant = "flood"
+        try:
+            jobs[f"a{i}"] = await client.submit(j, deadline_s=120)
+        except JobError as exc:
+            assert exc.code == "RESOURCE_EXHAUSTED" and exc.retry_after_ms
+            refused += 1
+    other = job("vfair", "Name a tree.", 4)
+    other.tenant = "other"
+    jobs["b"] = await client.submit(other, deadline_s=120)
+    order = await first_chunk_order(jobs)
+
+    assert refused > 0
+    # the stated bound: at most `tenant_max_jobs` of the flood start before it
+    assert order.index("b") <= limit, order
 
 
 async def test_broker_killed_mid_job_second_broker_finishes_it_once(
