@@ -71,12 +71,12 @@ async def _bench(quick: bool) -> dict[str, float]:
              ServiceSpec("cache", "services.cache", needs_nats=True),
              ServiceSpec("classifier", "services.classifier"),
              ServiceSpec("broker", "services.broker", needs_nats=True,
-                         after=("backend-small",), peer_args=broker_peers),
+                         needs=("backend-small",), peer_args=broker_peers),
              ServiceSpec("gateway", "services.gateway", needs_nats=True,
-                         after=("backend-small", "cache", "classifier", "broker"),
+                         needs=("backend-small", "cache", "classifier", "broker"),
                          peer_args=gateway_peers),
              ServiceSpec("gateway-direct", "services.gateway",
-                         after=("backend-small", "cache", "classifier"),
+                         needs=("backend-small", "cache", "classifier"),
                          peer_args=direct_peers)]
     console.print("starting nats, backend (SmolLM2), cache, classifier, broker, gateway...")
     embedder = await asyncio.to_thread(Embedder)
