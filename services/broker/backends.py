@@ -13,30 +13,18 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 
 import grpc
 
 from core.errors import FieldError, Overloaded
+from core.generation import Delta, GenerationRequest
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
-from protos.broker.v1 import broker_pb2
 from services.broker.dispatch import Replica
-from services.broker.jobs import Piece, ReplicaFailed
+from services.broker.jobs import ReplicaFailed
+from services.common.convert import chunk_to_delta, generation_request_to_proto
 
 log = logging.getLogger(__name__)
-
-
-def backend_request(job: broker_pb2.GenerateJob,
-                    continue_ids: Sequence[int]) -> backend_pb2.GenerateRequest:
-    """The backend call for a job (continuing after `continue_ids`)."""
-    request = backend_pb2.GenerateRequest(
-        request_id=f"{job.job_id}-{uuid.uuid4().hex[:8]}", prompt=job.prompt, chat=job.chat,
-        return_logprobs=job.return_logprobs, continue_token_ids=list(continue_ids),
-    )
-    if job.HasField("conversation"):
-        request.conversation.CopyFrom(job.conversation)
-    if job.HasField("sampling"):
-        request.sampling.CopyFrom(job.sampling)
-    return request
 
 
 class GrpcBackends:
@@ -53,17 +41,19 @@ class GrpcBackends:
             self._channels[address] = channel
         return backend_pb2_grpc.BackendStub(channel)
 
-    async def generate(self, address: str, job: broker_pb2.GenerateJob,
+    async def generate(self, address: str, request: GenerationRequest,
                        continue_ids: Sequence[int], timeout: float | None
-                       ) -> AsyncIterator[Piece]:
+                       ) -> AsyncIterator[Delta]:
         if timeout is not None and timeout <= 0:
             raise TimeoutError("deadline passed")
-        call = self._stub(address).Generate(backend_request(job, continue_ids), timeout=timeout)
+        # a fresh request id per attempt: an aborted one may still be leaving the engine
+        attempt = replace(request, request_id=f"{request.request_id}-{uuid.uuid4().hex[:8]}",
+                          continue_token_ids=tuple(continue_ids))
+        call = self._stub(address).Generate(generation_request_to_proto(attempt),
+                                            timeout=timeout)
         try:
-            async for c in call:
-                yield Piece(c.text_delta, list(c.token_ids), list(c.logprobs),
-                            int(c.finish_reason), c.usage.prompt_tokens,
-                            c.usage.completion_tokens)
+            async for chunk in call:
+                yield chunk_to_delta(chunk)
         except grpc.aio.AioRpcError as exc:
             raise _mapped(exc) from exc
         finally:

@@ -21,9 +21,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.errors import FieldError, Overloaded
+from core.generation import Delta, GenerationRequest
 from protos.broker.v1 import broker_pb2
 from services.broker.dispatch import Replica
 from services.broker.scheduler import JobClass
+from services.common.convert import (
+    finish_reason_to_proto,
+    job_to_generation_request,
+    logprobs_to_proto,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +40,11 @@ class ReplicaFailed(RuntimeError):
     """The replica broke the call (died, unreachable, internal error): try another."""
 
 
-@dataclass
-class Piece:
-    """A piece of a backend's answer (transport-free)."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[Any]
-    finish_reason: int = 0   # common.v1.FinishReason, set on the last piece
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
 class BackendCalls(Protocol):
     """Stream a job's answer from one replica, continuing after `continue_ids`."""
 
-    def generate(self, address: str, job: broker_pb2.GenerateJob,
-                 continue_ids: Sequence[int], timeout: float | None) -> AsyncIterator[Piece]: ...
+    def generate(self, address: str, request: GenerationRequest,
+                 continue_ids: Sequence[int], timeout: float | None) -> AsyncIterator[Delta]: ...
 
 
 class ChunkSink(Protocol):
@@ -70,6 +64,7 @@ class JobRun:
     """A checked job plus what its attempts have produced so far."""
 
     job: broker_pb2.GenerateJob
+    request: GenerationRequest
     job_class: JobClass
     deadline: float | None  # epoch seconds
     attempt: int = 1        # JetStream delivery count
@@ -119,8 +114,8 @@ def check_job(job: broker_pb2.GenerateJob, tier: str, attempt: int = 1) -> JobRu
     if job.HasField("deadline"):
         deadline = job.deadline.seconds + job.deadline.nanos / 1e9
     job_class: JobClass = "batch" if job.priority == broker_pb2.PRIORITY_BATCH else "interactive"
-    return JobRun(job, job_class, deadline, attempt, list(job.partial_token_ids),
-                  job.partial_text)
+    return JobRun(job, job_to_generation_request(job), job_class, deadline, attempt,
+                  list(job.partial_token_ids), job.partial_text)
 
 
 Choose = Callable[[JobRun, set[str]], Awaitable[Replica | None]]
@@ -141,11 +136,12 @@ async def run_job(run: JobRun, first: Replica, backend: BackendCalls, sink: Chun
         tried.add(replica.address)
         replica.local_in_flight += 1
         try:
-            async for piece in backend.generate(replica.address, run.job, run.tokens,
+            async for piece in backend.generate(replica.address, run.request, run.tokens,
                                                 run.remaining()):
                 if run.job.stream and (piece.text or piece.token_ids or piece.finish_reason):
                     chunk = run.chunk(text_delta=piece.text, offset=len(run.text),
-                                      token_ids=piece.token_ids, logprobs=piece.logprobs)
+                                      token_ids=piece.token_ids,
+                                      logprobs=logprobs_to_proto(piece.logprobs))
                     _finish(chunk, piece)
                     await sink.send(chunk)
                 run.tokens += piece.token_ids
@@ -154,7 +150,7 @@ async def run_job(run: JobRun, first: Replica, backend: BackendCalls, sink: Chun
                 if piece.finish_reason:
                     if not run.job.stream:
                         chunk = run.chunk(text_delta=run.text, offset=0, token_ids=run.tokens,
-                                          logprobs=logprobs)
+                                          logprobs=logprobs_to_proto(logprobs))
                         _finish(chunk, piece)
                         await sink.send(chunk)
                     return Outcome.DONE
@@ -180,8 +176,8 @@ async def run_job(run: JobRun, first: Replica, backend: BackendCalls, sink: Chun
     return Outcome.RETRY
 
 
-def _finish(chunk: broker_pb2.JobChunk, piece: Piece) -> None:
+def _finish(chunk: broker_pb2.JobChunk, piece: Delta) -> None:
     if piece.finish_reason:
-        chunk.finish_reason = piece.finish_reason  # type: ignore[assignment]
+        chunk.finish_reason = finish_reason_to_proto(piece.finish_reason)
         chunk.usage.prompt_tokens = piece.prompt_tokens
         chunk.usage.completion_tokens = piece.completion_tokens

@@ -41,8 +41,9 @@ async def run_50_jobs_killing_a_node(cluster: NatsCluster, broker, backend: str,
                 stream=False, reply_subject=f"_CMESH_TEST.{i}",
                 sampling=common_pb2.SamplingParams(temperature=0.0, max_tokens=6))
             jobs.append(await client.submit(j, deadline_s=deadline_s))
-            if i == 20:
-                await cluster.stop(0)  # a node dies with jobs queued and running
+            if i == 20:  # the stream's leader dies with jobs queued and running
+                info = await client.js.stream_info("GEN_C3")
+                await cluster.stop(int(info.cluster.leader.rsplit("-", 1)[1]))
         texts = await asyncio.gather(*(j.text() for j in jobs), return_exceptions=True)
         await asyncio.sleep(4.0)  # past the ack wait: a lost ack would show as a repeat
 

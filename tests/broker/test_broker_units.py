@@ -154,3 +154,21 @@ def test_the_local_stack_starts_the_broker_after_the_backends_it_serves() -> Non
     assert only["broker"].args == ("--backends", "small={backend-small}")
     with pytest.raises(ValueError):
         select_specs(default_specs(), {"broker", "cache"})
+
+
+def test_jobs_convert_to_and_from_the_domain_request() -> None:
+    from core.generation import Conversation, GenerationRequest, Sampling, Turn
+    from services.common.convert import generation_request_to_job, job_to_generation_request
+
+    request = GenerationRequest(
+        prompt="And then?", conversation=Conversation("Be brief.", (Turn("user", "Hi"),)),
+        sampling=Sampling(temperature=0.0, max_tokens=12), chat=True, logprobs=True,
+        request_id="r1")
+    job = generation_request_to_job(request, "small", tenant="acme", batch=True)
+    assert job.priority == broker_pb2.PRIORITY_BATCH and job.tenant == "acme"
+    assert job_to_generation_request(job) == request
+    job.conversation.turns[0].role = 0
+    job.reply_subject = "_INBOX.x"
+    with pytest.raises(FieldError) as err:
+        check_job(job, "small")
+    assert err.value.field == "conversation.turns[0].role"

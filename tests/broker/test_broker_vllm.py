@@ -18,6 +18,8 @@ from protos.broker.v1 import broker_pb2, broker_pb2_grpc
 from protos.common.v1 import common_pb2
 from services.broker.client import JobError
 from services.broker.dispatch import Replica, rendezvous
+from services.broker.jetstream import QueueLimits, ensure_stream
+from services.broker.subjects import job_subject
 from tests.support import ServiceProcess, start_service
 
 pytestmark = [pytest.mark.vllm, pytest.mark.nats]
@@ -89,6 +91,42 @@ async def test_cancel_aborts_the_backend_call(client, broker, smollm2_backend) -
         seconds += 0.02
         assert seconds < 1.0, "backend still runs the cancelled job after 1 s"
     await stream.aclose()
+
+
+def served(backend: ServiceProcess) -> float:
+    """Requests the backend has finished, whatever their outcome."""
+    try:
+        return backend.metric("backend_requests_total")
+    except KeyError:
+        return 0.0
+
+
+async def test_deadline_passed_in_queue_never_reaches_the_backend(client, broker,
+                                                                   smollm2_backend) -> None:
+    await ensure_stream(client.js, "vlate", QueueLimits())
+    client.deadline_grace_s = 60.0  # so the error below can only come from the broker
+    late = await client.submit(job("vlate", "Too late?", 8), deadline_s=0.2)
+    await asyncio.sleep(0.4)
+    before = served(smollm2_backend)
+    broker(f"vlate={smollm2_backend.address}")
+    with pytest.raises(JobError) as err:
+        await late.text()
+    assert err.value.code == "DEADLINE_EXCEEDED"
+    assert served(smollm2_backend) == before
+
+
+async def test_malformed_job_is_terminated_and_the_next_runs_on_vllm(
+        client, broker, smollm2_backend) -> None:
+    broker(f"vpoison={smollm2_backend.address}")
+    await client.js.publish(job_subject("vpoison", "interactive", "t"), b"\x08\xff\xff")
+    bad = job("vpoison", "Hello", 8)
+    bad.sampling.max_tokens = -1
+    with pytest.raises(JobError) as err:
+        await (await client.submit(bad, deadline_s=60)).text()
+    good = await (await client.submit(job("vpoison", "What is the capital of France?", 16),
+                                      deadline_s=120)).text()
+    assert err.value.code == "INVALID_ARGUMENT" and "max_tokens" in err.value.message
+    assert "Paris" in good
 
 
 async def first_chunk_order(jobs: dict[str, object]) -> list[str]:
