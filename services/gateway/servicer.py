@@ -8,7 +8,7 @@ import grpc
 
 from core.errors import NotReady
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
-from services.common.errors import grpc_errors, grpc_stream_errors
+from services.common.errors import grpc_errors, grpc_stream_errors, status_for
 from services.gateway.auth import REQUEST_ID, TENANT
 from services.gateway.convert import metadata_to_pb, question_from_pb
 from services.gateway.domain import Event, Metadata, TextDelta
@@ -43,7 +43,7 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 else:
                     meta = event
         except Exception as exc:
-            self.metrics.errors.labels(type(exc).__name__).inc()
+            self.metrics.errors.labels(status_for(exc).name).inc()
             raise
         assert meta is not None
         return gateway_pb2.AskResponse(text="".join(parts), metadata=metadata_to_pb(meta))
@@ -58,5 +58,5 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                 else:
                     yield gateway_pb2.AskChunk(metadata=metadata_to_pb(event))
         except Exception as exc:
-            self.metrics.errors.labels(type(exc).__name__).inc()
+            self.metrics.errors.labels(status_for(exc).name).inc()
             raise
