@@ -129,3 +129,14 @@ async def test_rate_limit_is_resource_exhausted_with_retry_after(stub, keys_file
     # Another tenant is not limited by this one's burst.
     reply = await stub.Ask(gateway_pb2.AskRequest(prompt="ok"), metadata=auth(keys_file[1]))
     assert reply.text
+
+
+async def test_metrics_count_outcomes_escalations_cost_and_refusals(node: GatewayNode) -> None:
+    value = node.registry.get_sample_value
+    assert value("gateway_requests_total", {"tier": "large", "outcome": "escalated"}) >= 1
+    assert value("gateway_escalations_total") >= 1
+    assert value("gateway_cost_total") > 0
+    assert value("gateway_errors_total", {"code": "UNAUTHENTICATED"}) >= 1
+    assert value("gateway_errors_total", {"code": "INVALID_ARGUMENT"}) >= 1
+    assert value("gateway_errors_total", {"code": "RESOURCE_EXHAUSTED"}) >= 1
+    assert value("gateway_stage_seconds_count", {"stage": "total"}) >= 1
