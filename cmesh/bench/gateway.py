@@ -82,6 +82,7 @@ async def _bench(quick: bool) -> dict[str, float]:
     embedder = await asyncio.to_thread(Embedder)
     auth = (("authorization", f"Bearer {key}"),)
     stages: dict[str, list[float]] = {"cache": [], "classifier": []}
+    timeouts: list[str] = []  # measured misses whose cache lookup timed out
     async with LocalStack(specs, state) as stack, \
             grpc.aio.insecure_channel(stack.services["gateway"].address) as gw_channel, \
             grpc.aio.insecure_channel(stack.services["gateway-direct"].address) as gd_channel, \
@@ -101,8 +102,10 @@ async def _bench(quick: bool) -> dict[str, float]:
                     else:
                         meta = chunk.metadata
                         count = meta.usage.completion_tokens
-                        if not (skip_cache or warm) and meta.cache_status != "miss":
-                            raise RuntimeError(f"expected a miss: {meta.cache_status}")
+                        if not (skip_cache or warm) and meta.cache_status == "hit":
+                            raise RuntimeError("expected a miss: the prompt was cached")
+                        if not (skip_cache or warm) and meta.cache_status == "unavailable":
+                            timeouts.append(prompt)  # the lookup's time still counts
                         if not skip_cache:
                             stages["cache"].append(meta.latency.cache_ms)
                             stages["classifier"].append(meta.latency.classifier_ms)
@@ -184,6 +187,7 @@ async def _bench(quick: bool) -> dict[str, float]:
         "miss_overhead_p99_vs_encode": _pct(added, 0.99) / encode,
         "miss_added_ms_p50_without_broker": _pct(added_direct_tiers, 0.5),
         "miss_cache_ms_p50": _pct(stages["cache"], 0.5),
+        "miss_cache_timeouts": len(timeouts),
         "miss_classifier_ms_p50": _pct(stages["classifier"], 0.5),
         "gateway_tok_s_c16": gw_rate, "direct_tok_s_c16": direct_rate,
         "throughput_kept": gw_rate / direct_rate, "pairs": pairs,
