@@ -40,6 +40,8 @@ class BrokerSettings(ServiceSettings):
     tenant_max_jobs: int = Field(
         100, ge=1, description="Queued jobs per tenant and class: bounds how far one tenant's "
         "flood can push another tenant's job back.")
+    batch_share: float = Field(
+        0.1, ge=0, le=1, description="Share of starts batch jobs get while interactive ones wait.")
     stream_replicas: int = Field(1, ge=1, le=5, description="JetStream replicas of each stream.")
     ack_wait_s: float = Field(
         30.0, gt=0, le=3600,
@@ -50,8 +52,6 @@ class BrokerSettings(ServiceSettings):
         4, ge=0, le=256, description="Jobs fetched beyond free backend slots, so the scheduler "
         "has a choice of class and tenant.")
     pull_wait_s: float = Field(1.0, gt=0, le=30, description="Longest wait of one fetch.")
-    batch_share: float = Field(
-        0.1, ge=0, le=1, description="Share of starts batch jobs get while interactive ones wait.")
     max_slots_per_replica: int = Field(
         0, ge=0, le=4096, description="Jobs this broker runs at once per replica; 0 means the "
         "replica's batch size (max_num_seqs).")

@@ -235,21 +235,11 @@ class JetStreamLog:
 
     async def wait_connected(self, timeout: float) -> bool:
         """Wait until the NATS connection is up (False on timeout)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._up.wait()
-            return self.connected
-        except TimeoutError:
-            return False
+        return await _wait_set(self._up, timeout) and self.connected
 
     async def drained(self, timeout: float) -> bool:
         """Wait until every buffered write has been acknowledged (False on timeout)."""
-        try:
-            async with asyncio.timeout(timeout):
-                await self._empty.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await _wait_set(self._empty, timeout)
 
     async def _flush(self) -> None:
         """Publish the buffer in order; stop at the first transient failure."""
@@ -434,3 +424,13 @@ class JetStreamLog:
             _, _, fut = heapq.heappop(self._waiters)
             if not fut.done():
                 fut.set_result(None)
+
+
+async def _wait_set(event: asyncio.Event, timeout: float) -> bool:
+    """Wait until `event` is set; False when `timeout` seconds pass first."""
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False

@@ -148,3 +148,37 @@ async def test_sigterm_drains_running_jobs_and_fetches_no_more(client, scripted_
 
     assert answer == "".join(f" w{i}" for i in range(30)) and code == 0
     assert later == EXPECTED and engine.started == ["running", "after"]
+
+
+async def test_status_reflection_and_metrics(client, scripted_backend, broker) -> None:
+    import grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    from protos.broker.v1 import broker_pb2_grpc
+
+    address, _ = await scripted_backend(slots=3)
+    b = broker(f"ops={address}")
+    keyed = job("ops")
+    keyed.affinity_key = "conversation-7"
+    await (await client.submit(keyed, deadline_s=20)).text()
+    async with grpc.aio.insecure_channel(b.address) as channel:
+        for _ in range(100):  # the backend's load is polled: wait for the finished job to leave
+            status = await broker_pb2_grpc.BrokerStub(channel).GetStatus(
+                broker_pb2.GetStatusRequest(), timeout=5)
+            if status.replicas[0].free_slots == 3:
+                break
+            await asyncio.sleep(0.05)
+    with grpc.insecure_channel(b.address) as channel:
+        services = set(ProtoReflectionDescriptorDatabase(channel).get_services())
+
+    assert {"cascademesh.broker.v1.Broker", "grpc.health.v1.Health"} <= services
+    assert [(r.tier, r.address, r.healthy) for r in status.replicas] == [("ops", address, True)]
+    assert status.jobs_completed == 1 and status.replicas[0].free_slots == 3
+    assert {q.job_class for q in status.queues} == {"interactive", "batch"}
+    assert b.metric("broker_affinity_hits_total") == 1
+    assert b.metric("broker_dispatches_total") == 1
+    assert b.metric("broker_fetched_batch_size_count") == 1
+    assert b.metric("broker_queue_wait_seconds_count") == 1
+    await until(lambda: b.metric("broker_queue_depth") == 0, 5, "depth gauge")
