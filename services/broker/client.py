@@ -30,6 +30,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from core.errors import DomainError, ErrorKind
 from protos.broker.v1 import broker_pb2
 from services.broker.subjects import CANCEL_SUBJECT, job_subject
+from services.common.tracing import trace_headers
 
 # grpc.StatusCode names by value, so callers need not import grpc to read them.
 CODES = {1: "CANCELLED", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 8: "RESOURCE_EXHAUSTED",
@@ -192,7 +193,7 @@ class BrokerClient:
             try:
                 await self.js.publish(subject, job.SerializeToString(),
                                       timeout=self.publish_timeout_s,
-                                      headers={"Nats-Msg-Id": job.job_id})
+                                      headers={"Nats-Msg-Id": job.job_id, **trace_headers()})
                 return
             except APIError as exc:
                 if exc.err_code == _FULL:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,3 +30,32 @@ class ServiceSettings(BaseSettings):
         description="On SIGTERM, report NOT_SERVING this long before refusing new calls "
                     "(so load balancers stop sending first).",
     )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate of this server's port (with tls_key): TLS on.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA of the mesh: with it, only callers presenting a "
+                          "certificate it signed get in (mutual TLS).")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/gRPC collector for OpenTelemetry traces (host:port or URL); "
+                          "unset turns tracing off."
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServiceSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
+        return self
+
+    def server_credentials(self) -> object | None:
+        """grpc server credentials from the TLS settings, None for a plaintext port."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        import grpc
+
+        ca = self.tls_client_ca.read_bytes() if self.tls_client_ca else None
+        return grpc.ssl_server_credentials(
+            [(self.tls_key.read_bytes(), self.tls_cert.read_bytes())],
+            root_certificates=ca, require_client_auth=ca is not None)
