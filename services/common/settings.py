@@ -43,10 +43,8 @@ class ServiceSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _tls_complete(self) -> ServiceSettings:
-        if (self.tls_cert is None) != (self.tls_key is None):
-            raise ValueError("tls_cert and tls_key go together")
-        if self.tls_client_ca is not None and self.tls_cert is None:
-            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
+        check_pem_set(self, cert="tls_cert", key="tls_key", ca="tls_client_ca",
+                      ca_needs_cert=True)
         return self
 
     def server_credentials(self) -> object | None:
@@ -59,3 +57,18 @@ class ServiceSettings(BaseSettings):
         return grpc.ssl_server_credentials(
             [(self.tls_key.read_bytes(), self.tls_cert.read_bytes())],
             root_certificates=ca, require_client_auth=ca is not None)
+
+
+def check_pem_set(settings: object, *, cert: str, key: str, ca: str,
+                  ca_needs_cert: bool) -> None:
+    """Raise ValueError unless the named certificate and key are set together, and the
+    CA goes with them: a server's client CA needs its own certificate (mutual TLS is
+    TLS), a client's certificate needs the CA it checks servers with."""
+    cert_set = getattr(settings, cert) is not None
+    if cert_set != (getattr(settings, key) is not None):
+        raise ValueError(f"{cert} and {key} go together")
+    ca_set = getattr(settings, ca) is not None
+    if ca_needs_cert and ca_set and not cert_set:
+        raise ValueError(f"{ca} needs {cert} and {key} (mutual TLS is TLS)")
+    if not ca_needs_cert and cert_set and not ca_set:
+        raise ValueError(f"{cert} needs {ca}")

@@ -82,10 +82,10 @@ class OrchestratorConfig:
     cache_timeout_s: float = 0.5
     classifier_timeout_s: float = 0.5
     store_timeout_s: float = 2.0
-    side_share: float = 0.25
-    default_timeout_s: float = 120.0
-    confidence_method: ConfidenceMethod = "mean"
     embed_once: bool = True
+    side_share: float = 0.25
+    confidence_method: ConfidenceMethod = "mean"
+    default_timeout_s: float = 120.0
 
 
 @dataclass

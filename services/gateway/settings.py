@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings
+from services.common.settings import ServiceSettings, check_pem_set
 
 
 class GatewaySettings(ServiceSettings):
@@ -61,9 +61,9 @@ class GatewaySettings(ServiceSettings):
         500, gt=0, description="Longest wait for a cache lookup; slower is a miss.")
     classifier_timeout_ms: float = Field(
         500, gt=0, description="Longest wait for a classifier score; slower means no score.")
-    store_timeout_ms: float = Field(2_000, gt=0, description="Longest wait for a cache store.")
     side_share: float = Field(
         0.25, gt=0, le=1, description="Most of the remaining deadline one side call may use.")
+    store_timeout_ms: float = Field(2_000, gt=0, description="Longest wait for a cache store.")
     default_timeout_s: float = Field(
         120.0, gt=0, description="Deadline of a request whose client set none.")
     embed_once: bool = Field(
@@ -72,9 +72,9 @@ class GatewaySettings(ServiceSettings):
                           "two run side by side, each embedding the prompt.")
     confidence_method: Literal["mean", "min"] = Field(
         "mean", description="How an answer's confidence comes from its token logprobs.")
-    mesh_ca: Path | None = Field(
-        None, description="PEM CA the internal services' certificates are signed by; set it "
-                          "to call cache, classifier and backends over TLS.")
+    mesh_ca: Path | None = Field(None, description=(
+        "PEM CA the internal services' certificates are signed by; set it to call cache, "
+        "classifier and backends over TLS."))
     mesh_cert: Path | None = Field(
         None, description="PEM client certificate the gateway presents to internal services "
                           "that require mutual TLS (with mesh_key).")
@@ -82,10 +82,8 @@ class GatewaySettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _limits_fit(self) -> GatewaySettings:
-        if (self.mesh_cert is None) != (self.mesh_key is None):
-            raise ValueError("mesh_cert and mesh_key go together")
-        if self.mesh_cert is not None and self.mesh_ca is None:
-            raise ValueError("mesh_cert needs mesh_ca")
+        check_pem_set(self, cert="mesh_cert", key="mesh_key", ca="mesh_ca",
+                      ca_needs_cert=False)
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens must not exceed max_tokens_limit")
         return self
