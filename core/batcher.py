@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from core.embedder import Embedder
+from core.embedder import Embedder, limit_threads
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -104,7 +104,10 @@ class MicroBatcher(Generic[T, R]):
 
 
 class BatchedEmbedder:
-    """An `Embedder` behind a `MicroBatcher`: `await encode_one(text)` -> (dim,) vector."""
+    """An `Embedder` behind a `MicroBatcher`: `await encode_one(text)` -> (dim,) vector.
+
+    `threads` (if set) caps torch's threads for the batches (see `limit_threads`).
+    """
 
     def __init__(
         self,
@@ -112,13 +115,19 @@ class BatchedEmbedder:
         max_batch: int = 32,
         max_wait: float = 0.005,
         on_batch: Callable[[int], None] | None = None,
+        threads: int | None = None,
     ) -> None:
+        if threads is not None and threads < 1:
+            raise ValueError("threads must be >= 1")
         self.embedder = embedder
+        self.threads = threads
         self._batcher: MicroBatcher[str, np.ndarray] = MicroBatcher(
             self._encode_rows, max_batch=max_batch, max_wait=max_wait, on_batch=on_batch
         )
 
     def _encode_rows(self, texts: list[str]) -> list[np.ndarray]:
+        if self.threads is not None:
+            limit_threads(self.threads)  # runs in the batch's worker thread
         return list(self.embedder.encode(texts, batch_size=max(len(texts), 1)))
 
     async def __aenter__(self) -> BatchedEmbedder:

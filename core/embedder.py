@@ -27,6 +27,23 @@ def default_model_path() -> Path:
     return path
 
 
+def limit_threads(threads: int) -> None:
+    """Let torch use at most `threads` intra-op threads for encodes made from the calling
+    thread.
+
+    torch's OpenMP thread count is kept per calling thread, so this must run in the
+    thread that encodes (a batcher's worker), not once at start-up. Why a service wants
+    1: one prompt's encode gains nothing from a second thread (about 9 ms either way
+    here), but each of its ~100 parallel regions ends in a barrier that waits for every
+    team thread; on a 2-core machine where vLLM holds the cores, a descheduled team
+    thread stalled each encode to ~350 ms (p50) inside the gateway bench's stack.
+    """
+    import torch
+
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 class Embedder:
     """Normalised sentence embeddings (float32, unit length) from a local model."""
 

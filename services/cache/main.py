@@ -14,7 +14,7 @@ from typing import Any
 from cache.core import SemanticCache
 from cache.verifier import FeatureVerifier
 from core.batcher import BatchedEmbedder
-from core.embedder import Embedder
+from core.embedder import Embedder, limit_threads
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from services.cache.log import JetStreamLog
 from services.cache.servicer import CacheMetrics, CacheServicer
@@ -49,7 +49,8 @@ class CacheNode(ServiceNode[CacheSettings]):
         verifier = self._verifier or FeatureVerifier.load(s.verifier_path)
         metrics = CacheMetrics(self.registry)
         batched = await self.stack.enter_async_context(BatchedEmbedder(
-            embedder, s.max_batch, s.max_wait_ms / 1000, on_batch=metrics.batch.observe))
+            embedder, s.max_batch, s.max_wait_ms / 1000, on_batch=metrics.batch.observe,
+            threads=s.embed_threads))
         self.cache = SemanticCache(batched.encode_one, verifier, embedder.dim, s.cache_config())
         if s.nats_url:
             self.log = JetStreamLog(
@@ -68,9 +69,13 @@ class CacheNode(ServiceNode[CacheSettings]):
 
     async def warm_up(self) -> None:
         assert self._embedder is not None
-        await asyncio.to_thread(self._embedder.warm_up)
+        await asyncio.to_thread(self._warm_embedder, self._embedder)
         sweeper = asyncio.create_task(self._sweep(), name="cache-ttl-sweep")
         self.stack.push_async_callback(cancel_task, sweeper)
+
+    def _warm_embedder(self, embedder: Embedder) -> None:
+        limit_threads(self.settings.embed_threads)  # warm what serving will run
+        embedder.warm_up()
 
     async def _sweep(self) -> None:
         assert self.cache is not None

@@ -43,6 +43,11 @@ class CacheSettings(ServiceSettings):
     max_batch: int = Field(32, ge=1, le=1024, description="Micro-batch size for embedding.")
     max_wait_ms: float = Field(5.0, ge=0, le=1000,
                                description="How long a request may wait for batch mates.")
+    embed_threads: int = Field(
+        1, ge=1, le=64,
+        description="torch threads per embedding batch. 1: a lookup embeds one prompt, "
+                    "which a second thread does not speed up, and on cores shared with "
+                    "vLLM the threads' barriers stalled lookups ~20x (see limit_threads).")
     stream: str = Field("CMESH_CACHE", description="JetStream stream of cache events.")
     subject: str = Field("cmesh.cache.log", description="Subject the events are published on.")
     stream_max_bytes: int = Field(1 << 30, ge=1 << 20, description="Stream size bound.")

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from core.batcher import MicroBatcher
+from core.batcher import BatchedEmbedder, MicroBatcher
+from core.embedder import Embedder
 
 
 async def test_concurrent_requests_share_batches() -> None:
@@ -37,3 +38,33 @@ async def test_batch_failure_reaches_every_caller() -> None:
 async def test_submit_outside_context_fails() -> None:
     with pytest.raises(RuntimeError):
         await MicroBatcher(lambda items: items).submit(1)
+
+
+def test_threads_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="threads"):
+        BatchedEmbedder(None, threads=0)  # type: ignore[arg-type]
+
+
+async def test_batches_run_with_the_thread_cap_in_their_worker() -> None:
+    """The cap is per calling thread in torch: it must hold where the batch runs, and
+    leave the caller's own setting alone; the vectors stay those of a plain encode."""
+    import numpy as np
+    import torch
+
+    embedder = Embedder()
+    seen: list[int] = []
+
+    class Recording:
+        dim = embedder.dim
+
+        def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+            seen.append(torch.get_num_threads())
+            return embedder.encode(texts, batch_size)
+
+    before = torch.get_num_threads()
+    async with BatchedEmbedder(Recording(), threads=1) as batched:  # type: ignore[arg-type]
+        vectors = await asyncio.gather(*(batched.encode_one(f"q {i}") for i in range(3)))
+    assert seen and set(seen) == {1}
+    assert torch.get_num_threads() == before
+    plain = embedder.encode([f"q {i}" for i in range(3)])
+    assert np.allclose(np.stack(vectors), plain, atol=1e-5)
