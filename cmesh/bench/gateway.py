@@ -81,7 +81,7 @@ async def _bench(quick: bool) -> dict[str, float]:
     console.print("starting nats, backend (SmolLM2), cache, classifier, broker, gateway...")
     embedder = await asyncio.to_thread(Embedder)
     auth = (("authorization", f"Bearer {key}"),)
-    stages: dict[str, list[float]] = {"cache": [], "classifier": []}
+    stages: dict[str, list[float]] = {"cache": [], "classifier": [], "tier": []}
     timeouts: list[str] = []  # measured misses whose cache lookup timed out
     async with LocalStack(specs, state) as stack, \
             grpc.aio.insecure_channel(stack.services["gateway"].address) as gw_channel, \
@@ -89,7 +89,7 @@ async def _bench(quick: bool) -> dict[str, float]:
             grpc.aio.insecure_channel(stack.services["backend-small"].address) as be_channel:
         backend = backend_pb2_grpc.BackendStub(be_channel)
 
-        def through(channel: grpc.aio.Channel) -> Any:
+        def through(channel: grpc.aio.Channel, broker: bool) -> Any:
             gateway = gateway_pb2_grpc.GatewayStub(channel)
 
             async def run(prompt: str, tokens: int, skip_cache: bool,
@@ -109,11 +109,16 @@ async def _bench(quick: bool) -> dict[str, float]:
                         if not skip_cache:
                             stages["cache"].append(meta.latency.cache_ms)
                             stages["classifier"].append(meta.latency.classifier_ms)
+                        if broker and not skip_cache:
+                            # the gateway's own clock: route -> first token (broker, backend)
+                            lat = meta.latency
+                            stages["tier"].append(
+                                lat.first_token_ms - lat.cache_ms - lat.classifier_ms)
                 return first * 1000, count
 
             return run
 
-        via_gateway, via_gateway_direct = through(gw_channel), through(gd_channel)
+        via_gateway, via_gateway_direct = through(gw_channel, True), through(gd_channel, False)
 
         async def direct(prompt: str, tokens: int, skip_cache: bool = True) -> tuple[float, int]:
             request = backend_pb2.GenerateRequest(
@@ -138,6 +143,7 @@ async def _bench(quick: bool) -> dict[str, float]:
             values.clear()
         added: list[float] = []
         added_direct_tiers: list[float] = []
+        direct_ttft: list[float] = []
         encode_ms: list[float] = []
         for i in range(pairs):
             prompt = f"Bench question {i}: what is {i * 7 + 3} multiplied by {i + 11}?"
@@ -146,10 +152,14 @@ async def _bench(quick: bool) -> dict[str, float]:
             for name, run in order if i % 2 == 0 else order[::-1]:
                 results[name] = (await run(prompt, 1, False))[0]
             added.append(results["gateway"] - results["direct"])
-            # The same without the broker hop (a prompt of its own: it must miss too).
+            direct_ttft.append(results["direct"])
+            # The same without the broker hop (a prompt of its own: it must miss too),
+            # alternating too: whichever goes second finds the prompt prefix-cached.
             other = prompt.replace("Bench question", "Other question")
-            first = await via_gateway_direct(other, 1, False)
-            added_direct_tiers.append(first[0] - (await direct(other, 1))[0])
+            order = [("gateway", via_gateway_direct), ("direct", direct)]
+            for name, run in order if i % 2 == 0 else order[::-1]:
+                results[name] = (await run(other, 1, False))[0]
+            added_direct_tiers.append(results["gateway"] - results["direct"])
             start = time.perf_counter()
             await asyncio.to_thread(embedder.encode, [prompt])
             encode_ms.append((time.perf_counter() - start) * 1000)
@@ -189,6 +199,8 @@ async def _bench(quick: bool) -> dict[str, float]:
         "miss_cache_ms_p50": _pct(stages["cache"], 0.5),
         "miss_cache_timeouts": len(timeouts),
         "miss_classifier_ms_p50": _pct(stages["classifier"], 0.5),
+        "miss_tier_first_token_ms_p50": _pct(stages["tier"], 0.5),
+        "direct_first_token_ms_p50": _pct(direct_ttft, 0.5),
         "gateway_tok_s_c16": gw_rate, "direct_tok_s_c16": direct_rate,
         "throughput_kept": gw_rate / direct_rate, "pairs": pairs,
         "max_tokens": max_tokens, "broker": 1,

@@ -41,8 +41,11 @@ class CacheSettings(ServiceSettings):
     max_prompt_chars: int = Field(8_000, ge=1, description="Longer prompts are rejected.")
     max_answer_chars: int = Field(200_000, ge=1, description="Longer answers are rejected.")
     max_batch: int = Field(32, ge=1, le=1024, description="Micro-batch size for embedding.")
-    max_wait_ms: float = Field(5.0, ge=0, le=1000,
-                               description="How long a request may wait for batch mates.")
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000,
+        description="How long a request may wait for batch mates; 0 batches only what is "
+                    "already queued (lookups that arrive while a batch runs form the next). "
+                    "5 ms added 6-10 ms to every lone lookup, a gateway miss's critical path.")
     embed_threads: int = Field(
         1, ge=1, le=64,
         description="torch threads per embedding batch. 1: a lookup embeds one prompt, "
