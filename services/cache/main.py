@@ -21,6 +21,7 @@ from cache.batcher import BatchedEmbedder
 from cache.core import SemanticCache
 from cache.embedder import Embedder
 from cache.log import JetStreamLog
+from cache.lookup import LookupWorker
 from cache.verifier import FeatureVerifier
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from services.cache.servicer import CacheMetrics, CacheServicer
@@ -53,13 +54,18 @@ class CacheNode:
         s = self.settings
         try:
             embedder = self._embedder or await asyncio.to_thread(Embedder, s.model_path)
-            verifier = self._verifier or FeatureVerifier.load(s.verifier_path)
+            verifier = self._verifier or FeatureVerifier.load(s.verifier_path,
+                                                              s.calibration_path)
             registry = CollectorRegistry()
             metrics = CacheMetrics(registry)
             batched = await self._stack.enter_async_context(BatchedEmbedder(
                 embedder, s.max_batch, s.max_wait_ms / 1000, on_batch=metrics.batch.observe))
             self.cache = SemanticCache(batched.encode_one, verifier, embedder.dim,
                                        s.cache_config())
+            await self._stack.enter_async_context(LookupWorker(  # embed + verify lookups
+                self.cache, lambda texts: embedder.encode(texts, batch_size=max(len(texts), 1)),
+                s.max_batch, s.max_wait_ms / 1000, threads=s.lookup_threads,
+                on_batch=metrics.batch.observe))
             if s.nats_url:
                 self.log = JetStreamLog(
                     s.nats_url, self.cache.apply, stream=s.stream, subject=s.subject,
