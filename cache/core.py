@@ -147,7 +147,7 @@ class SemanticCache:
         vector = (await self._embed(prompt)).reshape(1, -1)
         rows = self.candidates(ns, vector)
         probs = await asyncio.to_thread(self.verify, [prompt], vector, rows)
-        return self.decide(ns, 1, rows, probs)
+        return self.decide(ns, 1, rows, probs)[0]
 
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str = "",
                     prompt_tokens: int = 0, completion_tokens: int = 0) -> Entry:

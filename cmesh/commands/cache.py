@@ -22,7 +22,10 @@ def eval_(
     calibrate_on: Path | None = typer.Option(
         None, "--calibrate-on", exists=True, dir_okay=False,
         help="Derive the bound from this file's calibration part (default: shipped table)."),
-    limit: int = typer.Option(0, "--limit", min=0, help="Use only the first N pairs (0: all)."),
+    limit: int = typer.Option(0, "--limit", min=0,
+                              help="Evaluate only the first N pairs of the part (0: all)."),
+    calibrate_limit: int = typer.Option(0, "--calibrate-limit", min=0,
+                                        help="Calibrate on the first N pairs of C's part."),
     verifier: Path | None = typer.Option(None, "--verifier", help="Verifier artifact folder."),
     embeddings: Path | None = typer.Option(None, "--embeddings", help=EMBED_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
@@ -36,7 +39,8 @@ def eval_(
     from cmesh.output import emit
 
     title, result = run_eval(pairs, delta, calibrate_on, limit, verifier, embeddings,
-                             log=lambda s: typer.echo(s, err=True))
+                             log=lambda s: typer.echo(s, err=True),
+                             calibrate_limit=calibrate_limit)
     emit(title, result, as_json)
 
 
