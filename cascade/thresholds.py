@@ -15,20 +15,35 @@ object and in per-request overrides (the gateway's `PolicyOverrides.thresholds`)
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.errors import FieldError
+
 SCHEMA_VERSION = 1
+_FIELD_PREFIX = re.compile(r"([A-Za-z_][\w.\-]*): ")
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 """A threshold: a float in [0, 1]."""
 
 
-class ThresholdError(ValueError):
-    """A threshold name or value that cannot be used; the message names the field."""
+class ThresholdError(FieldError):
+    """A threshold name or value that cannot be used (INVALID_ARGUMENT).
+
+    `field` names what was wrong: `thresholds.<name>` for a bad override. When
+    only a message is given, its `name: ` prefix is taken as the field.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        prefix = _FIELD_PREFIX.match(message)
+        if field is None:
+            field = prefix.group(1) if prefix else "thresholds"
+        problem = message[prefix.end():] if prefix and prefix.group(1) == field else message
+        super().__init__(field, problem)
 
 
 class Thresholds(BaseModel):
@@ -83,14 +98,13 @@ class Thresholds(BaseModel):
         known = set(self.thresholds)
         values = dict(self.thresholds)
         for name, value in overrides.items():
+            field = f"thresholds.{name}"
             if name not in known:
-                raise ThresholdError(
-                    f"thresholds.{name}: unknown threshold; known: {sorted(known)}"
-                )
+                raise ThresholdError(f"unknown threshold; known: {sorted(known)}", field)
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ThresholdError(f"thresholds.{name}: must be a number, got {value!r}")
+                raise ThresholdError(f"must be a number, got {value!r}", field)
             if not 0.0 <= float(value) <= 1.0:
-                raise ThresholdError(f"thresholds.{name}: must be in [0, 1], got {value}")
+                raise ThresholdError(f"must be in [0, 1], got {value}", field)
             values[name] = float(value)
         try:
             return Thresholds.model_validate({**self.model_dump(), "thresholds": values})

@@ -16,14 +16,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
-    from cmesh.models import prepare_smollm2
+    from core.models import prepare_smollm2
 
     return prepare_smollm2()
 
 
 @pytest.fixture(scope="session")
 def tiny_llama_path() -> Path:
-    from cmesh.models import prepare_tiny_llama
+    from core.models import prepare_tiny_llama
 
     return prepare_tiny_llama()
 

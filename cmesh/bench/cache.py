@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 
 from cache.core import CacheConfig, SemanticCache
-from cache.embedder import Embedder
 from cache.entries import Entry
 from cache.index import VectorIndex
 from cache.keys import Sampling, Scope
 from cache.lookup import LookupWorker
 from cache.pairs import load_pairs
 from cache.verifier import CrossVerifier
+from core.embedder import Embedder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "gptcache" / "mock_data.json"
 SCOPE = Scope(tenant="bench", sampling=Sampling(temperature=0.0))

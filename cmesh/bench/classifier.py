@@ -40,7 +40,7 @@ def _prompts(n: int) -> list[str]:
 async def _run(quick: bool) -> dict[str, float | int | str]:
     import grpc
 
-    from cache.embedder import Embedder
+    from core.embedder import Embedder
     from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
     from services.classifier.main import ClassifierNode
     from services.classifier.settings import ClassifierSettings

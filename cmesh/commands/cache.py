@@ -35,7 +35,7 @@ def eval_(
     The output names the part evaluated, where the bound came from, and how many
     of the file's texts the verifier trained on.
     """
-    from cache.evalcmd import run_eval
+    from cmesh.cache_eval import run_eval
     from cmesh.output import emit
 
     title, result = run_eval(pairs, delta, calibrate_on, limit, verifier, embeddings,
@@ -54,9 +54,9 @@ def calibrate(
     embeddings: Path | None = typer.Option(None, "--embeddings", help=EMBED_HELP),
 ) -> None:
     """Derive a δ -> bound table from your own labelled pairs (their calibration part only)."""
-    from cache.evalcmd import bounds_table, encoder, write_table
-    from cache.evalcmd import calibrate as run
     from cache.verifier import CrossVerifier
+    from cmesh.cache_eval import bounds_table, encoder, write_table
+    from cmesh.cache_eval import calibrate as run
 
     outcomes = run(pairs, CrossVerifier.load(verifier), encoder(embeddings), log=typer.echo)
     write_table(outcomes, out)
@@ -77,8 +77,8 @@ def train(
     embeddings: Path | None = typer.Option(None, "--embeddings", help=EMBED_HELP),
 ) -> None:
     """Fine-tune, export (ONNX int8), and calibrate the verifier reproducibly (CPU, ~1 h)."""
-    from cache.evalcmd import ship
     from cache.training import train_model
+    from cmesh.cache_eval import ship
 
     train_model(pairs, out, steps=steps, seed=seed, checkpoint=checkpoint, log=typer.echo)
     meta = ship(out, embeddings, log=typer.echo)

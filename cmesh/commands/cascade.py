@@ -33,7 +33,7 @@ def _load(data: Path, embed: bool, cache: Path):  # type: ignore[no-untyped-def]
     table = read_tables(data, exclude=excluded)
     embeddings = None
     if embed:
-        from cache.embedder import Embedder
+        from core.embedder import Embedder
 
         embedder = Embedder()
         embeddings = embed_prompts(table.prompts, embedder.encode, cache,

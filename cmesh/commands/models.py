@@ -17,8 +17,11 @@ def prepare(
     tiny: bool = typer.Option(True, help="Also build the tiny random Llama for TP tests."),
 ) -> None:
     """Dequantise SmolLM2, build the tiny TP Llama, and locate MiniLM."""
-    from cmesh import models
+    import logging
 
+    from core import models
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     typer.echo(f"smollm2:  {models.prepare_smollm2(models_dir)}")
     if tiny:
         typer.echo(f"tiny TP:  {models.prepare_tiny_llama(models_dir)}")

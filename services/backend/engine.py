@@ -2,7 +2,8 @@
 
 The servicer depends on the `Engine` protocol only (generate, info, health),
 so a fake for a unit test is a few lines. `VllmEngine` validates each request
-against the model's real limits and raises `FieldError` naming the field.
+against the model's real limits and raises `FieldError` naming the field; a
+dead engine core raises `Unavailable`, from `generate` and from `health`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from cmesh.errors import FieldError, NotReady, Overloaded
+from core.errors import FieldError, NotReady, Overloaded, Unavailable
+from core.generation import Delta, GenerationRequest, TokenLogprob
 from services.backend.settings import BackendSettings
 
 if TYPE_CHECKING:
@@ -34,41 +36,6 @@ EXTRA_SAMPLING_FIELDS: dict[str, type] = {
     "min_tokens": int,
     "ignore_eos": bool,
 }
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    """One generation, already free of any transport type."""
-
-    prompt: str
-    system_prompt: str = ""
-    turns: tuple[tuple[str, str], ...] = ()  # (role, content), oldest first
-    chat: bool = False
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-    logprobs: bool = False
-    extra: Mapping[str, Any] = field(default_factory=dict)
-    request_id: str = ""
-
-    @property
-    def uses_chat_template(self) -> bool:
-        return self.chat or bool(self.system_prompt) or bool(self.turns)
-
-
-@dataclass
-class Delta:
-    """New output since the previous delta; the last one has `finish_reason`."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[tuple[int, str, float]]  # (token id, token text, logprob)
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
 
 
 @dataclass(frozen=True)
@@ -119,7 +86,7 @@ def resolve_dtype(dtype: str) -> str:
 
 def default_model() -> str:
     """The prepared SmolLM2 folder (prepared now if missing)."""
-    from cmesh.models import prepare_smollm2
+    from core.models import prepare_smollm2
 
     return str(prepare_smollm2())
 
@@ -205,7 +172,15 @@ class VllmEngine:
             engine_version=vllm.__version__,
         )
 
+    @property
+    def errored(self) -> bool:
+        """True once the engine core has died (vLLM's monitor thread notices within ms)."""
+        return self._llm is not None and bool(self._llm.errored)
+
     async def health(self) -> None:
+        """Return when the engine can take work; raise NotReady/Unavailable otherwise."""
+        if self.errored:
+            raise Unavailable("the vLLM engine core has died")
         await self.llm.check_health()
 
     def prompt_token_ids(self, request: GenerationRequest) -> list[int]:
@@ -216,12 +191,13 @@ class VllmEngine:
         if not request.uses_chat_template:
             return list(tok(request.prompt)["input_ids"])
         messages = []
-        if request.system_prompt:
-            messages.append({"role": "system", "content": request.system_prompt})
-        for i, (role, content) in enumerate(request.turns):
-            if role not in ("user", "assistant"):
+        conversation = request.conversation
+        if conversation.system_prompt:
+            messages.append({"role": "system", "content": conversation.system_prompt})
+        for i, turn in enumerate(conversation.turns):
+            if turn.role not in ("user", "assistant"):
                 raise FieldError(f"conversation.turns[{i}].role", "must be user or assistant")
-            messages.append({"role": role, "content": content})
+            messages.append({"role": turn.role, "content": turn.content})
         messages.append({"role": "user", "content": request.prompt})
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(tok(text, add_special_tokens=False)["input_ids"])
@@ -231,8 +207,9 @@ class VllmEngine:
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
         s = self.settings
+        sampling = request.sampling
         max_len = self.llm.vllm_config.model_config.max_model_len
-        max_tokens = request.max_tokens
+        max_tokens = sampling.max_tokens
         if max_tokens is None:
             max_tokens = min(s.default_max_tokens, s.max_tokens_limit)
         if max_tokens <= 0 or max_tokens > s.max_tokens_limit:
@@ -240,21 +217,21 @@ class VllmEngine:
         if prompt_len >= max_len:
             raise FieldError("prompt", f"{prompt_len} tokens; the context limit is {max_len}")
         max_tokens = min(max_tokens, max_len - prompt_len)
-        if request.temperature is not None and not request.temperature >= 0:
+        if sampling.temperature is not None and not sampling.temperature >= 0:
             raise FieldError("sampling.temperature", "must be >= 0")
-        if request.top_p is not None and not 0 < request.top_p <= 1:
+        if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
             raise FieldError("sampling.top_p", "must be in (0, 1]")
-        if request.top_k is not None and request.top_k < -1:
+        if sampling.top_k is not None and sampling.top_k < -1:
             raise FieldError("sampling.top_k", "must be -1, 0 or positive")
         extra = _checked_extra(request.extra)
         try:
             return SamplingParams(
-                temperature=0.0 if request.temperature is None else request.temperature,
-                top_p=1.0 if request.top_p is None else request.top_p,
-                top_k=request.top_k or 0,
+                temperature=0.0 if sampling.temperature is None else sampling.temperature,
+                top_p=1.0 if sampling.top_p is None else sampling.top_p,
+                top_k=sampling.top_k or 0,
                 max_tokens=max_tokens,
-                seed=request.seed,
-                stop=list(request.stop) or None,
+                seed=sampling.seed,
+                stop=list(sampling.stop) or None,
                 logprobs=0 if request.logprobs else None,
                 output_kind=RequestOutputKind.DELTA,
                 **extra,
@@ -265,6 +242,8 @@ class VllmEngine:
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Stream deltas; leaving the loop early (cancel, deadline) aborts in the engine."""
         llm = self.llm
+        if self.errored:
+            raise Unavailable("the vLLM engine core has died")
         if self._in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"{self._in_flight} requests in flight (max_in_flight)")
         ids = self.prompt_token_ids(request)
@@ -273,6 +252,8 @@ class VllmEngine:
         self._in_flight += 1
         finished = False
         completion = 0
+        from vllm.v1.engine.exceptions import EngineDeadError
+
         try:
             async for out in llm.generate({"prompt_token_ids": ids}, params, request_id):
                 seq = out.outputs[0]
@@ -286,9 +267,11 @@ class VllmEngine:
                     prompt_tokens=len(ids),
                     completion_tokens=completion,
                 )
+        except EngineDeadError as exc:
+            raise Unavailable("the vLLM engine core died during this request") from exc
         finally:
             self._in_flight -= 1
-            if not finished:
+            if not finished and not self.errored:
                 await llm.abort(request_id)
 
 
@@ -313,11 +296,11 @@ def _checked_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def _logprobs(token_ids: Any, logprobs: Any) -> list[tuple[int, str, float]]:
+def _logprobs(token_ids: Any, logprobs: Any) -> list[TokenLogprob]:
     if not logprobs:
         return []
     out = []
     for token_id, options in zip(token_ids, logprobs, strict=False):
         chosen = options[token_id]
-        out.append((int(token_id), chosen.decoded_token or "", float(chosen.logprob)))
+        out.append(TokenLogprob(int(token_id), chosen.decoded_token or "", float(chosen.logprob)))
     return out

@@ -5,18 +5,21 @@ from __future__ import annotations
 import time
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from cache.core import SemanticCache
 from cache.entries import Entry
-from cache.keys import Sampling, Scope, Turn, Uncacheable
-from cmesh.errors import FieldError
+from cache.keys import Scope, Uncacheable
+from core.errors import FieldError
+from core.generation import Usage
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
-from protos.common.v1 import common_pb2
+from services.common.convert import (
+    conversation_from_proto,
+    sampling_from_proto,
+    timestamp,
+    usage_to_proto,
+)
 from services.common.errors import grpc_errors
-
-_ROLES = {common_pb2.ROLE_USER: "user", common_pb2.ROLE_ASSISTANT: "assistant"}
 
 
 class CacheMetrics:
@@ -59,17 +62,10 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     def _scope(self, msg: cache_pb2.Scope, field: str = "scope") -> Scope:
         if not msg.tenant:
             raise FieldError(f"{field}.tenant", "is required")
-        s = msg.sampling
-        sampling = Sampling(
-            temperature=s.temperature if s.HasField("temperature") else None,
-            top_p=s.top_p if s.HasField("top_p") else None,
-            top_k=s.top_k if s.HasField("top_k") else None,
-            max_tokens=s.max_tokens if s.HasField("max_tokens") else None,
-            seed=s.seed if s.HasField("seed") else None, stop=tuple(s.stop))
-        turns = tuple(Turn(_ROLES.get(t.role, "user"), t.content)
-                      for t in msg.conversation.turns)
-        return Scope(tenant=msg.tenant, system_prompt=msg.conversation.system_prompt,
-                     turns=turns, sampling=sampling, policy=msg.policy)
+        conversation = conversation_from_proto(msg.conversation, f"{field}.conversation")
+        return Scope(tenant=msg.tenant, system_prompt=conversation.system_prompt,
+                     turns=conversation.turns, sampling=sampling_from_proto(msg.sampling),
+                     policy=msg.policy)
 
     @grpc_errors
     async def Lookup(self, request: cache_pb2.LookupRequest,
@@ -149,15 +145,8 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         self.metrics.degraded.set(float(bool(getattr(self.log_state, "degraded", False))))
 
 
-def _ts(seconds: float) -> Timestamp:
-    ts = Timestamp()
-    ts.FromNanoseconds(int(seconds * 1e9))
-    return ts
-
-
 def _entry(e: Entry) -> cache_pb2.Entry:
     return cache_pb2.Entry(
         id=e.id, prompt=e.prompt, answer=e.answer, tier=e.tier,
-        usage=common_pb2.Usage(prompt_tokens=e.prompt_tokens,
-                               completion_tokens=e.completion_tokens),
-        created=_ts(e.created), last_hit=_ts(e.last_hit), hit_count=e.hit_count)
+        usage=usage_to_proto(Usage(e.prompt_tokens, e.completion_tokens)),
+        created=timestamp(e.created), last_hit=timestamp(e.last_hit), hit_count=e.hit_count)

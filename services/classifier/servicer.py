@@ -8,11 +8,11 @@ import time
 import grpc
 from prometheus_client import CollectorRegistry, Histogram
 
-from cache.batcher import MicroBatcher
 from cascade.classifiers import DifficultyClassifier, with_context
-from cmesh.errors import FieldError
+from core.batcher import MicroBatcher
+from core.errors import FieldError
 from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
-from protos.common.v1 import common_pb2
+from services.common.convert import conversation_from_proto
 from services.common.errors import grpc_errors
 
 
@@ -52,8 +52,8 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
                 raise FieldError(f"prompts[{i}]", "must not be empty")
             if len(prompt) > self.max_prompt_chars:
                 raise FieldError(f"prompts[{i}]", f"longer than {self.max_prompt_chars} characters")
-        earlier = [t.content for t in request.conversation.turns
-                   if t.role != common_pb2.ROLE_ASSISTANT]
+        earlier = [t.content for t in conversation_from_proto(request.conversation).turns
+                   if t.role != "assistant"]
         return [with_context(p, earlier, self.context_turns) for p in request.prompts]
 
     @grpc_errors

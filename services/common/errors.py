@@ -1,55 +1,71 @@
-"""Map the domain's exceptions to gRPC status codes, in one place."""
+"""Turn the domain's error kinds into gRPC status codes, in one place.
+
+Every exception gets a status: a `DomainError` its kind's code, a timeout
+DEADLINE_EXCEEDED, anything else INTERNAL (logged with its traceback, since it
+is a bug). None reaches a client as UNKNOWN.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
-from cmesh.errors import FieldError, NotReady, Overloaded
+from core.errors import ErrorKind, kind_of
 
 T = TypeVar("T")
-
-_CODES: list[tuple[type[BaseException], grpc.StatusCode]] = [
-    (FieldError, grpc.StatusCode.INVALID_ARGUMENT),
-    (Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (NotReady, grpc.StatusCode.UNAVAILABLE),
-    (TimeoutError, grpc.StatusCode.DEADLINE_EXCEEDED),
-]
+log = logging.getLogger(__name__)
 
 
-def status_for(exc: BaseException) -> grpc.StatusCode | None:
-    """The status code for a known domain error, None for anything else."""
-    for kind, code in _CODES:
-        if isinstance(exc, kind):
-            return code
-    return None
+def status_code(kind: ErrorKind) -> grpc.StatusCode:
+    """The gRPC status code of an error kind (they share names)."""
+    return grpc.StatusCode[kind.value]
 
 
-async def _abort_if_known(exc: Exception, context: grpc.aio.ServicerContext) -> None:
-    """Abort the call with the mapped status for a domain error; return for anything else."""
-    code = status_for(exc)
-    if code is not None:
-        await context.abort(code, str(exc))
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    """The status code a client sees for `exc`."""
+    return status_code(kind_of(exc))
+
+
+async def abort_with(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """Abort the call with `exc`'s status (raises grpc's AbortError, as `abort` does)."""
+    kind = kind_of(exc)
+    if kind is ErrorKind.INTERNAL:
+        log.error("internal error in %s", type(exc).__name__, exc_info=exc)
+        message = f"internal error: {type(exc).__name__}: {exc}"
+    else:
+        message = str(exc)
+    await context.abort(status_code(kind), message)
+
+
+@contextlib.asynccontextmanager
+async def statuses(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Inside this block every exception aborts the call with its status (for code that
+    cannot use the decorators, e.g. an interceptor)."""
+    try:
+        yield
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception as exc:
+        await abort_with(exc, context)
+        raise
 
 
 def grpc_errors(
     method: Callable[..., Awaitable[T]],
 ) -> Callable[..., Awaitable[T]]:
-    """Decorate a unary servicer method: domain errors become status codes."""
+    """Decorate a unary servicer method: every exception becomes a status code."""
 
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
-        try:
+        async with statuses(context):
             return await method(self, request, context)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await _abort_if_known(exc, context)
-            raise
+        raise AssertionError("unreachable")  # statuses() re-raises
 
     return wrapper
 
@@ -57,19 +73,14 @@ def grpc_errors(
 def grpc_stream_errors(
     method: Callable[..., AsyncIterator[T]],
 ) -> Callable[..., AsyncIterator[T]]:
-    """Decorate a server-streaming servicer method: domain errors become status codes."""
+    """Decorate a server-streaming servicer method: every exception becomes a status code."""
 
     @functools.wraps(method)
     async def wrapper(
         self: Any, request: Any, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[T]:
-        try:
+        async with statuses(context):
             async for item in method(self, request, context):
                 yield item
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            await _abort_if_known(exc, context)
-            raise
 
     return wrapper

@@ -12,7 +12,6 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 
@@ -89,12 +88,7 @@ class NatsServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
         if self._own_dir:
             shutil.rmtree(self.store_dir, ignore_errors=True)

@@ -1,12 +1,8 @@
-"""The lifecycle every service shares: gRPC server, health, reflection, metrics, signals.
+"""The gRPC server every service shares: health, reflection, metrics, interceptors, signals.
 
-    svc = GrpcService("backend", settings, register=add_my_servicer,
-                      service_names=[backend_pb2.DESCRIPTOR.services_by_name["Backend"].full_name])
-    async with svc:
-        await warm_up()
-        await svc.set_serving(True)
-        await wait_for_signal()
-    # leaving the block: health NOT_SERVING, in-flight calls get `grace_seconds`
+Services do not use it directly: `services.common.node.ServiceNode` runs the
+whole lifecycle around it. Leaving its block reports NOT_SERVING at once and
+gives in-flight calls `grace_seconds`.
 """
 
 from __future__ import annotations
@@ -15,7 +11,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from types import TracebackType
 from typing import Self
 
 import grpc
@@ -40,8 +35,9 @@ _OPTIONS = [
 
 
 class GrpcService:
-    """A grpc.aio server with standard health (NOT_SERVING until warm), reflection
-    and a Prometheus side port, as one async context manager.
+    """A grpc.aio server with standard health (NOT_SERVING until warm), reflection,
+    a Prometheus side port and optional interceptors (auth, request ids), as one
+    async context manager.
 
     `registry` exists from construction on, so servicers can create their metrics
     in it before the server starts; several services can share one process.
@@ -54,6 +50,7 @@ class GrpcService:
         register: Callable[[grpc.aio.Server], None],
         service_names: Sequence[str],
         registry: CollectorRegistry | None = None,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     ) -> None:
         self.name = name
         self.settings = settings
@@ -61,6 +58,7 @@ class GrpcService:
         self.port: int = 0
         self.metrics_port: int | None = None
         self._register = register
+        self._interceptors = list(interceptors)
         self._service_names = list(service_names)
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -78,7 +76,7 @@ class GrpcService:
             await self._health.set(service, status)
 
     async def __aenter__(self) -> Self:
-        server = grpc.aio.server(options=_OPTIONS)
+        server = grpc.aio.server(options=_OPTIONS, interceptors=self._interceptors or None)
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         await self.set_serving(False)
@@ -104,12 +102,7 @@ class GrpcService:
                  self.metrics_port)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.drain()
 
     async def drain(self) -> None:

@@ -25,3 +25,8 @@ class ServiceSettings(BaseSettings):
     grace_seconds: float = Field(
         5.0, ge=0, le=600, description="How long in-flight calls may finish on SIGTERM."
     )
+    drain_seconds: float = Field(
+        0.0, ge=0, le=60,
+        description="On SIGTERM, report NOT_SERVING this long before refusing new calls "
+                    "(so load balancers stop sending first).",
+    )

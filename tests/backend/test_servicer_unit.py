@@ -8,10 +8,11 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cmesh.errors import FieldError, Overloaded
+from core.errors import FieldError, Overloaded
+from core.generation import Delta, GenerationRequest, Sampling, TokenLogprob, Turn
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.common.v1 import common_pb2
-from services.backend.engine import Delta, EngineInfo, GenerationRequest, _checked_extra
+from services.backend.engine import EngineInfo, _checked_extra
 from services.backend.metrics import BackendMetrics
 from services.backend.servicer import BackendServicer
 from services.backend.settings import BackendSettings
@@ -32,7 +33,7 @@ class FakeEngine:
         words = request.prompt.split()
         for i, word in enumerate(words):
             last = i == len(words) - 1
-            yield Delta(f"{word} ", [i], [(i, word, -0.5)], "stop" if last else None,
+            yield Delta(f"{word} ", [i], [TokenLogprob(i, word, -0.5)], "stop" if last else None,
                         len(words), i + 1)
 
     def info(self) -> EngineInfo:
@@ -67,9 +68,12 @@ async def test_request_fields_reach_the_engine(served) -> None:
     assert reply.text == "a b c "
     assert reply.usage.completion_tokens == 3
     assert reply.finish_reason == common_pb2.FINISH_REASON_STOP
-    assert (seen.system_prompt, seen.turns) == ("be brief", (("user", "hi"),))
-    assert seen.temperature == pytest.approx(0.5) and seen.max_tokens == 7
-    assert seen.top_k is None and seen.uses_chat_template
+    assert seen.conversation.system_prompt == "be brief"
+    assert seen.conversation.turns == (Turn("user", "hi"),)
+    assert seen.sampling == Sampling(temperature=pytest.approx(0.5), top_p=pytest.approx(0.9),
+                                     max_tokens=7)
+    assert seen.sampling.top_k is None and seen.uses_chat_template
+    assert [lp.token for lp in reply.logprobs] == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize(("error", "code"), [

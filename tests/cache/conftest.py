@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from cache.core import CacheConfig, EntryLog, SemanticCache
-from cache.embedder import Embedder
 from cache.verifier import CrossVerifier
+from core.embedder import Embedder
 from services.common.natsd import NatsServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -6,9 +6,9 @@ import asyncio
 from collections.abc import Callable
 
 from cache.core import SemanticCache
-from cache.embedder import Embedder
 from cache.keys import Sampling, Scope
 from cache.lookup import LookupWorker
+from core.embedder import Embedder
 
 MakeCache = Callable[..., SemanticCache]
 SCOPES = [Scope(tenant=t, sampling=Sampling(temperature=0.0)) for t in ("acme", "globex")]

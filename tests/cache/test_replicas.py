@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from cache.core import SemanticCache
 from cache.keys import Sampling, Scope
-from cache.log import JetStreamLog
+from services.cache.log import JetStreamLog
 from services.common.natsd import NatsServer
 
 MakeCache = Callable[..., SemanticCache]

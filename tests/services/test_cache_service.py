@@ -12,8 +12,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cache.embedder import Embedder
 from cache.verifier import FeatureVerifier
+from core.embedder import Embedder
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from protos.common.v1 import common_pb2
 from services.cache.main import SERVICE_NAME, CacheNode

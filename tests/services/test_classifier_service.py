@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from cache.embedder import Embedder
+from core.embedder import Embedder
 from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
 from protos.common.v1 import common_pb2
 from services.classifier.main import SERVICE_NAME, ClassifierNode

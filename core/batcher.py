@@ -16,7 +16,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from cache.embedder import Embedder
+from core.embedder import Embedder
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -32,7 +32,7 @@ DELTAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 
 def encoder(store: Path | None = None) -> Encode:
     """MiniLM in bulk, with an optional on-disk npz of text -> vector reused between runs."""
-    from cache.embedder import Embedder
+    from core.embedder import Embedder
 
     embedder = Embedder()
     table: dict[str, np.ndarray] = {}

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cache.batcher import MicroBatcher
+from core.batcher import MicroBatcher
 
 
 async def test_concurrent_requests_share_batches() -> None:

@@ -1,4 +1,4 @@
-"""The cache's event log on NATS JetStream: the only module of `cache/` that speaks NATS.
+"""The cache service's event log on NATS JetStream: the adapter behind `cache.core.EntryLog`.
 
 Every store, eviction and invalidation is published to one stream (its max
 age is the entry TTL, its size bounded). A replica subscribes with an ordered

