@@ -116,7 +116,36 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
             "seed": seed, "train_seconds": round(time.time() - t0, 1)}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"exported to {out_dir}; {time.time() - t0:.0f}s")
+    meta["stage"] = fit_stage(out_dir, pairs_path, log=log)
+    (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
+
+
+def fit_stage(folder: Path, pairs_path: Path, n: int = 4000, seed: int = 1,
+              log: Log = print) -> dict[str, Any]:
+    """Fit the verifier's logistic stage (`cache.verifier.stage_inputs`) on training pairs
+    only: a sample of QQP's training part and of its rule-made variants, scored by the
+    exported cross-encoder in `folder`."""
+    from sklearn.linear_model import LogisticRegression
+
+    from cache.crossencoder import OnnxCrossEncoder
+    from cache.verifier import stage_inputs
+
+    data = training_pairs(load_pairs(pairs_path), seed=0)
+    rng = random.Random(seed)
+    sample = rng.sample(data, min(n, len(data)))
+    model = OnnxCrossEncoder(folder, threads=2)
+    cached, asked = [p.a for p in sample], [p.b for p in sample]
+    logits = model.logits(cached, asked)
+    x = stage_inputs(logits, cached, asked)
+    y = np.array([p.label for p in sample])
+    lr = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
+    weights = [*lr.coef_[0].tolist(), float(lr.intercept_[0])]
+    stage = {"weights": weights, "pairs": len(sample), "positive": int(y.sum()),
+             "train_accuracy": float(lr.score(x, y))}
+    (folder / "stage.json").write_text(json.dumps(stage, indent=2) + "\n")
+    log(f"stage fitted on {len(sample)} training pairs: accuracy {stage['train_accuracy']:.3f}")
+    return stage
 
 
 def training_hashes(folder: Path) -> set[str]:

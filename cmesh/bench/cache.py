@@ -1,13 +1,13 @@
 """`cmesh bench cache`: the hit path against the encoder it is built on, in one run.
 
-Entries: the 999 GPTCache origins (real embeddings) plus, for the FAISS
+Entries: the GPTCache origins (999; 256 with --quick; real embeddings) plus, for the FAISS
 figure, perturbed copies of them up to 100k (v + noise, renormalised), which
 keep the clustered geometry of real prompts without embedding 100k texts.
 Queries are the paraphrases ("similar"), which should hit their origin; the
 cache runs at δ = 0.05 on the shipped table. Every ratio is measured in this
 run against the raw MiniLM encode of the same runtime, and raw and cache runs
-alternate A-B-B-A after a warm-up, so load from other processes hits both
-alike:
+alternate A-B-B-A after a warm-up (`cmesh.bench.fair`), so load from other
+processes hits both alike:
 
 - `service_vs_encode`: hits/s through gRPC at concurrency 32 / raw batched
   encode rate (sentences/s, batches of 32); target >= 0.8;
@@ -21,8 +21,9 @@ alike:
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from cache.keys import Sampling, Scope
 from cache.lookup import LookupWorker
 from cache.pairs import load_pairs
 from cache.verifier import CrossVerifier
+from cmesh.bench.fair import Sample, compare
 from core.embedder import Embedder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "gptcache" / "mock_data.json"
@@ -59,6 +61,10 @@ def _filled(embedder: Embedder, verifier: CrossVerifier, origins: list[str],
     return cache
 
 
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
 def _p(samples: list[float], q: float) -> float:
     return float(np.percentile(np.array(samples) * 1000, q))
 
@@ -81,44 +87,32 @@ def _faiss_100k(vecs: np.ndarray, queries: np.ndarray, size: int) -> dict[str, A
             f"faiss_{k}_index": index.kind}
 
 
-def _encode_rate(embedder: Embedder, texts: list[str]) -> float:
-    t = time.perf_counter()
-    embedder.encode(texts, batch_size=32)
-    return len(texts) / (time.perf_counter() - t)
+def _texts(queries: list[str], round_: int, n: int) -> list[str]:
+    start = (round_ % 7) * n % len(queries)
+    return (queries[start:] + queries[:start])[:n]
 
 
-async def _concurrent(call: Callable[[str], Any], queries: list[str],
-                      seconds: float) -> tuple[float, float]:
-    """(hits/s, lookups/s) of `CONCURRENCY` workers calling `call` for `seconds`."""
-    hits = done = 0
+async def _concurrent(call: Callable[[str], Awaitable[bool]], queries: list[str],
+                      seconds: float) -> Sample:
+    """`CONCURRENCY` workers calling `call` for `seconds`; work = hits."""
+    hits = 0
     stop = time.perf_counter() + seconds
 
     async def worker(offset: int) -> None:
-        nonlocal hits, done
+        nonlocal hits
         i = offset
         while time.perf_counter() < stop:
             hits += bool(await call(queries[i % len(queries)]))
-            done += 1
             i += CONCURRENCY
 
     start = time.perf_counter()
     await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
-    took = time.perf_counter() - start
-    return hits / took, done / took
+    return Sample(work=hits, seconds=time.perf_counter() - start)
 
 
-async def _batched(cache: SemanticCache, embedder: Embedder, queries: list[str],
-                   seconds: float) -> tuple[float, float]:
-    async with LookupWorker(cache, lambda t: embedder.encode(t, batch_size=max(len(t), 1))):
-        async def call(q: str) -> bool:
-            return (await cache.lookup(SCOPE, q)).hit
-
-        await _concurrent(call, queries, 0.5)  # warm-up
-        return await _concurrent(call, queries, seconds)
-
-
-async def _service(embedder: Embedder, verifier: CrossVerifier, origins: list[str],
-                   queries: list[str], seconds: float) -> tuple[float, float]:
+async def _throughput(embedder: Embedder, verifier: CrossVerifier, origins: list[str],
+                      vecs: np.ndarray, queries: list[str], quick: bool) -> dict[str, Any]:
+    """Raw batched encode, micro-batched in-process hits, gRPC hits: A-B-C-C-B-A rounds."""
     import grpc
 
     from protos.cache.v1 import cache_pb2, cache_pb2_grpc
@@ -126,63 +120,83 @@ async def _service(embedder: Embedder, verifier: CrossVerifier, origins: list[st
     from services.cache.main import CacheNode
     from services.cache.settings import CacheSettings
 
+    seconds, n_raw = (3.0, 192) if quick else (10.0, 640)
+    cache = _filled(embedder, verifier, origins, vecs)
     scope = cache_pb2.Scope(tenant="bench", sampling=common_pb2.SamplingParams(temperature=0))
-    async with (CacheNode(CacheSettings(port=0, delta=DELTA, use_gpu=False), embedder,
+
+    def encode(round_: int) -> Sample:
+        texts = _texts(queries, round_, n_raw)
+        t = time.perf_counter()
+        embedder.encode(texts, batch_size=32)
+        return Sample(work=len(texts), seconds=time.perf_counter() - t)
+
+    async def in_process(q: str) -> bool:
+        return (await cache.lookup(SCOPE, q)).hit
+
+    async with (LookupWorker(cache, lambda t: embedder.encode(t, batch_size=max(len(t), 1))),
+                CacheNode(CacheSettings(port=0, delta=DELTA, use_gpu=False), embedder,
                           verifier) as node,
                 grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as channel):
         stub = cache_pb2_grpc.CacheStub(channel)
-        sem = asyncio.Semaphore(CONCURRENCY)
+        for p in origins:
+            await stub.Store(cache_pb2.StoreRequest(scope=scope, prompt=p, answer=p))
 
-        async def store(p: str) -> None:
-            async with sem:
-                await stub.Store(cache_pb2.StoreRequest(scope=scope, prompt=p, answer=p))
-
-        await asyncio.gather(*(store(p) for p in origins))
-
-        async def call(q: str) -> bool:
+        async def service(q: str) -> bool:
             return (await stub.Lookup(cache_pb2.LookupRequest(scope=scope, prompt=q))).hit
 
-        await _concurrent(call, queries, 0.5)  # warm-up
-        return await _concurrent(call, queries, seconds)
+        sides = await compare({
+            "encode": encode,
+            "batched": lambda r: _concurrent(in_process, queries, seconds if r >= 0 else 1.0),
+            "service": lambda r: _concurrent(service, queries, seconds if r >= 0 else 1.0),
+        }, rounds=2, report=_progress)
+    raw = sides["encode"].rate
+    return {"raw_encode_per_s_b32": raw,
+            "batched_hits_per_s_c32": sides["batched"].rate,
+            "service_hits_per_s_c32": sides["service"].rate,
+            "batched_vs_encode": sides["batched"].rate / raw,
+            "service_vs_encode": sides["service"].rate / raw}
+
+
+async def _latency(embedder: Embedder, cache: SemanticCache, queries: list[str],
+                   n: int) -> dict[str, Any]:
+    """One raw encode against one full lookup (embed, search, verify), one query alone."""
+    ns = cache.namespace(SCOPE)
+
+    def one(fn: Callable[[str], object]) -> Callable[[int], Sample]:
+        def run(round_: int) -> Sample:
+            lat = []
+            for text in _texts(queries, round_, n if round_ >= 0 else 5):
+                t = time.perf_counter()
+                fn(text)
+                lat.append(time.perf_counter() - t)
+            return Sample(work=len(lat), seconds=sum(lat), latencies=lat)
+        return run
+
+    sides = await compare({
+        "encode": one(lambda t: embedder.encode([t])),
+        "lookup": one(lambda t: cache.lookup_vectors(ns, [t], embedder.encode([t]))),
+    }, rounds=2, report=_progress)
+    enc, look = sides["encode"], sides["lookup"]
+    lat = sorted(x for s in look.samples for x in s.latencies)
+    return {"encode_p50_ms": enc.latency_p50 * 1000, "lookup_p50_ms": look.latency_p50 * 1000,
+            "lookup_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000,
+            "lookup_vs_encode": look.latency_p50 / enc.latency_p50}
 
 
 def main(quick: bool = False, as_json: bool = False) -> None:
     """Run every scenario once and print the figures."""
     from cmesh.output import emit
 
-    pairs = load_pairs(DATA)
+    pairs = load_pairs(DATA)[: 256 if quick else None]
     origins, queries = sorted({p.a for p in pairs}), [p.b for p in pairs]
     embedder, verifier = Embedder(), CrossVerifier.load(threads=2)
     vecs = embedder.encode(origins, batch_size=64)
-    n_single = 40 if quick else 200
-    seconds = 4.0 if quick else 15.0
-    sample = queries[: 256 if quick else 1024]
+    n_single = 30 if quick else 100
+    _progress(f"{len(origins)} entries embedded; FAISS at 100k")
     figures: dict[str, Any] = _faiss_100k(vecs, embedder.encode(queries[:n_single]),
-                                          30_000 if quick else 100_000)
+                                          20_000 if quick else 100_000)
     cache = _filled(embedder, verifier, origins, vecs)
-    ns = cache.namespace(SCOPE)
-    _encode_rate(embedder, sample[:64])  # warm-up
-    enc_single, lookup_single = [], []
-    for text in queries[:n_single]:  # alternate one raw encode, one full lookup
-        t = time.perf_counter()
-        embedder.encode([text])
-        enc_single.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        cache.lookup_vectors(ns, [text], embedder.encode([text]))
-        lookup_single.append(time.perf_counter() - t)
-    # A-B-B-A: raw rate, batched, service, raw rate
-    raw1 = _encode_rate(embedder, sample)
-    batched, batched_lookups = asyncio.run(_batched(cache, embedder, queries, seconds))
-    service, service_lookups = asyncio.run(_service(embedder, verifier, origins, queries,
-                                                    seconds))
-    raw = (raw1 + _encode_rate(embedder, sample)) / 2
-    figures |= {
-        "raw_encode_per_s_b32": raw, "encode_p50_ms": _p(enc_single, 50),
-        "lookup_p50_ms": _p(lookup_single, 50), "lookup_p99_ms": _p(lookup_single, 99),
-        "lookup_vs_encode": _p(lookup_single, 50) / _p(enc_single, 50),
-        "batched_hits_per_s_c32": batched, "batched_lookups_per_s_c32": batched_lookups,
-        "batched_vs_encode": batched / raw,
-        "service_hits_per_s_c32": service, "service_lookups_per_s_c32": service_lookups,
-        "service_vs_encode": service / raw, "delta": DELTA,
-    }
+    figures |= asyncio.run(_latency(embedder, cache, queries, n_single))
+    figures |= asyncio.run(_throughput(embedder, verifier, origins, vecs, queries, quick))
+    figures["delta"] = DELTA
     emit("bench cache" + (" (quick)" if quick else ""), figures, as_json)
