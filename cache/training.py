@@ -116,13 +116,17 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
             "seed": seed, "train_seconds": round(time.time() - t0, 1)}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"exported to {out_dir}; {time.time() - t0:.0f}s")
-    meta["stage"] = fit_stage(out_dir, pairs_path, log=log)
+    from core.embedder import Embedder
+
+    embedder = Embedder()
+    meta["stage"] = fit_stage(out_dir, pairs_path, lambda t: embedder.encode(t, batch_size=64),
+                              log=log)
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
 
-def fit_stage(folder: Path, pairs_path: Path, n: int = 4000, seed: int = 1,
-              log: Log = print) -> dict[str, Any]:
+def fit_stage(folder: Path, pairs_path: Path, encode: Callable[[list[str]], np.ndarray],
+              n: int = 1500, seed: int = 1, log: Log = print) -> dict[str, Any]:
     """Fit the verifier's logistic stage (`cache.verifier.stage_inputs`) on training pairs
     only: a sample of QQP's training part and of its rule-made variants, scored by the
     exported cross-encoder in `folder`."""
@@ -137,7 +141,8 @@ def fit_stage(folder: Path, pairs_path: Path, n: int = 4000, seed: int = 1,
     model = OnnxCrossEncoder(folder, threads=2)
     cached, asked = [p.a for p in sample], [p.b for p in sample]
     logits = model.logits(cached, asked)
-    x = stage_inputs(logits, cached, asked)
+    sims = np.sum(encode(cached) * encode(asked), axis=1)
+    x = stage_inputs(logits, cached, asked, sims)
     y = np.array([p.label for p in sample])
     lr = LogisticRegression(C=1.0, max_iter=2000).fit(x, y)
     weights = [*lr.coef_[0].tolist(), float(lr.intercept_[0])]

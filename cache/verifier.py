@@ -72,18 +72,21 @@ def contradicts(a: str, b: str) -> bool:
     return bool(oa) and bool(ob) and sorted(oa) != sorted(ob)
 
 
-def stage_inputs(logits: np.ndarray, cached: list[str], asked: list[str]) -> np.ndarray:
-    """The stage's inputs: cross-encoder logit, alignment features, and their product with
-    the "same frame, one content word changed" flag."""
+def stage_inputs(logits: np.ndarray, cached: list[str], asked: list[str],
+                 sims: np.ndarray) -> np.ndarray:
+    """The stage's inputs: cross-encoder logit, MiniLM cosine, alignment features, and the
+    logit and cosine times the "same frame, one content word changed" flag."""
     feats = feature_matrix(cached, asked)
     clipped = np.clip(logits, -12, 12)[:, None]
-    return np.concatenate([clipped, feats, clipped * feats[:, 5:6]], axis=1)
+    cos = np.asarray(sims, np.float64)[:, None]
+    return np.concatenate([clipped, cos, feats, clipped * feats[:, 5:6], cos * feats[:, 5:6]],
+                          axis=1)
 
 
 def stage_logits(weights: np.ndarray, logits: np.ndarray, cached: list[str],
-                 asked: list[str]) -> np.ndarray:
+                 asked: list[str], sims: np.ndarray) -> np.ndarray:
     """The logistic stage over `stage_inputs` (weights then bias)."""
-    return stage_inputs(logits, cached, asked) @ weights[:-1] + weights[-1]
+    return stage_inputs(logits, cached, asked, sims) @ weights[:-1] + weights[-1]
 
 
 def rival_scores(logits: np.ndarray, groups: np.ndarray) -> np.ndarray:
@@ -137,7 +140,7 @@ class CrossVerifier:
         other.calibration = calibration
         return other
 
-    def scores(self, queries: list[str], candidates: list[str],
+    def scores(self, queries: list[str], candidates: list[str], sims: np.ndarray,
                groups: np.ndarray) -> np.ndarray:
         """Rival-aware scores of (query, candidate) rows; +inf for an exact repeat, -inf
         for a pair that `contradicts`."""
@@ -146,7 +149,7 @@ class CrossVerifier:
         with self._lock:
             logits = self.model.logits(candidates, queries)
         if self.stage is not None:
-            logits = stage_logits(self.stage, logits, candidates, queries)
+            logits = stage_logits(self.stage, logits, candidates, queries, sims)
         out = rival_scores(logits, np.asarray(groups))
         for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
             if same_text(q, c):
@@ -159,7 +162,7 @@ class CrossVerifier:
                       candidates: list[str], candidate_vecs: np.ndarray,
                       sims: np.ndarray, groups: np.ndarray) -> np.ndarray:
         """P-like score in [0, 1] per row (1 for an exact repeat); the bound is set on it."""
-        s = self.scores(queries, candidates, groups)
+        s = self.scores(queries, candidates, sims, groups)
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-s))
 
