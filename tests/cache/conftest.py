@@ -17,9 +17,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 MakeCache = Callable[..., SemanticCache]
 
-# The shipped table (hand-written and mock calibration halves) certifies
-# paraphrase hits at δ = 0.05, the strictness the figures are quoted at.
-PARAPHRASE_DELTA = 0.05
+# The shipped table (hand-written and mock calibration halves) certifies few
+# paraphrase hits below δ = 0.1 (docs/cache.md); tests that need paraphrase
+# hits run at 0.15, where the hand-written evaluation half hits 83 % of its
+# paraphrases. Look-alike misses are tested at 0.05 and at this looser δ.
+PARAPHRASE_DELTA = 0.15
 
 
 @pytest.fixture(scope="session")

@@ -21,12 +21,13 @@ def _run(*args: str) -> dict:
 
 def test_eval_mock_subset_reports_parts() -> None:
     fig = _run("eval", "--pairs", str(DATA / "gptcache" / "mock_data.json"), "--limit", "80",
-               "--delta", "0.05", "--json")
+               "--delta", "0.15", "--json")
     assert {"n", "hits", "wrong_hits", "misses", "wrong_share", "recall"} <= fig.keys()
     assert fig["n"] == 80 and fig["hits"] + fig["misses"] == 80
     assert fig["evaluated"].startswith("eval half") and "mock_data.json" in fig["calibrated_on"]
     assert fig["training_overlap"]["texts_in_training"] == 0
-    assert fig["recall"] >= 0.5 and "static_0.90_wrong_share" in fig
+    assert fig["recall"] >= 0.3 and "static_0.90_wrong_share" in fig
+    assert fig["at_delta"]["0.05"]["hits"] <= fig["hits"]
 
 
 def test_eval_qqp_uses_held_out_part_only() -> None:
