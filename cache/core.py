@@ -4,15 +4,23 @@ A lookup embeds the prompt, takes the namespace's nearest entries above a
 loose similarity floor, and asks the verifier whether each one is the same
 question with the same answer. Only a verifier probability at or above the
 bound derived from the operator's target wrong-hit rate δ makes a hit; the
-similarity floor only saves verifier work. Every store, eviction and
-invalidation is applied here and written to the `EntryLog`; replicas apply
-the log's events through `apply`, so all replicas converge.
+similarity floor only saves verifier work.
+
+Writes go through the `EntryLog` and change the entries only when the log
+hands them back in its one order (`apply`), the writer's own included, so
+every replica holds what one replica fed the stream in order would hold. A
+store is shown here at once as *tentative* (read-your-writes); an
+invalidation or eviction applied before its own store comes back leaves it
+alone, because the log ordered that change first. Evictions are decided once,
+by the replica whose store overfilled the namespace, and logged as events;
+invalidations carry their tenant and remove only that tenant's entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 import uuid
 from collections import OrderedDict
@@ -27,12 +35,19 @@ from cache.entries import Entry, Event
 from cache.index import VectorIndex
 from cache.keys import Scope, namespace_of
 
+log = logging.getLogger(__name__)
+
 
 class EntryLog(Protocol):
-    """Where events go so that other replicas (and restarts) see them."""
+    """Where events go so that other replicas (and restarts) see them, in one order."""
 
-    async def append(self, event: Event) -> None:
-        """Record `event`; never raises (a log that is down buffers)."""
+    async def append(self, event: Event) -> int | None:
+        """Record `event`: its sequence once durable, None if only buffered (not durable).
+
+        Raises a domain error (unavailable, overloaded) when it cannot take it."""
+
+    async def caught_up(self, seq: int) -> bool:
+        """Wait until this replica has applied everything through `seq`."""
 
 
 class LookupQueue(Protocol):
@@ -89,6 +104,22 @@ class LookupResult:
 Candidate = tuple[int, Entry, float]  # (query row, cached entry, cosine)
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A store's outcome: `durable` once the log acknowledged it."""
+
+    entry: Entry
+    durable: bool
+
+
+@dataclass(frozen=True)
+class Invalidated:
+    """An invalidation's outcome: entries removed here, and whether it is durable."""
+
+    removed: int
+    durable: bool
+
+
 @dataclass
 class Stats:
     """Counters since start, plus current sizes."""
@@ -124,7 +155,10 @@ class SemanticCache:
         self.clock = clock
         self._spaces: dict[str, _Namespace] = {}
         self._where: dict[str, str] = {}  # entry id -> namespace
-        self._seen: set[str] = set()  # ids ever applied: a late echo never resurrects one
+        self._tentative: set[str] = set()  # own stores the log has not handed back yet
+        self._evicting: set[str] = set()  # evictions decided here, not yet applied
+        self._outcomes: dict[str, int | None] = {}  # own invalidations: removed on apply
+        self._background: set[asyncio.Task[None]] = set()
         self._keys = itertools.count(1)
         self.counters = Stats()
         self.bound = verifier.bound(self.config.delta)
@@ -151,40 +185,67 @@ class SemanticCache:
 
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str = "",
                     prompt_tokens: int = 0, completion_tokens: int = 0) -> Entry:
-        """Cache `answer` for `prompt` in `scope`'s namespace and log it."""
+        """Cache `answer` for `prompt` in `scope`'s namespace; see `store_with_receipt`."""
+        stored = await self.store_with_receipt(scope, prompt, answer, tier, prompt_tokens,
+                                               completion_tokens)
+        return stored.entry
+
+    async def store_with_receipt(self, scope: Scope, prompt: str, answer: str, tier: str = "",
+                                 prompt_tokens: int = 0, completion_tokens: int = 0) -> Stored:
+        """Cache `answer` and log it; durable once the log acknowledged the store.
+
+        The entry serves here at once (tentatively) and everywhere once the log
+        orders it; if the log refuses the write, it is taken back and the error raised.
+        """
         ns = self.namespace(scope)
         vector = await self._embed(prompt)
         now = self.clock()
         entry = Entry(id=uuid.uuid4().hex, namespace=ns, tenant=scope.tenant, prompt=prompt,
                       answer=answer, vector=vector, tier=tier, prompt_tokens=prompt_tokens,
                       completion_tokens=completion_tokens, created=now, last_hit=now)
-        evicted = self._insert(entry)
-        await self._append(Event("store", scope.tenant, ns, entry.id, entry))
-        for old in evicted:
-            await self._append(Event("evict", old.tenant, old.namespace, old.id))
-        return entry
+        if self.log is None:
+            self._insert(entry, evict=True)
+            return Stored(entry, durable=False)
+        self._tentative.add(entry.id)
+        self._insert(entry, evict=False)
+        try:
+            seq = await self.log.append(Event("store", scope.tenant, ns, entry.id, entry))
+        except BaseException:
+            if entry.id in self._tentative:
+                self._tentative.discard(entry.id)
+                self._remove_entry(entry.id)
+            raise
+        return Stored(entry, durable=seq is not None)
 
-    async def invalidate_entry(self, tenant: str, entry_id: str) -> int:
-        """Drop one entry of `tenant`; returns how many were removed (0 or 1)."""
+    async def invalidate_entry(self, tenant: str, entry_id: str) -> Invalidated:
+        """Drop one entry of `tenant`; an id this replica does not hold for `tenant` is a
+        no-op and is not logged."""
         ns = self._where.get(entry_id)
-        if ns is not None and self._spaces[ns].tenant != tenant:
-            return 0
-        removed = self._remove_entry(entry_id)
-        await self._append(Event("invalidate", tenant, entry_id=entry_id))
-        return removed
+        if ns is None or self._spaces[ns].entries[entry_id].tenant != tenant:
+            return Invalidated(0, durable=True)
+        return await self._invalidate(Event("invalidate", tenant, ns, entry_id))
 
-    async def invalidate_namespace(self, scope: Scope) -> int:
+    async def invalidate_namespace(self, scope: Scope) -> Invalidated:
         """Drop every entry of `scope`'s namespace."""
         ns = namespace_of(scope, allow_sampling=True)
-        removed = self._remove_namespace(ns)
-        await self._append(Event("invalidate", scope.tenant, namespace=ns))
-        return removed
+        return await self._invalidate(Event("invalidate", scope.tenant, namespace=ns))
 
-    async def invalidate_tenant(self, tenant: str) -> int:
+    async def invalidate_tenant(self, tenant: str) -> Invalidated:
         """Drop every entry of `tenant`."""
-        removed = self._remove_tenant(tenant)
-        await self._append(Event("invalidate", tenant))
-        return removed
+        return await self._invalidate(Event("invalidate", tenant))
+
+    def entry_ids(self) -> set[str]:
+        """Ids of the entries this replica holds (to compare replicas)."""
+        return set(self._where)
+
+    def namespace_sizes(self) -> dict[str, int]:
+        """Entries per namespace held here."""
+        return {ns: len(space.entries) for ns, space in self._spaces.items()}
+
+    async def settled(self) -> None:
+        """Wait until the evictions this replica decided have been handed to the log."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def stats(self, tenant: str | None = None) -> Stats:
         """Counters (cache-wide) with entry and namespace counts (for `tenant` if given)."""
@@ -274,27 +335,92 @@ class SemanticCache:
 
     def put(self, entry: Entry) -> list[Entry]:
         """Insert an entry made elsewhere (evaluation, benchmarks); returns evictions."""
-        return self._insert(entry)
+        return self._insert(entry, evict=True)
 
     # ---- applying the log ----------------------------------------------------------
-    def apply(self, event: Event) -> None:
-        """Apply an event from the log (replay or follow); idempotent."""
-        if event.op == "store" and event.entry is not None:
-            if event.entry.id in self._seen:
-                return
-            if self.clock() - event.entry.created <= self.config.ttl_s:
-                self._insert(event.entry, count=False)  # evictions count where the store was made
-        elif event.op == "evict":
-            self._seen.add(event.entry_id)
+    def apply(self, event: Event) -> int:
+        """Apply the log's next event (replay or follow); returns entries added or removed.
+
+        Only the log calls this, in its order. A store already held is not added
+        again; an eviction or invalidation removes only entries of its own tenant
+        and spares this replica's tentative stores (the log ordered them later).
+        """
+        if event.op == "store":
+            return self._apply_store(event)
+        if event.op == "evict":
+            self._evicting.discard(event.entry_id)
+        removed = self._remove_ids(self._targets(event))
+        if event.id in self._outcomes:
+            self._outcomes[event.id] = removed
+        return removed
+
+    def withdraw(self, event: Event) -> None:
+        """The log gave up on an event this replica appended: forget its local traces
+        (a tentative store that will never be ordered, an eviction that will not happen)."""
+        if event.op == "store" and event.entry_id in self._tentative:
+            self._tentative.discard(event.entry_id)
             self._remove_entry(event.entry_id)
-        elif event.op == "invalidate":
-            if event.entry_id:
-                self._seen.add(event.entry_id)
-                self._remove_entry(event.entry_id)
-            elif event.namespace:
-                self._remove_namespace(event.namespace)
-            else:
-                self._remove_tenant(event.tenant)
+        elif event.op == "evict":
+            self._evicting.discard(event.entry_id)
+
+    def _apply_store(self, event: Event) -> int:
+        entry = event.entry
+        if entry is None:
+            raise ValueError(f"store event {event.id} without an entry")
+        if not entry.namespace.startswith(f"{entry.tenant}/"):  # no planting in another's
+            raise ValueError(f"store event {event.id}: namespace {entry.namespace!r} is not "
+                             f"tenant {entry.tenant!r}'s")
+        if entry.id in self._tentative:  # our own store, now in its place in the order
+            self._tentative.discard(entry.id)
+            if entry.id in self._where:
+                self._decide_evictions(entry.namespace)
+            return 0
+        if entry.id in self._where or self.clock() - entry.created > self.config.ttl_s:
+            return 0
+        self._insert(entry, evict=False)
+        return 1
+
+    def _targets(self, event: Event) -> list[str]:
+        """The committed entries an eviction or invalidation removes, tenant checked."""
+        if event.entry_id:
+            ns = self._where.get(event.entry_id)
+            if ns is None or event.entry_id in self._tentative:
+                return []
+            entry = self._spaces[ns].entries[event.entry_id]
+            return [entry.id] if entry.tenant == event.tenant else []
+        if event.namespace:
+            spaces = [self._spaces[event.namespace]] if event.namespace in self._spaces else []
+        else:
+            spaces = list(self._spaces.values())
+        return [e.id for s in spaces if s.tenant == event.tenant
+                for e in s.entries.values() if e.id not in self._tentative]
+
+    def _decide_evictions(self, ns: str) -> None:
+        """Our store overfilled `ns`: pick LRU victims once and log them for everyone."""
+        space = self._spaces.get(ns)
+        if space is None or self.log is None:
+            return
+        committed = [e for e in space.entries.values() if e.id not in self._tentative]
+        pending = sum(1 for e in committed if e.id in self._evicting)
+        over = len(committed) - pending - self.config.max_entries_per_namespace
+        victims = [e for e in committed if e.id not in self._evicting][:max(over, 0)]
+        if not victims:
+            return
+        self.counters.evictions += len(victims)
+        self._evicting.update(e.id for e in victims)
+        task = asyncio.get_running_loop().create_task(self._log_evictions(victims))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _log_evictions(self, victims: list[Entry]) -> None:
+        assert self.log is not None
+        for old in victims:
+            event = Event("evict", old.tenant, old.namespace, old.id)
+            try:
+                await self.log.append(event)
+            except Exception as exc:  # a later store in this namespace decides again
+                self._evicting.discard(old.id)
+                log.warning("eviction not logged (%s): %s %s", exc, event.op, event.entry_id)
 
     def expire(self) -> int:
         """Drop entries older than the TTL; returns how many."""
@@ -307,12 +433,22 @@ class SemanticCache:
         return len(old)
 
     # ---- internals -------------------------------------------------------------------
-    async def _append(self, event: Event) -> None:
-        if self.log is not None:
-            await self.log.append(event)
+    async def _invalidate(self, event: Event) -> Invalidated:
+        if self.log is None:
+            return Invalidated(self.apply(event), durable=False)
+        predicted = len(self._targets(event))
+        self._outcomes[event.id] = None
+        try:
+            seq = await self.log.append(event)
+            if seq is not None:
+                await self.log.caught_up(seq)
+            removed = self._outcomes[event.id]
+        finally:
+            self._outcomes.pop(event.id, None)
+        return Invalidated(predicted if removed is None else removed, durable=seq is not None)
 
-    def _insert(self, entry: Entry, count: bool = True) -> list[Entry]:
-        self._seen.add(entry.id)
+    def _insert(self, entry: Entry, evict: bool) -> list[Entry]:
+        """Add `entry`; with `evict` (no log: one replica) drop LRU entries past the cap."""
         space = self._spaces.get(entry.namespace)
         if space is None:
             space = _Namespace(entry.tenant, VectorIndex(
@@ -323,14 +459,26 @@ class SemanticCache:
         space.by_key[entry.key] = entry.id
         self._where[entry.id] = entry.namespace
         space.index.add(np.array([entry.key]), entry.vector.reshape(1, -1))
-        evicted = []
-        while len(space.entries) > self.config.max_entries_per_namespace:
+        evicted: list[Entry] = []
+        while evict and len(space.entries) > self.config.max_entries_per_namespace:
             _, oldest = next(iter(space.entries.items()))
             self._remove_entry(oldest.id)
             evicted.append(oldest)
-        if count:
-            self.counters.evictions += len(evicted)
+        self.counters.evictions += len(evicted)
         return evicted
+
+    def _remove_ids(self, ids: list[str]) -> int:
+        """Remove entries; a namespace that loses all of them is dropped whole (fast)."""
+        by_ns: dict[str, list[str]] = {}
+        for entry_id in ids:
+            by_ns.setdefault(self._where[entry_id], []).append(entry_id)
+        for ns, gone in by_ns.items():
+            if len(gone) == len(self._spaces[ns].entries):
+                self._remove_namespace(ns)
+            else:
+                for entry_id in gone:
+                    self._remove_entry(entry_id)
+        return len(ids)
 
     def _remove_entry(self, entry_id: str) -> int:
         ns = self._where.pop(entry_id, None)
@@ -351,7 +499,3 @@ class SemanticCache:
         for entry_id in space.entries:
             self._where.pop(entry_id, None)
         return len(space.entries)
-
-    def _remove_tenant(self, tenant: str) -> int:
-        return sum(self._remove_namespace(ns) for ns, s in list(self._spaces.items())
-                   if s.tenant == tenant)

@@ -48,7 +48,11 @@ class LengthClassifier:
 
 
 class TrainedClassifier:
-    """The shipped classifier: prompt features and MiniLM components, one head per format.
+    """The shipped classifier: one trained head per question format (`cascade.designs`).
+
+    The registry name stays `minilm-features` for the files and settings
+    that name it; whether a head reads MiniLM components is the artifact's
+    business, and prompts whose head does not are never embedded.
 
     Its score is (1 + expected gain) / 2, where the gain is +1 when only the
     strong tier answers correctly, -1 when only the weak one does and 0
@@ -67,12 +71,11 @@ class TrainedClassifier:
         self.embedder = embedder
 
     def score(self, prompts: Sequence[str]) -> np.ndarray:
-        """Scores of `prompts` (embeds them when the artifact uses embeddings)."""
-        embeddings = None
-        if self.artifact.uses_embedding and prompts:
-            assert self.embedder is not None
-            embeddings = self.embedder.encode(prompts)
-        return self.score_embedded(prompts, embeddings)
+        """Scores of `prompts`, embedding only those whose head reads the embedding."""
+        if not prompts:
+            return np.zeros(0, dtype=np.float32)
+        encode = self.embedder.encode if self.embedder is not None else None
+        return self.artifact.predict(prompts, encode)
 
     def score_embedded(self, prompts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
         """Scores from prompts and their embeddings (already computed by the caller)."""

@@ -158,6 +158,33 @@ def concat(tables: Sequence[Table]) -> Table:
     )
 
 
+def read_column(path: str | Path, column: str) -> np.ndarray:
+    """Float column `column` of a CSV, or of every `*.csv` in a folder (read_tables' order).
+
+    Contaminated rows are not dropped here: pass a file written for the purpose
+    (`cascade.tuning.write_scored_csv`).
+    """
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(path.rglob("*.csv"))
+    values: list[float] = []
+    for file in files:
+        with file.open(newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            if column not in header:
+                raise TableError(f"{file}:1: no column {column!r}; header is {header}")
+            at = header.index(column)
+            for row in reader:
+                if not row:
+                    continue
+                try:
+                    values.append(float(row[at]))
+                except (ValueError, IndexError):
+                    raise TableError(f"{file}:{reader.line_num}: column {column!r} must be a "
+                                     f"number") from None
+    return np.asarray(values, dtype=np.float64)
+
+
 def _normalise(prompt: str) -> str:
     return " ".join(prompt.split())
 

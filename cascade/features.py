@@ -24,6 +24,18 @@ _STATEMENTS = re.compile(r"Statement\s*\d\s*\|", re.IGNORECASE)
 _WHICH = re.compile(r"\bwhich of the following\b", re.IGNORECASE)
 _CODE = re.compile(r"[{};]|\bdef |\breturn\b|\bint\b|\bprint\(")
 _MONEY_UNITS = re.compile(r"[$€£]|\b(percent|dollars?|cents?|hours?|minutes?|miles?|km)\b", re.I)
+_OPERATION = re.compile(r"\d\s*[-+*/×÷^=]\s*[\d(]")
+_MULTI_STEP = re.compile(
+    r"\b(then|after|afterwards|first|second|third|next|finally|each|every|total|altogether|"
+    r"remaining|left|twice|half|per|times|more than|less than|in all)\b", re.I)
+_COMPUTE = re.compile(r"\b(calculate|compute|find|determine|solve|evaluate|estimate|simplify|"
+                      r"how many|how much|what is the value)\b", re.I)
+_CONDITION = re.compile(r"\b(if|suppose|assume|assuming|given that|let|when|unless)\b", re.I)
+_SUPERLATIVE = re.compile(r"\b(most|least|best|greatest|primarily|main|primary|likely)\b", re.I)
+_COMBO_OPTION = re.compile(r"\b(only|both|all of the above|none of the above|and|neither)\b|"
+                           r"^\s*[IV]+(\s*,\s*[IV]+)*(\s*(and|,)\s*[IV]+)", re.I)
+_ROMAN_ITEM = re.compile(r"^\s*\(?(I|II|III|IV|V)[.)]\s", re.MULTILINE)
+_BLANK = re.compile(r"_{2,}")
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_chars",
@@ -50,7 +62,22 @@ FEATURE_NAMES: tuple[str, ...] = (
     "mean_word_len",
     "code_marks",
     "passage",
+    "log_operations",
+    "multi_step",
+    "compute_verbs",
+    "conditions",
+    "superlatives",
+    "combo_options",
+    "roman_items",
+    "blank",
+    "long_word_share",
+    "type_token",
+    "log_stem_numbers",
 )
+"""Names of `prompt_features`' columns (the artifact checks them at load)."""
+
+LENGTH_FEATURES: tuple[str, ...] = ("log_chars", "log_words", "log_stem_chars")
+"""Length alone, for the calibrated-length designs."""
 
 
 def _log(x: float) -> float:
@@ -133,6 +160,26 @@ def prompt_features(prompt: str) -> list[float]:
         float(np.mean([len(w) for w in words])) if words else 0.0,
         float(len(_CODE.findall(prompt))),
         float(len(stem) > 800),
+        *_form(prompt, stem, words, options),
+    ]
+
+
+def _form(prompt: str, stem: str, words: list[str], options: list[str]) -> list[float]:
+    """Form of the reasoning asked for: operations, steps, conditions, option kinds."""
+    lowered = [w.strip(".,;:?!()\"'").lower() for w in words]
+    lowered = [w for w in lowered if w]
+    return [
+        _log(len(_OPERATION.findall(prompt))),
+        _log(len(_MULTI_STEP.findall(stem))),
+        _log(len(_COMPUTE.findall(stem))),
+        _log(len(_CONDITION.findall(stem))),
+        _log(len(_SUPERLATIVE.findall(stem))),
+        sum(bool(_COMBO_OPTION.search(o)) for o in options) / len(options) if options else 0.0,
+        float(len(_ROMAN_ITEM.findall(stem))),
+        float(bool(_BLANK.search(prompt))),
+        sum(len(w) >= 10 for w in lowered) / max(len(lowered), 1),
+        len(set(lowered)) / max(len(lowered), 1),
+        _log(len(_numbers(stem))),
     ]
 
 

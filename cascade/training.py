@@ -1,43 +1,29 @@
-"""Training and honest evaluation of the difficulty classifier.
+"""Fitting the difficulty classifier, and the artifact that scores prompts.
 
-The model is a gradient-boosted regressor of the gain of the strong tier
-(strong correct - weak correct, in {-1, 0, 1}) from the prompt's surface
-features (`cascade.features`) and, optionally, the leading principal
+Each question format gets one head (`cascade.designs`): a regressor of the
+strong tier's gain (strong correct - weak correct, in {-1, 0, 1}) from the
+prompt's form features and, where a design asks, the leading principal
 components of its MiniLM embedding. Ranking by expected gain is what APGR
 rewards: a prompt both tiers get wrong is no reason to pay for the strong one.
 
-Evaluation never scores a prompt with a model that saw its group: MMLU is
-cross-validated by subject (GroupKFold), GSM8K by held-out prompts.
+Which design each head uses is chosen by `cascade.selection` (nested
+cross-validation by subject); this module only fits and scores.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cascade.data import Table
+from cascade.designs import Design, get_design, subject_weights, within_group
 from cascade.features import FEATURE_NAMES, feature_matrix
-from cascade.metrics import apgr
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Hyper-parameters of the classifier."""
-
-    choice_components: int = 16
-    open_components: int = 16
-    max_iter: int = 200
-    learning_rate: float = 0.05
-    max_leaf_nodes: int = 15
-    min_samples_leaf: int = 40
-    l2_regularization: float = 1.0
-    open_alpha: float = 100.0
-    seed: int = 0
 
 
 def is_choice(features: np.ndarray) -> np.ndarray:
@@ -47,38 +33,95 @@ def is_choice(features: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Head:
-    """One regressor of the strong tier's gain, on features and projected embeddings."""
+    """One fitted regressor of the strong tier's gain (or an ensemble of them)."""
 
-    model: Any
+    design: Design
+    model: Any = None
+    columns: np.ndarray | None = None
     projection: np.ndarray | None = None
     mean: np.ndarray | None = None
+    center: float = 0.0
+    scale: float = 1.0
+    """Mean and std of its training predictions: ensembles average standardised ones."""
+    members: list[Head] = field(default_factory=list)
+
+    @property
+    def uses_embedding(self) -> bool:
+        """Whether this head (or a member) reads embedding components."""
+        return self.projection is not None or any(m.uses_embedding for m in self.members)
 
     def inputs(self, feats: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
-        """Surface features, then the embedding's leading principal components."""
+        """This design's features, then the embedding's leading principal components."""
+        x = feats if self.columns is None else feats[:, self.columns]
         if self.projection is None:
-            return feats
+            return x
         if embeddings is None:
             raise ValueError("this classifier needs the prompts' embeddings")
         projected = (np.asarray(embeddings, np.float32) - self.mean) @ self.projection
-        return np.hstack([feats, projected.astype(np.float32)])
+        return np.hstack([x, projected.astype(np.float32)])
 
     def predict(self, feats: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
-        """Predicted gain per row."""
-        return np.asarray(self.model.predict(self.inputs(feats, embeddings)), np.float64)
+        """Predicted gain per row (an ensemble: the mean of its members' standardised ones)."""
+        if self.members:
+            parts = [(m.predict(feats, embeddings) - m.center) / m.scale for m in self.members]
+            return self.center + np.mean(parts, axis=0) * self.scale
+        x = self.inputs(feats, embeddings)
+        linear = self._linear()
+        if linear is not None:
+            weights, bias = linear
+            return x.astype(np.float64) @ weights + bias
+        return np.asarray(self.model.predict(x), np.float64)
+
+    def _linear(self) -> tuple[np.ndarray, float] | None:
+        """Scaler + ridge folded into one weight vector (None for other models).
+
+        Same predictions as the pipeline without scikit-learn's per-call input
+        checks: about 0.3 ms of a one-prompt Score that must stay within 1.2x
+        one MiniLM encode.
+        """
+        cached = self.__dict__.get("_folded")
+        if cached is not None or self.design.model != "ridge":
+            return cached
+        scaler, ridge = self.model[0], self.model[-1]
+        weights = np.asarray(ridge.coef_, np.float64) / scaler.scale_
+        bias = float(ridge.intercept_ - np.dot(weights, scaler.mean_))
+        self.__dict__["_folded"] = (weights, bias)
+        return weights, bias
 
 
-def _fit_head(model: Any, feats: np.ndarray, embeddings: np.ndarray | None, gain: np.ndarray,
-              components: int) -> Head:
-    head = Head(model)
-    if components > 0:
+def fit_head(design: Design, feats: np.ndarray, embeddings: np.ndarray | None,
+             gain: np.ndarray, groups: np.ndarray,
+             member: Callable[[str], Head] | None = None) -> Head:
+    """Fit `design` on rows `feats` (embeddings row-aligned) to predict `gain`.
+
+    An ensemble fits its members on the same rows, or takes them from
+    `member(name)` (selection passes its cache of heads fitted on these rows).
+    """
+    if design.model == "ensemble":
+        members = [member(n) if member else
+                   fit_head(get_design(n), feats, embeddings, gain, groups)
+                   for n in design.members]
+        return Head(design, members=members, center=float(np.mean([m.center for m in members])),
+                    scale=float(np.mean([m.scale for m in members])))
+    head = Head(design, design.estimator(), design.columns())
+    if design.components > 0:
         if embeddings is None:
-            raise ValueError("embedding components > 0 need the prompts' embeddings")
+            raise ValueError(f"design {design.name!r} needs the prompts' embeddings")
         emb = np.asarray(embeddings, np.float32)
         head.mean = emb.mean(axis=0)
         # Principal directions of this head's training embeddings (deterministic SVD).
         _, _, vt = np.linalg.svd(emb - head.mean, full_matrices=False)
-        head.projection = vt[:components].T.astype(np.float32)
-    model.fit(head.inputs(feats, embeddings), gain)
+        head.projection = vt[: design.components].T.astype(np.float32)
+    weights = subject_weights(groups) if design.reweight else None
+    if design.target == "within":
+        gain = within_group(gain, groups)
+    x = head.inputs(feats, embeddings)
+    if design.model == "ridge":
+        head.model.fit(x, gain, ridge__sample_weight=weights)
+    else:
+        head.model.fit(x, gain, sample_weight=weights)
+    fitted = head.model.predict(x)
+    head.center, head.scale = float(np.mean(fitted)), float(np.std(fitted)) or 1.0
     return head
 
 
@@ -86,9 +129,9 @@ def _fit_head(model: Any, feats: np.ndarray, embeddings: np.ndarray | None, gain
 class Artifact:
     """Everything needed to score: one head per question format, and metadata.
 
-    `heads["choice"]` (gradient boosting) scores multiple-choice prompts,
-    `heads["open"]` (ridge regression) the rest; a format without a head
-    uses the other one.
+    `heads["choice"]` scores multiple-choice prompts, `heads["open"]` the
+    rest (their designs are in `config`); a format without a head uses the
+    other one.
     """
 
     heads: dict[str, Head]
@@ -107,10 +150,17 @@ class Artifact:
     @property
     def uses_embedding(self) -> bool:
         """Whether scoring needs the MiniLM embedding of the prompt."""
-        return any(h.projection is not None for h in self.heads.values())
+        return any(h.uses_embedding for h in self.heads.values())
 
-    def predict(self, prompts: Sequence[str], embeddings: np.ndarray | None) -> np.ndarray:
-        """Scores in [0, 1]: (1 + predicted gain) / 2."""
+    def predict(self, prompts: Sequence[str],
+                embeddings: np.ndarray | Callable[[Sequence[str]], np.ndarray] | None,
+                ) -> np.ndarray:
+        """Scores in [0, 1]: (1 + predicted gain) / 2.
+
+        `embeddings` is row-aligned, or an encoder called only on the prompts
+        whose head reads embedding components (a features-only head never
+        pays for a MiniLM encode).
+        """
         if list(self.feature_names) != list(FEATURE_NAMES):
             raise ValueError("artifact was trained with other features; retrain it")
         feats = feature_matrix(prompts)
@@ -123,7 +173,12 @@ class Artifact:
         for rows, head in ((choice, choice_head), (~choice, open_head)):
             if rows.any():
                 assert head is not None
-                emb = np.asarray(embeddings)[rows] if embeddings is not None else None
+                emb = None
+                if callable(embeddings):
+                    if head.uses_embedding:
+                        emb = embeddings([p for p, r in zip(prompts, rows, strict=True) if r])
+                elif embeddings is not None:
+                    emb = np.asarray(embeddings)[rows]
                 gain[rows] = head.predict(feats[rows], emb)
         return np.clip((1.0 + gain) / 2.0, 0.0, 1.0).astype(np.float32)
 
@@ -152,36 +207,30 @@ class Artifact:
         return artifact
 
 
-def fit(table: Table, embeddings: np.ndarray | None, config: TrainConfig) -> Artifact:
-    """Fit the classifier on `table` (embeddings row-aligned, or None for features only)."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
-    from sklearn.linear_model import Ridge
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def fit(table: Table, embeddings: np.ndarray | None, choice: Design, open_: Design) -> Artifact:
+    """Fit one head per question format on `table` (embeddings row-aligned, or None).
 
+    The choice head learns from multiple-choice rows, the open head from the
+    rest; rows are weighted per group (subject) when the design says so.
+    """
     feats = feature_matrix(table.prompts)
-    choice = is_choice(feats)
+    rows_choice = is_choice(feats)
     gain = table.strong.astype(np.float64) - table.weak.astype(np.float64)
-    artifact = Artifact(heads={}, feature_names=list(FEATURE_NAMES), config=asdict(config))
-    for name, rows in (("choice", choice), ("open", ~choice)):
+    groups = np.asarray(table.groups)
+    artifact = Artifact(heads={}, feature_names=list(FEATURE_NAMES),
+                        config={"choice": choice.as_dict(), "open": open_.as_dict()})
+    for name, rows, design in (("choice", rows_choice, choice), ("open", ~rows_choice, open_)):
         if not rows.any():
             continue
-        model: Any = HistGradientBoostingRegressor(
-            max_iter=config.max_iter,
-            learning_rate=config.learning_rate,
-            max_leaf_nodes=config.max_leaf_nodes,
-            min_samples_leaf=config.min_samples_leaf,
-            l2_regularization=config.l2_regularization,
-            early_stopping=False,
-            random_state=config.seed,
-        ) if name == "choice" else make_pipeline(StandardScaler(), Ridge(alpha=config.open_alpha))
         emb = np.asarray(embeddings)[rows] if embeddings is not None else None
-        k = config.choice_components if name == "choice" else config.open_components
-        artifact.heads[name] = _fit_head(model, feats[rows], emb, gain[rows], k)
+        artifact.heads[name] = fit_head(design, feats[rows], emb, gain[rows], groups[rows])
     digest = hashlib.sha256("\n".join(table.prompts).encode()).hexdigest()[:12]
-    artifact.metadata = {"n": len(table), "n_choice": int(choice.sum()),
-                         "data_sha256_12": digest}
-    artifact.version = digest[:8]
+    artifact.metadata = {"n": len(table), "n_choice": int(rows_choice.sum()),
+                         "data_sha256_12": digest, "groups": sorted(set(table.groups))}
+    # The version names data and designs: another design on the same data is another
+    # artifact (and gets its own look at the lockbox).
+    recipe = json.dumps(artifact.config, sort_keys=True)
+    artifact.version = hashlib.sha256(f"{digest}\n{recipe}".encode()).hexdigest()[:8]
     artifact.train_hashes = np.unique(prompt_hashes(table.prompts))
     return artifact
 
@@ -194,72 +243,6 @@ def prompt_hashes(prompts: Sequence[str]) -> np.ndarray:
             for p in prompts
         ],
         dtype=np.uint64,
-    )
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Out-of-group APGR figures of one configuration, and the held-out scores."""
-
-    mmlu_apgr: float
-    gsm8k_apgr: float
-    mmlu_n: int
-    gsm8k_n: int
-    folds: int
-    scores: np.ndarray = field(repr=False)
-    """Every row's score from a model that never saw it (its subject, for MMLU)."""
-
-
-def cross_validate(
-    table: Table,
-    embeddings: np.ndarray | None,
-    config: TrainConfig,
-    folds: int = 5,
-    gsm8k_group: str = "gsm8k_responses",
-    progress: Callable[[str], None] = lambda _: None,
-) -> Evaluation:
-    """MMLU APGR by subject-grouped CV, and GSM8K APGR on held-out GSM8K prompts.
-
-    MMLU folds train on the other subjects (GSM8K not included); GSM8K folds
-    train on all of MMLU plus the other GSM8K folds. Out-of-fold scores are
-    pooled and APGR is computed once per benchmark.
-    """
-    from sklearn.model_selection import GroupKFold, KFold
-
-    groups = np.asarray(table.groups)
-    is_gsm = groups == gsm8k_group
-    mmlu_idx = np.nonzero(~is_gsm)[0]
-    gsm_idx = np.nonzero(is_gsm)[0]
-    if mmlu_idx.size == 0 or gsm_idx.size == 0:
-        raise ValueError(f"need MMLU rows and GSM8K rows (group {gsm8k_group!r})")
-
-    def run(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-        mask = np.zeros(len(table), bool)
-        mask[train] = True
-        emb = embeddings[mask] if embeddings is not None else None
-        artifact = fit(table.subset(mask), emb, config)
-        test_emb = embeddings[test] if embeddings is not None else None
-        return artifact.predict([table.prompts[i] for i in test], test_emb)
-
-    mmlu_scores = np.zeros(mmlu_idx.size)
-    splitter = GroupKFold(n_splits=folds)
-    for k, (tr, te) in enumerate(splitter.split(mmlu_idx, groups=groups[mmlu_idx])):
-        progress(f"mmlu fold {k + 1}/{folds}")
-        mmlu_scores[te] = run(mmlu_idx[tr], mmlu_idx[te])
-    gsm_scores = np.zeros(gsm_idx.size)
-    kfold = KFold(n_splits=folds, shuffle=True, random_state=config.seed)
-    for k, (tr, te) in enumerate(kfold.split(gsm_idx)):
-        progress(f"gsm8k fold {k + 1}/{folds}")
-        gsm_scores[te] = run(np.concatenate([mmlu_idx, gsm_idx[tr]]), gsm_idx[te])
-    scores = np.zeros(len(table))
-    scores[mmlu_idx], scores[gsm_idx] = mmlu_scores, gsm_scores
-    return Evaluation(
-        mmlu_apgr=apgr(mmlu_scores, table.weak[mmlu_idx], table.strong[mmlu_idx]),
-        gsm8k_apgr=apgr(gsm_scores, table.weak[gsm_idx], table.strong[gsm_idx]),
-        mmlu_n=int(mmlu_idx.size),
-        gsm8k_n=int(gsm_idx.size),
-        folds=folds,
-        scores=scores,
     )
 
 

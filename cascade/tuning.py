@@ -16,6 +16,7 @@ from typing import Literal
 
 import numpy as np
 
+from cascade.data import Table
 from cascade.metrics import GRID, accuracy_curve, cumulative_gain, oracle_scores, pgr_curve
 from cascade.thresholds import Thresholds
 
@@ -119,6 +120,25 @@ def curve_rows(
         }
         for s, a, p, r, o in zip(shares, acc, pgr, random, oracle, strict=True)
     ]
+
+
+def write_scored_csv(table: Table, scores: np.ndarray, path: str | Path,
+                     column: str = "score") -> Path:
+    """`table` as a RouteLLM-format CSV with one more column of scores, and the group.
+
+    `cmesh tune --data PATH --scores-column score` calibrates thresholds on
+    it without scoring again: the way to tune on out-of-fold scores.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["prompt", table.weak_model, table.strong_model, column, "group"])
+        for row in zip(table.prompts, table.weak, table.strong, scores, table.groups,
+                       strict=True):
+            prompt, weak, strong, score, group = row
+            writer.writerow([prompt, bool(weak), bool(strong), f"{float(score):.6f}", group])
+    return path
 
 
 def write_curve_csv(rows: list[dict[str, float]], path: str | Path) -> Path:

@@ -13,9 +13,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from services.common.natscluster import NatsCluster
 from services.common.natsd import NatsServer, free_port
 from services.common.probe import probe
 
@@ -31,6 +32,8 @@ class ServiceSpec:
     args: tuple[str, ...] = ()
     needs_nats: bool = False
     start_timeout: float = 900.0
+    # Services that must be SERVING first; `{name}` in args becomes their address.
+    needs: tuple[str, ...] = ()
 
 
 def default_specs(large_model: str | None = None) -> list[ServiceSpec]:
@@ -42,7 +45,26 @@ def default_specs(large_model: str | None = None) -> list[ServiceSpec]:
         ServiceSpec("backend-large", "services.backend", ("--served_name", "large", *large)),
         ServiceSpec("cache", "services.cache", needs_nats=True),
         ServiceSpec("classifier", "services.classifier"),
+        ServiceSpec("broker", "services.broker",
+                    ("--backends", "small={backend-small};large={backend-large}"),
+                    needs_nats=True, needs=("backend-small", "backend-large")),
     ]
+
+
+def select_specs(specs: Sequence[ServiceSpec], wanted: set[str]) -> list[ServiceSpec]:
+    """The wanted services (all when empty); the broker serves the backends chosen with it."""
+    chosen = [s for s in specs if not wanted or s.name in wanted]
+    names = {s.name for s in chosen}
+    out = []
+    for spec in chosen:
+        if spec.module == "services.broker":
+            tiers = [n for n in names if n.startswith("backend-")]
+            if not tiers:
+                raise ValueError("the broker needs at least one backend in the stack")
+            backends = ";".join(f"{n.removeprefix('backend-')}={{{n}}}" for n in sorted(tiers))
+            spec = replace(spec, args=("--backends", backends), needs=tuple(sorted(tiers)))
+        out.append(spec)
+    return out
 
 
 @dataclass
@@ -67,23 +89,34 @@ class LocalStack:
     state_dir: Path
     services: dict[str, RunningService] = field(default_factory=dict)
     nats: NatsServer | None = None
+    nats_cluster: int = 1  # >1: a clustered JetStream with replicated streams
+    cluster: NatsCluster | None = None
+
+    @property
+    def nats_url(self) -> str | None:
+        if self.cluster is not None:
+            return self.cluster.url
+        return self.nats.url if self.nats is not None else None
 
     async def __aenter__(self) -> LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             if any(s.needs_nats for s in self.specs):
-                self.nats = NatsServer(store_dir=self.state_dir / "jetstream")
-                await self.nats.start()
-                log.info("nats-server (JetStream) on %s", self.nats.url)
-            for spec in self.specs:
-                self.services[spec.name] = await self._spawn(spec)
-            await asyncio.gather(*(self._wait_serving(s) for s in self.services.values()))
+                await self._start_nats()
+            names = {s.name for s in self.specs}
+            waves = [[s for s in self.specs if not set(s.needs) & names],
+                     [s for s in self.specs if set(s.needs) & names]]
+            for wave in waves:
+                for spec in wave:
+                    self.services[spec.name] = await self._spawn(spec)
+                await asyncio.gather(*(self._wait_serving(self.services[s.name])
+                                       for s in wave))
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
         addresses = {name: s.address for name, s in self.services.items()}
-        if self.nats is not None:
-            addresses["nats"] = self.nats.url
+        if self.nats_url is not None:
+            addresses["nats"] = self.nats_url
         (self.state_dir / "addresses.json").write_text(json.dumps(addresses, indent=2))
         return self
 
@@ -100,16 +133,35 @@ class LocalStack:
         self.services.clear()
         if self.nats is not None:
             await self.nats.stop()
+        if self.cluster is not None:
+            await self.cluster.stop()
+
+    async def _start_nats(self) -> None:
+        if self.nats_cluster > 1:
+            self.cluster = NatsCluster(self.nats_cluster, self.state_dir / "jetstream-cluster")
+            await self.cluster.start()
+            log.info("nats-server cluster (JetStream, %d nodes) on %s", self.nats_cluster,
+                     self.cluster.url)
+        else:
+            self.nats = NatsServer(store_dir=self.state_dir / "jetstream")
+            await self.nats.start()
+            log.info("nats-server (JetStream) on %s", self.nats.url)
 
     async def _spawn(self, spec: ServiceSpec) -> RunningService:
         port_file = self.state_dir / f"{spec.name}.port"
         port_file.unlink(missing_ok=True)
         log_path = self.state_dir / f"{spec.name}.log"
         metrics_port = free_port()
-        args = [*spec.args, "--port", "0", "--port_file", str(port_file),
-                "--metrics_port", str(metrics_port)]
-        if spec.needs_nats and self.nats is not None:
-            args += ["--nats_url", self.nats.url]
+        known = {name: s.address for name, s in self.services.items()}
+        args = [a.format(**known) if spec.needs else a for a in spec.args]
+        args += ["--port", "0", "--port_file", str(port_file), "--metrics_port", str(metrics_port)]
+        if spec.needs_nats and self.nats_url is not None:
+            # the broker takes every node; other clients learn the rest from the first
+            broker = spec.module == "services.broker"
+            url = self.nats_url if broker else self.nats_url.split(",")[0]
+            args += ["--nats_url", url]
+            if broker and self.cluster is not None:
+                args += ["--stream_replicas", str(min(3, self.nats_cluster))]
         with log_path.open("wb") as out:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", spec.module, *args,

@@ -77,6 +77,8 @@ class GenerationRequest:
     logprobs: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
     request_id: str = ""
+    # Tokens an earlier attempt already generated: generation continues after them.
+    continue_token_ids: tuple[int, ...] = ()
 
     @property
     def uses_chat_template(self) -> bool:

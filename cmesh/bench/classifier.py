@@ -6,13 +6,13 @@
   joins them), against the raw batched encode rate of the same prompts
   (target ratio >= 0.8).
 
-Raw and service runs alternate, so load from other processes hits both alike.
+Both sides are warmed up alike and alternate A-B-B-A (`cmesh.bench.fair`),
+so load from other processes hits both alike.
 """
 
 from __future__ import annotations
 
 import asyncio
-import statistics
 import time
 from pathlib import Path
 
@@ -40,16 +40,17 @@ def _prompts(n: int) -> list[str]:
 async def _run(quick: bool) -> dict[str, float | int | str]:
     import grpc
 
+    from cmesh.bench.fair import Sample, compare
     from core.embedder import Embedder
     from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
     from services.classifier.main import ClassifierNode
     from services.classifier.settings import ClassifierSettings
 
-    singles = 15 if quick else 60
+    rounds = 2 if quick else 4  # batched rounds
+    single_rounds, per_round = (4, 4) if quick else (16, 4)  # short rounds: load swings less
     batch = 64 if quick else 256
-    rounds = 2 if quick else 3
     embedder = await asyncio.to_thread(Embedder)
-    prompts = _prompts(max(singles, batch))
+    prompts = _prompts(max(per_round * single_rounds, batch))
     settings = ClassifierSettings(port=0, metrics_port=None)
     async with ClassifierNode(settings, embedder=embedder) as node, \
             grpc.aio.insecure_channel(node.address) as channel:
@@ -58,42 +59,54 @@ async def _run(quick: bool) -> dict[str, float | int | str]:
         async def score_one(text: str) -> None:
             await stub.Score(classifier_pb2.ScoreRequest(prompts=[text]))
 
-        for text in prompts[:4]:
-            await score_one(text)
-            embedder.encode([text])
-        raw_ms: list[float] = []
-        svc_ms: list[float] = []
-        for text in prompts[:singles]:
-            t0 = time.perf_counter()
-            embedder.encode([text])
-            raw_ms.append(1000 * (time.perf_counter() - t0))
-            t0 = time.perf_counter()
-            await score_one(text)
-            svc_ms.append(1000 * (time.perf_counter() - t0))
-        raw_rate: list[float] = []
-        svc_rate: list[float] = []
+        def chunk(r: int) -> list[str]:
+            return prompts[max(r, 0) * per_round:(max(r, 0) + 1) * per_round]
+
+        def raw_single(r: int) -> Sample:
+            latencies = []
+            for text in chunk(r):
+                t0 = time.perf_counter()
+                embedder.encode([text])
+                latencies.append(time.perf_counter() - t0)
+            return Sample(len(latencies), sum(latencies), latencies)
+
+        async def service_single(r: int) -> Sample:
+            latencies = []
+            for text in chunk(r):
+                t0 = time.perf_counter()
+                await score_one(text)
+                latencies.append(time.perf_counter() - t0)
+            return Sample(len(latencies), sum(latencies), latencies)
+
         texts = prompts[:batch]
-        for _ in range(rounds):
+
+        def raw_batch(r: int) -> Sample:
             t0 = time.perf_counter()
             embedder.encode(texts)
-            raw_rate.append(batch / (time.perf_counter() - t0))
+            return Sample(batch, time.perf_counter() - t0)
+
+        async def service_batch(r: int) -> Sample:
             t0 = time.perf_counter()
             await asyncio.gather(*(score_one(t) for t in texts))
-            svc_rate.append(batch / (time.perf_counter() - t0))
+            return Sample(batch, time.perf_counter() - t0)
+
+        single = await compare({"raw": raw_single, "service": service_single}, single_rounds)
+        batched = await compare({"raw": raw_batch, "service": service_batch}, rounds)
         name = node.classifier.name if node.classifier else "?"
-    raw_p50, svc_p50 = statistics.median(raw_ms), statistics.median(svc_ms)
-    raw_best, svc_best = max(raw_rate), max(svc_rate)
+    raw_p50 = 1000 * single["raw"].latency_p50
+    svc_p50 = 1000 * single["service"].latency_p50
+    raw_rate, svc_rate = batched["raw"].rate, batched["service"].rate
     return {
         "classifier": name,
-        "single_calls": singles,
+        "single_calls": single_rounds * per_round,
         "raw_encode_ms_p50": raw_p50,
         "score_ms_p50": svc_p50,
         "latency_ratio": svc_p50 / raw_p50,
         "latency_target_max": 1.2,
         "batch_prompts": batch,
-        "raw_encode_per_s": raw_best,
-        "scores_per_s": svc_best,
-        "throughput_ratio": svc_best / raw_best,
+        "raw_encode_per_s": raw_rate,
+        "scores_per_s": svc_rate,
+        "throughput_ratio": svc_rate / raw_rate,
         "throughput_target_min": 0.8,
     }
 

@@ -37,3 +37,11 @@ def classifier(quick: bool = QUICK, as_json: bool = JSON) -> None:
     from cmesh.bench import classifier as impl
 
     impl.main(quick=quick, as_json=as_json)
+
+
+@app.command("broker")
+def broker(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Broker against direct gRPC: throughput ratio, added TTFT, affinity TTFT ratio."""
+    from cmesh.bench import broker as impl
+
+    impl.main(quick=quick, as_json=as_json)

@@ -1,14 +1,20 @@
-"""`cmesh cascade ...`: train the difficulty classifier and evaluate it honestly."""
+"""`cmesh cascade ...`: choose, train and evaluate the difficulty classifier honestly.
+
+Every command works on the development split: data/routellm de-duplicated,
+less the lockbox subjects of `cascade/artifacts/lockbox.json`. Only
+`evaluate` touches the lockbox, and only with the shipped artifact.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from cmesh.output import emit
 
-app = typer.Typer(help="Difficulty classifier: train, evaluate by held-out subject.",
+app = typer.Typer(help="Difficulty classifier: select by nested CV, train, evaluate.",
                   no_args_is_help=True)
 
 DATA = typer.Option(Path("data/routellm"), "--data",
@@ -16,29 +22,64 @@ DATA = typer.Option(Path("data/routellm"), "--data",
                          "*contaminated_prompts.jsonl files are left out).")
 CACHE = typer.Option(Path("runs/cascade/embeddings.npz"), "--embeddings-cache",
                      help="npz of prompt embeddings, reused between runs.")
-COMPONENTS = typer.Option(16, "--components", min=0, max=384,
-                          help="Principal components of the MiniLM embedding fed to the "
-                               "multiple-choice head (0: surface features only).")
-OPEN_COMPONENTS = typer.Option(16, "--open-components", min=0, max=384,
-                               help="Principal components fed to the open-question head.")
-SEED = typer.Option(0, "--seed", help="Random seed of the model and the GSM8K folds.")
+SEED = typer.Option(0, "--seed", help="Seed of the folds and the models.")
+CANDIDATES = typer.Option("all", "--designs",
+                          help="Candidate designs: 'all', 'features' (none that needs the "
+                               "MiniLM embedding) or a comma-separated list of names "
+                               "(cascade.designs).")
+JSON = typer.Option(False, "--json", help="Print one JSON object as the last line.")
 
 
-def _load(data: Path, embed: bool, cache: Path):  # type: ignore[no-untyped-def]
+def _echo(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _load(data: Path) -> Any:
+    """The de-duplicated development / lockbox split of DATA."""
     from cascade.data import read_contaminated, read_tables
-    from cascade.training import embed_prompts
+    from cascade.lockbox import Lockbox, split
 
     excluded = [p for f in sorted(data.glob("*contaminated_prompts.jsonl"))
                 for p in read_contaminated(f)]
-    table = read_tables(data, exclude=excluded)
-    embeddings = None
-    if embed:
-        from core.embedder import Embedder
+    return split(read_tables(data, exclude=excluded), Lockbox.load())
 
-        embedder = Embedder()
-        embeddings = embed_prompts(table.prompts, embedder.encode, cache,
-                                   progress=lambda m: typer.echo(m, err=True))
-    return table, embeddings
+
+def _embed(prompts: list[str], cache: Path) -> Any:
+    from cascade.training import embed_prompts
+    from core.embedder import Embedder
+
+    return embed_prompts(prompts, Embedder().encode, cache, progress=_echo)
+
+
+def _candidates(which: str) -> tuple[dict[str, Any], dict[str, Any], bool]:
+    from cascade.designs import CHOICE_DESIGNS, OPEN_DESIGNS, get_design
+
+    if which not in ("all", "features"):
+        try:
+            named = [get_design(n.strip()) for n in which.split(",") if n.strip()]
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--designs") from exc
+        choice = {d.name: d for d in named if d.name in CHOICE_DESIGNS}
+        open_ = {d.name: d for d in named if d.name in OPEN_DESIGNS}
+        if not choice or not open_:
+            raise typer.BadParameter("name at least one design of each head",
+                                     param_hint="--designs")
+        missing = {m for d in choice.values() for m in d.members} - set(choice)
+        if missing:
+            raise typer.BadParameter(f"ensemble members missing: {sorted(missing)}",
+                                     param_hint="--designs")
+        return choice, open_, any(d.components for d in named)
+
+    def keep(designs: dict[str, Any]) -> dict[str, Any]:
+        if which == "all":
+            return dict(designs)
+        flat = {n: d for n, d in designs.items() if d.components == 0 and not d.members}
+        return {n: d for n, d in designs.items()
+                if n in flat or (d.members and all(m in flat for m in d.members))}
+
+    choice, open_ = keep(CHOICE_DESIGNS), keep(OPEN_DESIGNS)
+    needs = any(d.components for d in (*choice.values(), *open_.values()))
+    return choice, open_, needs
 
 
 @app.command("train")
@@ -46,84 +87,118 @@ def train(
     data: Path = DATA,
     out: Path = typer.Option(Path("cascade/artifacts/difficulty.joblib"), "--out",
                              help="Artifact to write."),
-    components: int = COMPONENTS,
-    open_components: int = OPEN_COMPONENTS,
+    oof_out: Path = typer.Option(Path("runs/cascade/oof"), "--oof-out",
+                                 help="Folder for the out-of-fold scores of the chosen designs, "
+                                      "one RouteLLM CSV with a score column per head "
+                                      "(choice.csv, open.csv), for `cmesh tune`."),
+    candidates: str = CANDIDATES,
+    folds: int = typer.Option(5, "--folds", min=2, max=33, help="Folds of the selection CV."),
     seed: int = SEED,
     cache: Path = CACHE,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+    as_json: bool = JSON,
 ) -> None:
-    """Fit the classifier on all of DATA and write its artifact."""
-    from cascade.training import TrainConfig, fit
+    """Choose one design per head by CV on development data, fit it on all of it."""
+    import numpy as np
 
-    table, embeddings = _load(data, components + open_components > 0, cache)
-    config = TrainConfig(choice_components=components, open_components=open_components,
-                         seed=seed)
-    artifact = fit(table, embeddings, config)
+    from cascade.designs import DESIGNS
+    from cascade.evaluation import heads_of, select
+    from cascade.training import fit
+    from cascade.tuning import write_scored_csv
+
+    parts = _load(data)
+    dev = parts.development
+    choice, open_, needs = _candidates(candidates)
+    embeddings = _embed(dev.prompts, cache) if needs else None
+    chosen = select(dev, embeddings, choice, open_, folds, seed)
+    _echo(f"chose {chosen.choice} (multiple choice) and {chosen.open} (open questions)")
+    artifact = fit(dev, embeddings, DESIGNS[chosen.choice], DESIGNS[chosen.open])
+    if not artifact.uses_embedding:
+        embeddings = None
+    artifact.metadata["selection"] = {"inner_apgr": chosen.inner_apgr, "folds": folds,
+                                      "seed": seed, "candidates": candidates}
     artifact.save(out)
-    emit("cmesh cascade train", {"n": len(table), "components": components,
-                                 "open_components": open_components, "seed": seed,
-                                 "version": artifact.version, "out": str(out),
-                                 "bytes": out.stat().st_size}, as_json)
+    for head, rows in zip(("choice", "open"), heads_of(dev), strict=True):
+        mask = np.zeros(len(dev), dtype=bool)
+        mask[rows] = True
+        write_scored_csv(dev.subset(mask), chosen.oof[mask], oof_out / f"{head}.csv")
+    emit("cmesh cascade train", {
+        "n": len(dev), "dedup_dropped": parts.dropped, "lockbox_rows_left_out": len(parts.lockbox),
+        "choice_design": chosen.choice, "open_design": chosen.open,
+        "inner_apgr": chosen.inner_apgr, "uses_embedding": artifact.uses_embedding,
+        "version": artifact.version, "out": str(out), "oof_out": str(oof_out),
+        "bytes": out.stat().st_size}, as_json)
 
 
 @app.command("evaluate")
 def evaluate(
     data: Path = DATA,
-    components: int = COMPONENTS,
-    open_components: int = OPEN_COMPONENTS,
+    outer: int = typer.Option(5, "--outer", min=2, max=33, help="Outer folds."),
+    inner: int = typer.Option(4, "--inner", min=2, max=26, help="Inner folds."),
+    candidates: str = CANDIDATES,
     seed: int = SEED,
-    folds: int = typer.Option(5, "--folds", min=2, max=43, help="Cross-validation folds."),
     cache: Path = CACHE,
-    thresholds_out: Path | None = typer.Option(
-        None, "--thresholds-out",
-        help="Also write thresholds calibrated on the held-out scores (strong-fraction "
-             "--share), the honest stand-in for scores of prompts never seen."),
-    share: float = typer.Option(0.3, "--share", min=0.0, max=1.0,
-                                help="Strong-call share for --thresholds-out."),
+    artifact: Path | None = typer.Option(None, "--artifact",
+                                         help="Shipped artifact scored on the lockbox "
+                                              "(default: the packaged one)."),
+    thresholds: Path | None = typer.Option(None, "--thresholds",
+                                           help="Thresholds whose strong share is checked on "
+                                                "the lockbox (default: the packaged ones)."),
     plot_dir: Path | None = typer.Option(None, "--plot-dir",
-                                         help="Write held-out curves (PNG, CSV) here."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object as the last line."),
+                                         help="Write outer-loop curves (PNG, CSV) here."),
+    looks: Path | None = typer.Option(None, "--looks",
+                                      help="Log of lockbox looks (default: the packaged "
+                                           "cascade/artifacts/lockbox_looks.json)."),
+    as_json: bool = JSON,
 ) -> None:
-    """APGR with MMLU subjects held out (GroupKFold) and GSM8K prompts held out (KFold)."""
-    import numpy as np
+    """Outer-loop APGR/CPT(50 %) per subject and pooled; the shipped artifact on the lockbox."""
 
-    from cascade.classifiers import LengthClassifier
-    from cascade.metrics import apgr
-    from cascade.training import TrainConfig, cross_validate
+    from cascade.classifiers import default_artifact_path
+    from cascade.evaluation import evaluate_head, heads_of, lockbox_report
+    from cascade.lockbox import LOOKS_PATH, Lockbox, record_look
+    from cascade.thresholds import load_thresholds
+    from cascade.training import Artifact
 
-    table, embeddings = _load(data, components + open_components > 0, cache)
-    config = TrainConfig(choice_components=components, open_components=open_components,
-                         seed=seed)
-    result = cross_validate(table, embeddings, config, folds=folds,
-                            progress=lambda m: typer.echo(m, err=True))
-    is_gsm = np.asarray(table.groups) == "gsm8k_responses"
-    length = LengthClassifier().score(table.prompts)
-    for name, rows in (("mmlu", ~is_gsm), ("gsm8k", is_gsm)):
+    parts = _load(data)
+    dev, box = parts.development, parts.lockbox
+    choice, open_, needs = _candidates(candidates)
+    embeddings = _embed(dev.prompts, cache) if needs else None
+    choice_rows, open_rows = heads_of(dev)
+    heads = {}
+    for name, rows, designs, by_group in (("mmlu", choice_rows, choice, True),
+                                          ("gsm8k", open_rows, open_, False)):
+        _echo(f"{name}: nested CV, {outer} outer x {inner} inner folds, {len(designs)} designs")
+        report = evaluate_head(dev, embeddings, rows, designs, by_group, outer, inner, seed,
+                               name, _echo)
+        heads[name] = report.summary
         if plot_dir is not None:
-            _plot(plot_dir / f"heldout_{name}", result.scores[rows], table.weak[rows],
-                  table.strong[rows], f"{name}, held out")
-    if thresholds_out is not None:
-        from cascade.thresholds import load_thresholds, save_thresholds
-        from cascade.tuning import calibrate
-
-        save_thresholds(calibrate(load_thresholds(), result.scores, share, calibration={
-            "data": str(data), "n": len(table), "target": f"strong-fraction={share:g}",
-            "strong_share": share, "scores": "held-out (cmesh cascade evaluate)",
-            "mmlu_apgr": result.mmlu_apgr, "gsm8k_apgr": result.gsm8k_apgr,
-            "command": f"cmesh cascade evaluate --seed {seed} --thresholds-out "
-                       f"{thresholds_out} --share {share:g}"}), thresholds_out)
-    emit("cmesh cascade evaluate (held-out APGR)", {
-        "mmlu_apgr": result.mmlu_apgr,
-        "gsm8k_apgr": result.gsm8k_apgr,
-        "mmlu_length_apgr": apgr(length[~is_gsm], table.weak[~is_gsm], table.strong[~is_gsm]),
-        "gsm8k_length_apgr": apgr(length[is_gsm], table.weak[is_gsm], table.strong[is_gsm]),
-        "random_apgr": 0.5,
-        "mmlu_n": result.mmlu_n,
-        "gsm8k_n": result.gsm8k_n,
-        "folds": folds,
-        "components": components,
-        "open_components": open_components,
-        "seed": seed,
+            _plot(plot_dir / f"outer_{name}", report.nested.scores, dev.weak[rows],
+                  dev.strong[rows], f"{name}, outer loop")
+    shipped = Artifact.load(artifact or default_artifact_path())
+    tuned = load_thresholds(thresholds)
+    box_emb = _embed(box.prompts, cache) if shipped.uses_embedding else None
+    top = tuned.tiers[-1]
+    target = tuned.calibration.get("strong_share")
+    lock = lockbox_report(shipped, Lockbox.load(), box, box_emb, tuned.route(top),
+                          float(target) if target is not None else None)
+    pooled = lock["pooled"]
+    lock["looks"] = record_look(shipped.version, {
+        "apgr": pooled["classifier"]["apgr"], "cpt50": pooled["classifier"]["cpt50"],
+        "length_apgr": pooled["length"]["apgr"],
+        "strong_share": lock.get("strong_share", {}).get("share")}, looks or LOOKS_PATH)
+    emit("cmesh cascade evaluate", {
+        "development": {"n": len(dev), "dedup_dropped": parts.dropped, **heads},
+        "lockbox": lock,
+        "headline": {
+            "mmlu_outer_apgr": heads["mmlu"]["pooled"]["classifier"]["apgr"],
+            "mmlu_outer_length_apgr": heads["mmlu"]["pooled"]["length"]["apgr"],
+            "gsm8k_outer_apgr": heads["gsm8k"]["pooled"]["classifier"]["apgr"],
+            "lockbox_apgr": pooled["classifier"]["apgr"],
+            "lockbox_length_apgr": pooled["length"]["apgr"],
+            "lockbox_cpt50": pooled["classifier"]["cpt50"],
+            "lockbox_strong_share": lock.get("strong_share", {}).get("share"),
+            "artifact": shipped.version,
+            "seed": seed, "outer": outer, "inner": inner, "n_lockbox": len(box),
+        },
     }, as_json)
 
 

@@ -12,7 +12,7 @@ import typer
 
 app = typer.Typer(help="Run one service in the foreground (flags pass through).",
                   no_args_is_help=True)
-SERVICES = ("backend", "cache", "classifier")
+SERVICES = ("backend", "broker", "cache", "classifier")
 _PASS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -30,7 +30,11 @@ for _name in SERVICES:
 def up(
     demo: bool = typer.Option(False, "--demo", help="Run the demo, then stop the stack."),
     only: str = typer.Option(
-        "", help="Comma-separated services (backend-small, backend-large, cache, classifier)."),
+        "", help="Comma-separated services (backend-small, backend-large, cache, classifier, "
+        "broker)."),
+    nats_cluster: int = typer.Option(
+        1, "--nats-cluster", min=1, max=5,
+        help="NATS nodes: 3 runs a JetStream cluster with replicated streams."),
     large_model: str | None = typer.Option(
         None, help="Model folder for backend-large (default: SmolLM2 again)."),
     state_dir: Path = typer.Option(
@@ -39,12 +43,15 @@ def up(
     """Bring the local stack up (nats-server + services), print addresses, run until Ctrl-C."""
     from cmesh import demo as demo_mod
     from cmesh.output import console
-    from cmesh.stack import LocalStack, default_specs
+    from cmesh.stack import LocalStack, default_specs, select_specs
     from services.common.server import wait_for_signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     wanted = {s.strip() for s in only.split(",") if s.strip()}
-    specs = [s for s in default_specs(large_model) if not wanted or s.name in wanted]
+    try:
+        specs = select_specs(default_specs(large_model), wanted)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--only") from exc
     unknown = wanted - {s.name for s in specs}
     if unknown:
         names = ", ".join(sorted(unknown))
@@ -52,7 +59,7 @@ def up(
 
     async def run() -> None:
         console.print(f"starting {', '.join(s.name for s in specs)} (logs in {state_dir})")
-        async with LocalStack(specs, state_dir) as stack:
+        async with LocalStack(specs, state_dir, nats_cluster=nats_cluster) as stack:
             addresses = json.loads((state_dir / "addresses.json").read_text())
             for name, address in addresses.items():
                 console.print(f"  {name:15} {address}")

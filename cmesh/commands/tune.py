@@ -1,6 +1,7 @@
 """`cmesh tune`: cost-quality curve and thresholds from RouteLLM-format data.
 
-It only scores PATH with the shipped classifier; it never trains on it. When
+It only scores PATH with the shipped classifier (or reads scores already in
+a column of PATH, such as out-of-fold scores); it never trains on it. When
 PATH overlaps the classifier's training data (the shipped one saw all of
 `data/routellm/`), the overlap is printed: figures on those rows are
 in-sample, use `cmesh cascade evaluate` for held-out ones.
@@ -37,6 +38,10 @@ def tune(
     band: float = typer.Option(0.15, "--band", min=0.0, max=1.0,
                                help="Hybrid: share of calls either side of the target "
                                     "that is cascaded."),
+    scores_column: str | None = typer.Option(
+        None, "--scores-column",
+        help="Take the scores from this column of PATH instead of scoring it (out-of-fold "
+             "scores written by `cmesh cascade train --oof-out`)."),
     exclude: list[Path] = typer.Option([], "--exclude",
                                        help="JSONL of prompts to leave out (RouteLLM's "
                                             "contaminated prompts)."),
@@ -44,7 +49,7 @@ def tune(
 ) -> None:
     """Score PATH, print APGR/CPT beside random and oracle, write thresholds, curve and PNG."""
     from cascade.classifiers import TrainedClassifier, make_classifier
-    from cascade.data import TableError, read_contaminated, read_tables
+    from cascade.data import TableError, read_column, read_contaminated, read_tables
     from cascade.metrics import summarize
     from cascade.thresholds import ThresholdError, load_thresholds, save_thresholds
     from cascade.tuning import (
@@ -64,11 +69,16 @@ def tune(
         name = classifier or base_thresholds.classifier
         kwargs = {"artifact": artifact} if artifact else {}
         model = make_classifier(name, **kwargs)
+        if scores_column is not None:
+            if excluded:
+                raise ValueError("--scores-column reads every row: do not combine with --exclude")
+            scores = read_column(data, scores_column)
+        else:
+            scores = model.score(table.prompts)
     except (TableError, ThresholdError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
 
-    scores = model.score(table.prompts)
     summary = summarize(scores, table.weak, table.strong)
     if goal.kind == "strong-fraction":
         share = goal.value
@@ -76,7 +86,8 @@ def tune(
         share = share_for_quality(scores, table.weak, table.strong, goal.value)
     rows = curve_rows(scores, table.weak, table.strong)
     in_training = (
-        model.artifact.overlap(table.prompts) if isinstance(model, TrainedClassifier) else 0.0
+        model.artifact.overlap(table.prompts)
+        if isinstance(model, TrainedClassifier) and scores_column is None else 0.0
     )
     figures: dict[str, float | int | str] = {
         **summary.as_dict(),
@@ -87,6 +98,7 @@ def tune(
             next(r["accuracy"] for r in rows if r["strong_share"] >= share - 1e-9)
         ),
         "classifier": f"{model.name}@{model.version}",
+        "scores": f"column {scores_column!r} of --data" if scores_column else "scored now",
         "in_training_share": in_training,
     }
     calibration = {
@@ -96,6 +108,10 @@ def tune(
         "strong_share": share,
         "apgr": summary.apgr,
         "classifier": figures["classifier"],
+        "scores": figures["scores"],
+        "command": f"cmesh tune --data {data} --target {figures['target']}"
+                   + (f" --scores-column {scores_column}" if scores_column else "")
+                   + f" --out {out}",
     }
     tuned = calibrate(base_thresholds.model_copy(update={"classifier": name}), scores, share,
                       band, calibration)

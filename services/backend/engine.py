@@ -39,6 +39,15 @@ EXTRA_SAMPLING_FIELDS: dict[str, type] = {
 
 
 @dataclass(frozen=True)
+class EngineLoad:
+    """How busy the engine is, for a dispatcher choosing among replicas."""
+
+    in_flight: int
+    max_num_seqs: int
+    max_in_flight: int
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     model: str
     served_name: str
@@ -60,6 +69,8 @@ class Engine(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]: ...
 
     def info(self) -> EngineInfo: ...
+
+    def load(self) -> EngineLoad: ...
 
     async def health(self) -> None: ...
 
@@ -112,6 +123,11 @@ class VllmEngine:
         if self._llm is None:
             raise NotReady("engine is not started")
         return self._llm
+
+    def load(self) -> EngineLoad:
+        """Admitted requests against the batch size and the admission limit."""
+        s = self.settings
+        return EngineLoad(self._in_flight, s.max_num_seqs, s.max_in_flight)
 
     def unfinished(self) -> int:
         """Requests the engine itself still tracks (0 once aborts are processed)."""
@@ -202,7 +218,8 @@ class VllmEngine:
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
-    def sampling_params(self, request: GenerationRequest, prompt_len: int) -> Any:
+    def sampling_params(self, request: GenerationRequest, prompt_len: int,
+                        done: int = 0) -> Any:
         """vLLM SamplingParams, after checking every field against this engine's limits."""
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
@@ -217,6 +234,9 @@ class VllmEngine:
         if prompt_len >= max_len:
             raise FieldError("prompt", f"{prompt_len} tokens; the context limit is {max_len}")
         max_tokens = min(max_tokens, max_len - prompt_len)
+        if done >= max_tokens:
+            raise FieldError("continue_token_ids", f"{done} tokens; max_tokens is {max_tokens}")
+        max_tokens -= done  # a continuation counts what the earlier attempt made
         if sampling.temperature is not None and not sampling.temperature >= 0:
             raise FieldError("sampling.temperature", "must be >= 0")
         if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
@@ -247,15 +267,16 @@ class VllmEngine:
         if self._in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"{self._in_flight} requests in flight (max_in_flight)")
         ids = self.prompt_token_ids(request)
-        params = self.sampling_params(request, len(ids))
+        done = list(request.continue_token_ids)
+        params = self.sampling_params(request, len(ids), len(done))
         request_id = request.request_id or uuid.uuid4().hex
         self._in_flight += 1
         finished = False
-        completion = 0
+        completion = len(done)
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
-            async for out in llm.generate({"prompt_token_ids": ids}, params, request_id):
+            async for out in llm.generate({"prompt_token_ids": ids + done}, params, request_id):
                 seq = out.outputs[0]
                 completion += len(seq.token_ids)
                 finished = out.finished

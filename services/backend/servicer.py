@@ -71,3 +71,9 @@ class BackendServicer(backend_pb2_grpc.BackendServicer):
     ) -> backend_pb2.ModelInfo:
         info = self._engine.info()
         return backend_pb2.ModelInfo(**vars(info))
+
+    @grpc_errors
+    async def GetLoad(
+        self, request: backend_pb2.GetLoadRequest, context: grpc.aio.ServicerContext
+    ) -> backend_pb2.Load:
+        return backend_pb2.Load(**vars(self._engine.load()))

@@ -60,9 +60,13 @@ class CacheNode(ServiceNode[CacheSettings]):
             self.log = JetStreamLog(
                 s.nats_url, self.cache.apply, stream=s.stream, subject=s.subject,
                 max_age_s=s.ttl_s, max_bytes=s.stream_max_bytes,
-                max_pending=s.max_pending_writes)
+                max_pending=s.max_pending_writes, when_unavailable=s.when_log_unavailable,
+                publish_timeout_s=s.publish_timeout_s, max_tries=s.max_publish_tries,
+                dead_subject=s.dead_subject, max_event_bytes=s.max_event_bytes,
+                on_rejected=self.cache.withdraw)
             await self.stack.enter_async_context(self.log)
             self.cache.log = self.log
+            metrics.follow(self.log)
         servicer = CacheServicer(self.cache, metrics, s.max_prompt_chars,
                                  s.max_answer_chars, self.log)
         return [Registration(servicer, cache_pb2_grpc.add_CacheServicer_to_server, SERVICE_NAME)]

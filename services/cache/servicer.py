@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from cache.core import SemanticCache
 from cache.entries import Entry
@@ -13,6 +16,7 @@ from cache.keys import Scope, Uncacheable
 from core.errors import FieldError
 from core.generation import Usage
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
+from services.cache.log import JetStreamLog
 from services.common.convert import (
     conversation_from_proto,
     sampling_from_proto,
@@ -39,6 +43,33 @@ class CacheMetrics:
                               registry=registry)
         self.latency = Histogram("cache_lookup_seconds", "Lookup latency.", registry=registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+        self.registry = registry
+
+    def follow(self, event_log: JetStreamLog) -> None:
+        """Export the event log's counters (refused, not durable, dead letters, pending)."""
+        self.registry.register(_LogCollector(event_log))
+
+
+class _LogCollector(Collector):
+    """Reads the log's counters at scrape time, so no write path touches Prometheus."""
+
+    def __init__(self, event_log: JetStreamLog) -> None:
+        self.log = event_log
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        c = self.log.counters
+        yield CounterMetricFamily("cache_log_refused_writes",
+                                  "Writes refused because the write buffer was full.",
+                                  value=c.refused)
+        yield CounterMetricFamily("cache_log_not_durable_writes",
+                                  "Writes answered durable=false (buffered, not yet acked).",
+                                  value=c.not_durable)
+        yield CounterMetricFamily("cache_log_dead_letters",
+                                  "Events sent to the dead-letter subject.", value=c.dead_letters)
+        yield CounterMetricFamily("cache_log_rejections",
+                                  "Publishes the stream rejected (every try).", value=c.rejections)
+        yield GaugeMetricFamily("cache_log_pending_writes", "Writes waiting for a JetStream ack.",
+                                value=self.log.pending)
 
 
 class CacheServicer(cache_pb2_grpc.CacheServicer):
@@ -96,14 +127,18 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         prompt = self._text(request.prompt, "prompt", self.max_prompt_chars)
         answer = self._text(request.answer, "answer", self.max_answer_chars)
         try:
-            entry = await self.cache.store(scope, prompt, answer, tier=request.tier,
-                                           prompt_tokens=request.usage.prompt_tokens,
-                                           completion_tokens=request.usage.completion_tokens)
+            stored = await self.cache.store_with_receipt(
+                scope, prompt, answer, tier=request.tier,
+                prompt_tokens=request.usage.prompt_tokens,
+                completion_tokens=request.usage.completion_tokens)
         except Uncacheable as exc:
             return cache_pb2.StoreResponse(stored=False, reason=str(exc))
         self.metrics.stores.inc()
         self._gauges()
-        return cache_pb2.StoreResponse(stored=True, entry_id=entry.id, namespace=entry.namespace)
+        entry = stored.entry
+        return cache_pb2.StoreResponse(
+            stored=True, entry_id=entry.id, namespace=entry.namespace, durable=stored.durable,
+            reason="" if stored.durable else "not durable: the event log has not acknowledged it")
 
     @grpc_errors
     async def Invalidate(self, request: cache_pb2.InvalidateRequest,
@@ -112,18 +147,18 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             raise FieldError("tenant", "is required")
         target = request.WhichOneof("target")
         if target == "entry_id":
-            removed = await self.cache.invalidate_entry(request.tenant, request.entry_id)
+            outcome = await self.cache.invalidate_entry(request.tenant, request.entry_id)
         elif target == "scope":
             scope = self._scope(request.scope, "scope")
             if scope.tenant != request.tenant:
                 raise FieldError("scope.tenant", "differs from tenant")
-            removed = await self.cache.invalidate_namespace(scope)
+            outcome = await self.cache.invalidate_namespace(scope)
         elif target == "whole_tenant" and request.whole_tenant:
-            removed = await self.cache.invalidate_tenant(request.tenant)
+            outcome = await self.cache.invalidate_tenant(request.tenant)
         else:
             raise FieldError("target", "one of entry_id, scope, whole_tenant is required")
         self._gauges()
-        return cache_pb2.InvalidateResponse(removed=removed)
+        return cache_pb2.InvalidateResponse(removed=outcome.removed, durable=outcome.durable)
 
     @grpc_errors
     async def Stats(self, request: cache_pb2.StatsRequest,
@@ -138,7 +173,9 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             expirations=stats.expirations, delta=self.cache.config.delta,
             expected_hit_rate=bound.expected_hit_rate,
             expected_wrong_hit_rate=bound.expected_wrong_share, degraded=degraded,
-            pending_writes=int(getattr(self.log_state, "pending", 0)))
+            pending_writes=int(getattr(self.log_state, "pending", 0)),
+            refused_writes=self.log_state.counters.refused
+            if isinstance(self.log_state, JetStreamLog) else 0)
 
     def _gauges(self) -> None:
         self.metrics.entries.set(self.cache.stats().entries)

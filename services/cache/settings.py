@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -51,7 +52,23 @@ class CacheSettings(ServiceSettings):
     subject: str = Field("cmesh.cache.log", description="Subject the events are published on.")
     stream_max_bytes: int = Field(1 << 30, ge=1 << 20, description="Stream size bound.")
     max_pending_writes: int = Field(10_000, ge=1,
-                                    description="Events buffered while NATS is unreachable.")
+                                    description="Events buffered while NATS is unreachable; "
+                                                "past this, writes are refused (counted).")
+    when_log_unavailable: Literal["buffer", "refuse"] = Field(
+        "buffer", description="With NATS unreachable: 'buffer' answers writes with "
+                              "durable=false and publishes them once NATS is back; 'refuse' "
+                              "answers UNAVAILABLE.")
+    publish_timeout_s: float = Field(2.0, gt=0, le=60,
+                                     description="How long a write waits for the JetStream ack "
+                                                 "before it counts as not durable (or refused).")
+    max_publish_tries: int = Field(5, ge=1, le=100,
+                                   description="Rejections of one event by the stream before it "
+                                               "goes to the dead-letter subject.")
+    dead_subject: str = Field("cmesh.cache.dead",
+                              description="Dead-letter subject for events that cannot be "
+                                          "published or applied.")
+    max_event_bytes: int = Field(-1, ge=-1, description="Largest event the stream takes "
+                                                        "(-1: the server's limit).")
     sweep_interval_s: float = Field(30.0, gt=0, description="How often expired entries go.")
 
     def cache_config(self) -> CacheConfig:

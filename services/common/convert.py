@@ -23,6 +23,7 @@ from core.generation import (
     Usage,
 )
 from protos.backend.v1 import backend_pb2
+from protos.broker.v1 import broker_pb2
 from protos.common.v1 import common_pb2
 
 _ROLE_FROM_PROTO = {common_pb2.ROLE_USER: "user", common_pb2.ROLE_ASSISTANT: "assistant"}
@@ -123,6 +124,7 @@ def generation_request_from_proto(msg: backend_pb2.GenerateRequest) -> Generatio
         logprobs=msg.return_logprobs,
         extra=json_format.MessageToDict(msg.sampling_overrides),
         request_id=msg.request_id,
+        continue_token_ids=tuple(msg.continue_token_ids),
     )
 
 
@@ -132,7 +134,8 @@ def generation_request_to_proto(request: GenerationRequest) -> backend_pb2.Gener
         request_id=request.request_id, prompt=request.prompt,
         conversation=conversation_to_proto(request.conversation),
         sampling=sampling_to_proto(request.sampling), chat=request.chat,
-        return_logprobs=request.logprobs)
+        return_logprobs=request.logprobs,
+        continue_token_ids=list(request.continue_token_ids))
     if request.extra:
         msg.sampling_overrides.update(dict(request.extra))
     return msg
@@ -155,6 +158,26 @@ def chunk_to_delta(chunk: backend_pb2.GenerateChunk) -> Delta:
                  finish_reason=finish_reason_from_proto(chunk.finish_reason),
                  prompt_tokens=chunk.usage.prompt_tokens,
                  completion_tokens=chunk.usage.completion_tokens)
+
+
+def job_to_generation_request(job: broker_pb2.GenerateJob) -> GenerationRequest:
+    """The generation a broker job asks for (its job id as the request id)."""
+    return GenerationRequest(
+        prompt=job.prompt, conversation=conversation_from_proto(job.conversation),
+        sampling=sampling_from_proto(job.sampling), chat=job.chat,
+        logprobs=job.return_logprobs, request_id=job.job_id)
+
+
+def generation_request_to_job(request: GenerationRequest, tier: str, *, tenant: str = "",
+                              batch: bool = False, stream: bool = True,
+                              affinity_key: str = "") -> broker_pb2.GenerateJob:
+    """The broker job a client (the gateway) publishes for a domain request."""
+    return broker_pb2.GenerateJob(
+        job_id=request.request_id, tier=tier, tenant=tenant, prompt=request.prompt,
+        conversation=conversation_to_proto(request.conversation),
+        sampling=sampling_to_proto(request.sampling), chat=request.chat,
+        return_logprobs=request.logprobs, stream=stream, affinity_key=affinity_key,
+        priority=broker_pb2.PRIORITY_BATCH if batch else broker_pb2.PRIORITY_INTERACTIVE)
 
 
 def timestamp(seconds: float) -> Timestamp:

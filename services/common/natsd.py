@@ -11,6 +11,7 @@ import shutil
 import socket
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Self
 
@@ -40,8 +41,10 @@ class NatsServer:
     brings it back on the same port and store, so JetStream data survives.
     """
 
-    def __init__(self, port: int | None = None, store_dir: str | Path | None = None) -> None:
+    def __init__(self, port: int | None = None, store_dir: str | Path | None = None,
+                 extra_args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
+        self.extra_args = list(extra_args)
         self._own_dir = store_dir is None
         self.store_dir = Path(store_dir or tempfile.mkdtemp(prefix="cmesh-nats-"))
         self._proc: asyncio.subprocess.Process | None = None
@@ -60,7 +63,7 @@ class NatsServer:
             return
         self._proc = await asyncio.create_subprocess_exec(
             nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port),
-            "-js", "-sd", str(self.store_dir),
+            "-js", "-sd", str(self.store_dir), *self.extra_args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         deadline = asyncio.get_running_loop().time() + timeout

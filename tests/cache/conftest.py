@@ -34,12 +34,22 @@ def verifier() -> CrossVerifier:
     return CrossVerifier.load()
 
 
+@pytest.fixture(scope="session")
+def embedding_memo() -> dict[str, np.ndarray]:
+    """Real MiniLM vectors by text: replica tests embed one small pool many times."""
+    return {}
+
+
 @pytest.fixture
-def make_cache(embedder: Embedder, verifier: CrossVerifier) -> MakeCache:
+def make_cache(embedder: Embedder, verifier: CrossVerifier,
+               embedding_memo: dict[str, np.ndarray]) -> MakeCache:
     """Build a cache on the real embedder and verifier; keyword overrides of CacheConfig."""
+    memo = embedding_memo
 
     async def embed(text: str) -> np.ndarray:
-        return embedder.encode([text])[0]
+        if text not in memo:
+            memo[text] = embedder.encode([text])[0]
+        return memo[text]
 
     def build(log: EntryLog | None = None, clock: Callable[[], float] | None = None,
               **config: object) -> SemanticCache:

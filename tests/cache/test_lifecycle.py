@@ -63,12 +63,12 @@ async def test_invalidate_entry_namespace_tenant(make_cache: MakeCache) -> None:
     await cache.store(ACME, "What is the capital of Spain?", "Madrid")
     await cache.store(other_ns, "What is the capital of Italy?", "Rome")
     await cache.store(other_tenant, "What is the capital of Peru?", "Lima")
-    assert await cache.invalidate_entry("globex", first.id) == 0, "another tenant's id"
-    assert await cache.invalidate_entry("acme", first.id) == 1
+    assert (await cache.invalidate_entry("globex", first.id)).removed == 0, "another tenant's id"
+    assert (await cache.invalidate_entry("acme", first.id)).removed == 1
     assert not (await cache.lookup(ACME, "What is the capital of France?")).hit
-    assert await cache.invalidate_namespace(ACME) == 1
+    assert (await cache.invalidate_namespace(ACME)).removed == 1
     assert (await cache.lookup(other_ns, "What is the capital of Italy?")).hit
-    assert await cache.invalidate_tenant("acme") == 1
+    assert (await cache.invalidate_tenant("acme")).removed == 1
     assert cache.stats("acme").entries == 0
     assert cache.stats("globex").entries == 1
 

@@ -110,31 +110,90 @@ async def _wait_serving(address: str, timeout: float = 180.0) -> None:
             await asyncio.sleep(0.2)
 
 
-async def test_killed_service_loses_no_entry(nats_server: NatsServer) -> None:
+async def test_hard_kill_keeps_every_durable_store(nats_server: NatsServer) -> None:
+    """100 concurrent Stores, SIGKILL while some are in flight: every store that answered
+    durable is served after a restart (each in its own namespace, so the lookup is exact)."""
     port = free_port()
+    # A generous ack timeout: on a loaded machine a slow ack would honestly answer "not
+    # durable", and this test is about what "durable" promises, not about speed.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CMESH_CACHE_NATS_URL": nats_server.url,
-           "CMESH_CACHE_PORT": str(port)}
+           "CMESH_CACHE_PORT": str(port), "CMESH_CACHE_PUBLISH_TIMEOUT_S": "15"}
     address = f"127.0.0.1:{port}"
-    prompts = ["What is the capital of France?", "How do I reset my password?",
-               "How many legs does a spider have?"]
+
+    def scoped(i: int) -> cache_pb2.Scope:
+        return cache_pb2.Scope(tenant="acme", sampling=GREEDY, policy=f"p{i}")
+
     proc = await _start(env)
     try:
         await _wait_serving(address)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = cache_pb2_grpc.CacheStub(channel)
-            for p in prompts:
-                assert (await stub.Store(cache_pb2.StoreRequest(scope=scope(), prompt=p,
-                                                                answer="A: " + p))).stored
-        proc.send_signal(signal.SIGKILL)
+
+            async def store(i: int) -> tuple[int, cache_pb2.StoreResponse]:
+                return i, await stub.Store(cache_pb2.StoreRequest(
+                    scope=scoped(i), prompt=f"What is item {i} of the list?", answer=f"A{i}"))
+
+            calls = [asyncio.create_task(store(i)) for i in range(100)]
+            answered: dict[int, cache_pb2.StoreResponse] = {}
+            for next_done in asyncio.as_completed(calls):
+                i, reply = await next_done
+                answered[i] = reply
+                if len(answered) == 60:  # kill with the other 40 in flight
+                    break
+            proc.send_signal(signal.SIGKILL)
+            for late in await asyncio.gather(*calls, return_exceptions=True):
+                if isinstance(late, tuple):
+                    answered[late[0]] = late[1]
         await proc.wait()
+        durable = {i: r.entry_id for i, r in answered.items() if r.stored and r.durable}
+        assert len(durable) >= 60, "a store answered before the kill was not durable"
         proc = await _start(env)
         await _wait_serving(address)
         async with grpc.aio.insecure_channel(address) as channel:
             stub = cache_pb2_grpc.CacheStub(channel)
-            for p in prompts:
-                reply = await stub.Lookup(cache_pb2.LookupRequest(scope=scope(), prompt=p))
-                assert reply.hit and reply.entry.answer == "A: " + p
+            replies = await asyncio.gather(*(stub.Lookup(cache_pb2.LookupRequest(
+                scope=scoped(i), prompt=f"What is item {i} of the list?")) for i in durable))
+            for (i, entry_id), reply in zip(durable.items(), replies, strict=True):
+                assert reply.hit and reply.entry.id == entry_id and reply.entry.answer == f"A{i}"
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.parametrize("mode", ["buffer", "refuse"])
+async def test_store_with_nats_down_says_so(nats_server: NatsServer, embedder: Embedder,
+                                            mode: str) -> None:
+    settings = CacheSettings(nats_url=nats_server.url, port=0, delta=0.25,
+                             when_log_unavailable=mode, publish_timeout_s=3.0)
+    async with (CacheNode(settings, embedder, FeatureVerifier.load()) as node,
+                grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as channel):
+        stub = cache_pb2_grpc.CacheStub(channel)
+        up = await stub.Store(cache_pb2.StoreRequest(scope=scope(), prompt="Who wrote Hamlet?",
+                                                     answer="Shakespeare"))
+        assert up.stored and up.durable
+        await nats_server.stop()
+        request = cache_pb2.StoreRequest(scope=scope(), prompt="How far is the Moon?",
+                                         answer="About 384,000 km")
+        invalidate = cache_pb2.InvalidateRequest(tenant="acme", entry_id=up.entry_id)
+        if mode == "refuse":
+            for call, message in ((stub.Store, request), (stub.Invalidate, invalidate)):
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    await call(message)
+                assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        else:
+            down = await stub.Store(request)
+            assert down.stored and not down.durable and "not durable" in down.reason
+            gone = await stub.Invalidate(invalidate)
+            assert gone.removed == 1 and not gone.durable
+            stats = await stub.Stats(cache_pb2.StatsRequest())
+            assert stats.degraded and stats.pending_writes == 2
+            sample = node.registry.get_sample_value
+            assert sample("cache_log_not_durable_writes_total") == 2
+            assert sample("cache_log_pending_writes") == 2
+        await nats_server.start()
+        assert node.log is not None and await node.log.drained(20)
+        assert await node.log.wait_connected(20)
+        again = await stub.Store(cache_pb2.StoreRequest(scope=scope(), prompt="What is 2+2?",
+                                                        answer="4"))
+        assert again.durable

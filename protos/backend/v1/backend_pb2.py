@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from protos.common.v1 import common_pb2 as protos_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/backend/v1/backend.proto\x12\x16\x63\x61scademesh.backend.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dprotos/common/v1/common.proto\"\x85\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x39\n\x0c\x63onversation\x18\x03 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x0c\n\x04\x63hat\x18\x04 \x01(\x08\x12\x37\n\x08sampling\x18\x05 \x01(\x0b\x32%.cascademesh.common.v1.SamplingParams\x12\x17\n\x0freturn_logprobs\x18\x06 \x01(\x08\x12\x33\n\x12sampling_overrides\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xd6\x01\n\rGenerateChunk\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x35\n\x08logprobs\x18\x03 \x03(\x0b\x32#.cascademesh.common.v1.TokenLogprob\x12:\n\rfinish_reason\x18\x04 \x01(\x0e\x32#.cascademesh.common.v1.FinishReason\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\"\xcd\x01\n\nCompletion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x35\n\x08logprobs\x18\x03 \x03(\x0b\x32#.cascademesh.common.v1.TokenLogprob\x12:\n\rfinish_reason\x18\x04 \x01(\x0e\x32#.cascademesh.common.v1.FinishReason\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\"\x15\n\x13GetModelInfoRequest\"\xa8\x02\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0bserved_name\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x14\n\x0cquantization\x18\x04 \x01(\t\x12\x16\n\x0ekv_cache_dtype\x18\x05 \x01(\t\x12\x1c\n\x14tensor_parallel_size\x18\x06 \x01(\r\x12\x1e\n\x16pipeline_parallel_size\x18\x07 \x01(\r\x12\x15\n\rmax_model_len\x18\x08 \x01(\r\x12\x18\n\x10max_tokens_limit\x18\t \x01(\r\x12\x1d\n\x15\x65nable_prefix_caching\x18\n \x01(\x08\x12\x14\n\x0cmax_num_seqs\x18\x0b \x01(\r\x12\x16\n\x0e\x65ngine_version\x18\x0c \x01(\t2\xa0\x02\n\x07\x42\x61\x63kend\x12\\\n\x08Generate\x12\'.cascademesh.backend.v1.GenerateRequest\x1a%.cascademesh.backend.v1.GenerateChunk0\x01\x12W\n\x08\x43omplete\x12\'.cascademesh.backend.v1.GenerateRequest\x1a\".cascademesh.backend.v1.Completion\x12^\n\x0cGetModelInfo\x12+.cascademesh.backend.v1.GetModelInfoRequest\x1a!.cascademesh.backend.v1.ModelInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fprotos/backend/v1/backend.proto\x12\x16\x63\x61scademesh.backend.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1dprotos/common/v1/common.proto\"\xa1\x02\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x39\n\x0c\x63onversation\x18\x03 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x0c\n\x04\x63hat\x18\x04 \x01(\x08\x12\x37\n\x08sampling\x18\x05 \x01(\x0b\x32%.cascademesh.common.v1.SamplingParams\x12\x17\n\x0freturn_logprobs\x18\x06 \x01(\x08\x12\x33\n\x12sampling_overrides\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1a\n\x12\x63ontinue_token_ids\x18\x08 \x03(\x05\"\xd6\x01\n\rGenerateChunk\x12\x12\n\ntext_delta\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x35\n\x08logprobs\x18\x03 \x03(\x0b\x32#.cascademesh.common.v1.TokenLogprob\x12:\n\rfinish_reason\x18\x04 \x01(\x0e\x32#.cascademesh.common.v1.FinishReason\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\"\xcd\x01\n\nCompletion\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\ttoken_ids\x18\x02 \x03(\x05\x12\x35\n\x08logprobs\x18\x03 \x03(\x0b\x32#.cascademesh.common.v1.TokenLogprob\x12:\n\rfinish_reason\x18\x04 \x01(\x0e\x32#.cascademesh.common.v1.FinishReason\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\"\x15\n\x13GetModelInfoRequest\"\xa8\x02\n\tModelInfo\x12\r\n\x05model\x18\x01 \x01(\t\x12\x13\n\x0bserved_name\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x14\n\x0cquantization\x18\x04 \x01(\t\x12\x16\n\x0ekv_cache_dtype\x18\x05 \x01(\t\x12\x1c\n\x14tensor_parallel_size\x18\x06 \x01(\r\x12\x1e\n\x16pipeline_parallel_size\x18\x07 \x01(\r\x12\x15\n\rmax_model_len\x18\x08 \x01(\r\x12\x18\n\x10max_tokens_limit\x18\t \x01(\r\x12\x1d\n\x15\x65nable_prefix_caching\x18\n \x01(\x08\x12\x14\n\x0cmax_num_seqs\x18\x0b \x01(\r\x12\x16\n\x0e\x65ngine_version\x18\x0c \x01(\t\"\x10\n\x0eGetLoadRequest\"F\n\x04Load\x12\x11\n\tin_flight\x18\x01 \x01(\r\x12\x14\n\x0cmax_num_seqs\x18\x02 \x01(\r\x12\x15\n\rmax_in_flight\x18\x03 \x01(\r2\xf1\x02\n\x07\x42\x61\x63kend\x12\\\n\x08Generate\x12\'.cascademesh.backend.v1.GenerateRequest\x1a%.cascademesh.backend.v1.GenerateChunk0\x01\x12W\n\x08\x43omplete\x12\'.cascademesh.backend.v1.GenerateRequest\x1a\".cascademesh.backend.v1.Completion\x12^\n\x0cGetModelInfo\x12+.cascademesh.backend.v1.GetModelInfoRequest\x1a!.cascademesh.backend.v1.ModelInfo\x12O\n\x07GetLoad\x12&.cascademesh.backend.v1.GetLoadRequest\x1a\x1c.cascademesh.backend.v1.Loadb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.backend.v1.backend_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEREQUEST']._serialized_start=121
-  _globals['_GENERATEREQUEST']._serialized_end=382
-  _globals['_GENERATECHUNK']._serialized_start=385
-  _globals['_GENERATECHUNK']._serialized_end=599
-  _globals['_COMPLETION']._serialized_start=602
-  _globals['_COMPLETION']._serialized_end=807
-  _globals['_GETMODELINFOREQUEST']._serialized_start=809
-  _globals['_GETMODELINFOREQUEST']._serialized_end=830
-  _globals['_MODELINFO']._serialized_start=833
-  _globals['_MODELINFO']._serialized_end=1129
-  _globals['_BACKEND']._serialized_start=1132
-  _globals['_BACKEND']._serialized_end=1420
+  _globals['_GENERATEREQUEST']._serialized_end=410
+  _globals['_GENERATECHUNK']._serialized_start=413
+  _globals['_GENERATECHUNK']._serialized_end=627
+  _globals['_COMPLETION']._serialized_start=630
+  _globals['_COMPLETION']._serialized_end=835
+  _globals['_GETMODELINFOREQUEST']._serialized_start=837
+  _globals['_GETMODELINFOREQUEST']._serialized_end=858
+  _globals['_MODELINFO']._serialized_start=861
+  _globals['_MODELINFO']._serialized_end=1157
+  _globals['_GETLOADREQUEST']._serialized_start=1159
+  _globals['_GETLOADREQUEST']._serialized_end=1175
+  _globals['_LOAD']._serialized_start=1177
+  _globals['_LOAD']._serialized_end=1247
+  _globals['_BACKEND']._serialized_start=1250
+  _globals['_BACKEND']._serialized_end=1619
 # @@protoc_insertion_point(module_scope)

@@ -9,7 +9,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("request_id", "prompt", "conversation", "chat", "sampling", "return_logprobs", "sampling_overrides")
+    __slots__ = ("request_id", "prompt", "conversation", "chat", "sampling", "return_logprobs", "sampling_overrides", "continue_token_ids")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class GenerateRequest(_message.Message):
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     RETURN_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_OVERRIDES_FIELD_NUMBER: _ClassVar[int]
+    CONTINUE_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     prompt: str
     conversation: _common_pb2.Conversation
@@ -24,7 +25,8 @@ class GenerateRequest(_message.Message):
     sampling: _common_pb2.SamplingParams
     return_logprobs: bool
     sampling_overrides: _struct_pb2.Struct
-    def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., chat: _Optional[bool] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., return_logprobs: _Optional[bool] = ..., sampling_overrides: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    continue_token_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., chat: _Optional[bool] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., return_logprobs: _Optional[bool] = ..., sampling_overrides: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., continue_token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
     __slots__ = ("text_delta", "token_ids", "logprobs", "finish_reason", "usage")
@@ -85,3 +87,17 @@ class ModelInfo(_message.Message):
     max_num_seqs: int
     engine_version: str
     def __init__(self, model: _Optional[str] = ..., served_name: _Optional[str] = ..., dtype: _Optional[str] = ..., quantization: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., pipeline_parallel_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., max_tokens_limit: _Optional[int] = ..., enable_prefix_caching: _Optional[bool] = ..., max_num_seqs: _Optional[int] = ..., engine_version: _Optional[str] = ...) -> None: ...
+
+class GetLoadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Load(_message.Message):
+    __slots__ = ("in_flight", "max_num_seqs", "max_in_flight")
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
+    MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    in_flight: int
+    max_num_seqs: int
+    max_in_flight: int
+    def __init__(self, in_flight: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., max_in_flight: _Optional[int] = ...) -> None: ...

@@ -49,6 +49,11 @@ class BackendStub:
                 request_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.ModelInfo.FromString,
                 _registered_method=True)
+        self.GetLoad = channel.unary_unary(
+                '/cascademesh.backend.v1.Backend/GetLoad',
+                request_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.GetLoadRequest.SerializeToString,
+                response_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.Load.FromString,
+                _registered_method=True)
 
 
 class BackendServicer:
@@ -75,6 +80,13 @@ class BackendServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLoad(self, request, context):
+        """How busy the engine is now (the broker's dispatch reads it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackendServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +104,11 @@ def add_BackendServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.GetModelInfoRequest.FromString,
                     response_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.ModelInfo.SerializeToString,
+            ),
+            'GetLoad': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLoad,
+                    request_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.GetLoadRequest.FromString,
+                    response_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.Load.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +192,33 @@ class Backend:
             '/cascademesh.backend.v1.Backend/GetModelInfo',
             protos_dot_backend_dot_v1_dot_backend__pb2.GetModelInfoRequest.SerializeToString,
             protos_dot_backend_dot_v1_dot_backend__pb2.ModelInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLoad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cascademesh.backend.v1.Backend/GetLoad',
+            protos_dot_backend_dot_v1_dot_backend__pb2.GetLoadRequest.SerializeToString,
+            protos_dot_backend_dot_v1_dot_backend__pb2.Load.FromString,
             options,
             channel_credentials,
             insecure,

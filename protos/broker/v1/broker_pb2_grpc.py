@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from protos.broker.v1 import broker_pb2 as protos_dot_broker_dot_v1_dot_broker__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -22,3 +23,76 @@ if _version_not_supported:
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
+
+
+class BrokerStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetStatus = channel.unary_unary(
+                '/cascademesh.broker.v1.Broker/GetStatus',
+                request_serializer=protos_dot_broker_dot_v1_dot_broker__pb2.GetStatusRequest.SerializeToString,
+                response_deserializer=protos_dot_broker_dot_v1_dot_broker__pb2.BrokerStatus.FromString,
+                _registered_method=True)
+
+
+class BrokerServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def GetStatus(self, request, context):
+        """Queue depth per tier and class, in-flight jobs per backend replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_BrokerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStatus,
+                    request_deserializer=protos_dot_broker_dot_v1_dot_broker__pb2.GetStatusRequest.FromString,
+                    response_serializer=protos_dot_broker_dot_v1_dot_broker__pb2.BrokerStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'cascademesh.broker.v1.Broker', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('cascademesh.broker.v1.Broker', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Broker:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def GetStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cascademesh.broker.v1.Broker/GetStatus',
+            protos_dot_broker_dot_v1_dot_broker__pb2.GetStatusRequest.SerializeToString,
+            protos_dot_broker_dot_v1_dot_broker__pb2.BrokerStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

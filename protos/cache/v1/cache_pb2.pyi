@@ -78,16 +78,18 @@ class StoreRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., prompt: _Optional[str] = ..., answer: _Optional[str] = ..., tier: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ...) -> None: ...
 
 class StoreResponse(_message.Message):
-    __slots__ = ("stored", "entry_id", "namespace", "reason")
+    __slots__ = ("stored", "entry_id", "namespace", "reason", "durable")
     STORED_FIELD_NUMBER: _ClassVar[int]
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
     stored: bool
     entry_id: str
     namespace: str
     reason: str
-    def __init__(self, stored: _Optional[bool] = ..., entry_id: _Optional[str] = ..., namespace: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    durable: bool
+    def __init__(self, stored: _Optional[bool] = ..., entry_id: _Optional[str] = ..., namespace: _Optional[str] = ..., reason: _Optional[str] = ..., durable: _Optional[bool] = ...) -> None: ...
 
 class InvalidateRequest(_message.Message):
     __slots__ = ("tenant", "entry_id", "scope", "whole_tenant")
@@ -102,10 +104,12 @@ class InvalidateRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., entry_id: _Optional[str] = ..., scope: _Optional[_Union[Scope, _Mapping]] = ..., whole_tenant: _Optional[bool] = ...) -> None: ...
 
 class InvalidateResponse(_message.Message):
-    __slots__ = ("removed",)
+    __slots__ = ("removed", "durable")
     REMOVED_FIELD_NUMBER: _ClassVar[int]
+    DURABLE_FIELD_NUMBER: _ClassVar[int]
     removed: int
-    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+    durable: bool
+    def __init__(self, removed: _Optional[int] = ..., durable: _Optional[bool] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ("tenant",)
@@ -114,7 +118,7 @@ class StatsRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("entries", "namespaces", "lookups", "hits", "guard_rejections", "evictions", "expirations", "delta", "expected_hit_rate", "expected_wrong_hit_rate", "degraded", "pending_writes")
+    __slots__ = ("entries", "namespaces", "lookups", "hits", "guard_rejections", "evictions", "expirations", "delta", "expected_hit_rate", "expected_wrong_hit_rate", "degraded", "pending_writes", "refused_writes")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     LOOKUPS_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +131,7 @@ class StatsResponse(_message.Message):
     EXPECTED_WRONG_HIT_RATE_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     PENDING_WRITES_FIELD_NUMBER: _ClassVar[int]
+    REFUSED_WRITES_FIELD_NUMBER: _ClassVar[int]
     entries: int
     namespaces: int
     lookups: int
@@ -139,4 +144,5 @@ class StatsResponse(_message.Message):
     expected_wrong_hit_rate: float
     degraded: bool
     pending_writes: int
-    def __init__(self, entries: _Optional[int] = ..., namespaces: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., guard_rejections: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., delta: _Optional[float] = ..., expected_hit_rate: _Optional[float] = ..., expected_wrong_hit_rate: _Optional[float] = ..., degraded: _Optional[bool] = ..., pending_writes: _Optional[int] = ...) -> None: ...
+    refused_writes: int
+    def __init__(self, entries: _Optional[int] = ..., namespaces: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., guard_rejections: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., delta: _Optional[float] = ..., expected_hit_rate: _Optional[float] = ..., expected_wrong_hit_rate: _Optional[float] = ..., degraded: _Optional[bool] = ..., pending_writes: _Optional[int] = ..., refused_writes: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""The NATS JetStream batching broker between the gateway and the vLLM backends."""

@@ -1,0 +1,209 @@
+"""The broker's client library: publish a generation job, yield its chunks.
+
+    async with BrokerClient(["nats://127.0.0.1:4222"]) as client:
+        job = await client.submit(GenerateJob(tier="small", prompt="Hi", stream=True),
+                                  deadline_s=30)
+        async for chunk in job:
+            print(chunk.text_delta, end="")
+
+`submit` fails at once when the tier's queue (or the tenant's share of it) is
+full: `JobError` with code RESOURCE_EXHAUSTED and `retry_after_ms` (the gateway
+puts it into trailing metadata). Iterating yields each chunk once, in order:
+after a broker died and another took the job over, text the client already
+has (by character offset) is dropped. Leaving the loop early, `cancel()`, or the
+deadline passing cancels the job on the broker (its backend call is aborted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import nats
+from nats.js.errors import APIError, NoStreamResponseError
+
+from core.errors import DomainError, ErrorKind
+from protos.broker.v1 import broker_pb2
+from services.broker.subjects import CANCEL_SUBJECT, job_subject
+
+# grpc.StatusCode names by value, so callers need not import grpc to read them.
+CODES = {1: "CANCELLED", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 8: "RESOURCE_EXHAUSTED",
+         9: "FAILED_PRECONDITION", 13: "INTERNAL", 14: "UNAVAILABLE"}
+_FULL = 10077  # JetStream: maximum messages (per subject) exceeded
+
+
+class JobError(DomainError):
+    """A job that failed or was refused; `code` is a grpc.StatusCode name, and the
+    error's `kind` the same (so `services.common.errors` maps it to that status)."""
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+        self.kind = ErrorKind.__members__.get(code, ErrorKind.INTERNAL)  # type: ignore[misc]
+
+
+class JobStream:
+    """The chunks of one submitted job (async iterator); see the module doc."""
+
+    def __init__(self, client: BrokerClient, job: broker_pb2.GenerateJob, sub: Any,
+                 queue: asyncio.Queue[broker_pb2.JobChunk], deadline: float | None,
+                 grace_s: float) -> None:
+        self.job = job
+        self._client, self._sub, self._queue = client, sub, queue
+        self._deadline, self._grace = deadline, grace_s
+        self._have = 0        # characters of the answer received
+        self._done = False
+        self.attempts: set[int] = set()
+
+    @property
+    def job_id(self) -> str:
+        return self.job.job_id
+
+    def __aiter__(self) -> AsyncIterator[broker_pb2.JobChunk]:
+        return self._chunks()
+
+    async def _chunks(self) -> AsyncIterator[broker_pb2.JobChunk]:
+        try:
+            while not self._done:
+                chunk = await self._next()
+                self.attempts.add(chunk.attempt)
+                if chunk.HasField("error") and chunk.error.code:
+                    self._done = True
+                    raise JobError(CODES.get(chunk.error.code, str(chunk.error.code)),
+                                   chunk.error.message, chunk.error.retry_after_ms or None)
+                if self.job.stream:
+                    skip = self._have - chunk.offset  # text a dead broker's attempt sent
+                    if skip > 0:
+                        if skip >= len(chunk.text_delta) and not chunk.finish_reason:
+                            continue
+                        chunk.text_delta = chunk.text_delta[skip:]
+                    self._have = max(self._have, chunk.offset) + len(chunk.text_delta)
+                if chunk.finish_reason:
+                    self._done = True
+                yield chunk
+        finally:
+            if not self._done:
+                self._done = True
+                await self.cancel()
+            await self._close()
+
+    async def _next(self) -> broker_pb2.JobChunk:
+        timeout = None
+        if self._deadline is not None:
+            timeout = self._deadline + self._grace - time.time()
+        try:
+            if timeout is not None and timeout <= 0:
+                raise TimeoutError
+            return await asyncio.wait_for(self._queue.get(), timeout)
+        except TimeoutError:
+            self._done = True
+            await self.cancel()
+            raise JobError("DEADLINE_EXCEEDED", "no answer before the deadline") from None
+
+    async def text(self) -> str:
+        """The whole answer (joins the stream, or the one unary chunk)."""
+        return "".join([c.text_delta async for c in self])
+
+    async def cancel(self) -> None:
+        """Ask every broker to drop the job (abort it if running)."""
+        await self._client.cancel(self.job_id)
+
+    async def _close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+
+class BrokerClient:
+    """A NATS connection for submitting jobs (async context manager)."""
+
+    def __init__(self, servers: Sequence[str] | str, retry_after_ms: int = 500,
+                 publish_timeout_s: float = 2.0, deadline_grace_s: float = 1.0,
+                 publish_retry_s: float = 10.0, nc: Any = None) -> None:
+        self.publish_retry_s = publish_retry_s
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        self.retry_after_ms = retry_after_ms
+        self.publish_timeout_s = publish_timeout_s
+        self.deadline_grace_s = deadline_grace_s
+        self.nc = nc
+        self._own = nc is None
+        self.js: Any = nc.jetstream() if nc is not None else None
+
+    async def __aenter__(self) -> Self:
+        if self.nc is None:
+            self.nc = await nats.connect(servers=self.servers, max_reconnect_attempts=-1,
+                                         reconnect_time_wait=0.2)
+            self.js = self.nc.jetstream()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._own and self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+    async def submit(self, job: broker_pb2.GenerateJob,
+                     deadline_s: float | None = None) -> JobStream:
+        """Publish `job` (job id, reply subject and deadline filled in when unset)."""
+        job_ = broker_pb2.GenerateJob()
+        job_.CopyFrom(job)
+        job_.job_id = job_.job_id or uuid.uuid4().hex
+        job_.reply_subject = job_.reply_subject or self.nc.new_inbox()
+        if deadline_s is not None:
+            job_.deadline.FromNanoseconds(int((time.time() + deadline_s) * 1e9))
+        deadline = (job_.deadline.seconds + job_.deadline.nanos / 1e9
+                    if job_.HasField("deadline") else None)
+        job_class = "batch" if job_.priority == broker_pb2.PRIORITY_BATCH else "interactive"
+        try:
+            subject = job_subject(job_.tier, job_class, job_.tenant)
+        except ValueError as exc:
+            raise JobError("INVALID_ARGUMENT", str(exc)) from exc
+        queue: asyncio.Queue[broker_pb2.JobChunk] = asyncio.Queue()
+
+        async def on_chunk(msg: Any) -> None:
+            with contextlib.suppress(Exception):
+                queue.put_nowait(broker_pb2.JobChunk.FromString(msg.data))
+
+        sub = await self.nc.subscribe(job_.reply_subject, cb=on_chunk)
+        try:
+            await self._publish(subject, job_)
+        except BaseException:
+            await sub.unsubscribe()
+            raise
+        return JobStream(self, job_, sub, queue, deadline, self.deadline_grace_s)
+
+    async def _publish(self, subject: str, job: broker_pb2.GenerateJob) -> None:
+        """Store the job once; retry briefly while a clustered stream elects a leader.
+
+        A refusal for a full queue is final at once. "No responders" and timeouts
+        are retried with the same `Nats-Msg-Id` (stored once) for `publish_retry_s`.
+        """
+        end = time.monotonic() + self.publish_retry_s
+        while True:
+            try:
+                await self.js.publish(subject, job.SerializeToString(),
+                                      timeout=self.publish_timeout_s,
+                                      headers={"Nats-Msg-Id": job.job_id})
+                return
+            except APIError as exc:
+                if exc.err_code == _FULL:
+                    raise JobError("RESOURCE_EXHAUSTED", f"tier {job.tier} queue full: "
+                                   f"{exc.description}", self.retry_after_ms) from exc
+                if exc.code != 503 or time.monotonic() > end:
+                    raise JobError("UNAVAILABLE", str(exc)) from exc
+            except (NoStreamResponseError, TimeoutError, nats.errors.Error) as exc:
+                if time.monotonic() > end:
+                    raise JobError("UNAVAILABLE", f"no queue for tier {job.tier}: "
+                                   f"{type(exc).__name__}") from exc
+            await asyncio.sleep(0.1)
+
+    async def cancel(self, job_id: str) -> None:
+        with contextlib.suppress(Exception):
+            await self.nc.publish(CANCEL_SUBJECT,
+                                  broker_pb2.CancelJob(job_id=job_id).SerializeToString())

@@ -1,0 +1,49 @@
+"""Names on NATS shared by the broker and its client (no NATS import).
+
+A job of tier `small`, class `batch`, tenant `acme` is published on
+`gen.small.batch.acme`; the tier's stream `GEN_SMALL` holds `gen.small.>`.
+The tenant token lets the stream cap each tenant's queued jobs
+(`max_msgs_per_subject`), which is what keeps one tenant's flood from
+filling the queue ahead of everyone else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from core.errors import FieldError
+
+CANCEL_SUBJECT = "broker.cancel"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_tier(tier: str) -> str:
+    if not _TOKEN.match(tier):
+        raise FieldError("tier", "1-64 characters of A-Z a-z 0-9 _ -")
+    return tier
+
+
+def tenant_token(tenant: str) -> str:
+    """A subject token for any tenant name (a digest when it has other characters)."""
+    if not tenant:
+        return "_"
+    if _TOKEN.match(tenant):
+        return tenant
+    return "h" + hashlib.blake2b(tenant.encode(), digest_size=10).hexdigest()
+
+
+def job_subject(tier: str, job_class: str, tenant: str) -> str:
+    return f"gen.{check_tier(tier)}.{job_class}.{tenant_token(tenant)}"
+
+
+def class_filter(tier: str, job_class: str) -> str:
+    return f"gen.{tier}.{job_class}.*"
+
+
+def stream_name(tier: str) -> str:
+    return f"GEN_{check_tier(tier).upper().replace('-', '_')}"
+
+
+def consumer_name(tier: str, job_class: str) -> str:
+    return f"broker-{tier}-{job_class}"

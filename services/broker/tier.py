@@ -1,0 +1,335 @@
+"""One tier's worker: pull jobs while backends have room, schedule, run, settle.
+
+Pullers (one per class) fetch only up to the tier's free backend slots plus a
+small look-ahead; the scheduler picks class and tenant; each job runs as its
+own task over the dispatch pick; the outcome decides ack / term / nak.
+Fetched and running jobs get `in_progress()` every third of the ack wait, so
+JetStream redelivers a job only when its broker is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from core.errors import FieldError
+from protos.broker.v1 import broker_pb2
+from services.broker.backends import GrpcBackends
+from services.broker.dispatch import POLICIES, Replica, affinity_key, pick, total_free
+from services.broker.jetstream import JobQueue, delivery_count, settle
+from services.broker.jobs import JobRun, Outcome, check_job, run_job
+from services.broker.metrics import BrokerMetrics
+from services.broker.scheduler import CLASSES, JobClass, Scheduler
+from services.broker.settings import BrokerSettings
+
+log = logging.getLogger(__name__)
+
+CANCELLED, DEADLINE_EXCEEDED, INVALID_ARGUMENT = 1, 4, 3  # grpc.StatusCode values
+_READY_WAIT_S = 0.01  # a fetch of what is already queued (the server answers at once)
+
+
+class Signal:
+    """Wake every waiter when something changed (capacity, new jobs)."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+@dataclass
+class Held:
+    """A fetched job this broker holds (buffered or running)."""
+
+    run: JobRun
+    msg: Any
+    key: str
+    task: asyncio.Task[None] | None = None
+    twins: list[Any] = field(default_factory=list)  # later deliveries of the same job
+
+    @property
+    def msgs(self) -> list[Any]:
+        return [self.msg, *self.twins]
+
+
+class _Reply:
+    def __init__(self, queue: JobQueue, subject: str) -> None:
+        self._queue, self._subject = queue, subject
+
+    async def send(self, chunk: broker_pb2.JobChunk) -> None:
+        await self._queue.reply(self._subject, chunk)
+
+
+class TierWorker:
+    def __init__(self, tier: str, addresses: list[str], queue: JobQueue,
+                 backends: GrpcBackends, settings: BrokerSettings,
+                 metrics: BrokerMetrics) -> None:
+        self.tier = tier
+        self.replicas = [Replica(a, max_slots=settings.max_slots_per_replica)
+                         for a in addresses]
+        self.queue, self.backends, self.s, self.m = queue, backends, settings, metrics
+        self.scheduler: Scheduler[Held] = Scheduler(settings.batch_share)
+        self.running: dict[str, Held] = {}
+        self.changed = Signal()
+        self.cancelled: dict[str, float] = {}
+        self.done: OrderedDict[str, None] = OrderedDict()  # recently completed job ids
+        self.fetching = True
+        self.stats = {"completed": 0, "terminated": 0, "redeliveries": 0}
+        self._subs: dict[JobClass, Any] = {}
+        for r in self.replicas:
+            metrics.in_flight.labels(tier, r.address).set_function(
+                lambda r=r: r.local_in_flight)
+
+    async def prepare(self, timeout_s: float = 60.0) -> None:
+        """Create the stream and the shared consumers (retried through leader elections)."""
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                await self.queue.ensure(self.tier)
+                self._subs = {c: await self.queue.consumer(self.tier, c) for c in CLASSES}
+                return
+            except Exception as exc:
+                if time.monotonic() > end:
+                    raise
+                log.warning("tier %s: stream or consumers not ready (%r); retrying",
+                            self.tier, exc)
+                await asyncio.sleep(0.5)
+
+    async def run(self) -> None:
+        """Pull, dispatch and heartbeat until cancelled (after `prepare()`)."""
+        async with asyncio.TaskGroup() as group:
+            for c in CLASSES:
+                group.create_task(self._forever(lambda c=c: self._pull(c, self._subs[c])))
+            for loop in (self._dispatch, self._heartbeat, self._depth):
+                group.create_task(self._forever(loop))
+
+    async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop; an unexpected error is logged and the loop restarted."""
+        while True:
+            try:
+                await loop()
+            except Exception:
+                log.exception("tier %s: loop failed; restarting it", self.tier)
+                await asyncio.sleep(0.5)
+
+    async def drain(self) -> None:
+        """Stop fetching, give buffered jobs back, let running ones finish."""
+        self.fetching = False
+        for held in self.scheduler.remove(lambda h: True):
+            await self._settle_all(held.item, "nak")
+        self.changed.fire()
+        while self.running:
+            await self.changed.wait(0.5)
+
+    # ---- pulling ------------------------------------------------------------------------
+    async def _pull(self, job_class: JobClass, sub: Any) -> None:
+        while True:
+            if not self.fetching:
+                await self.changed.wait(1.0)
+                continue
+            room = total_free(self.replicas) + self.s.lookahead - self.scheduler.buffered(
+                job_class)
+            if room <= 0:
+                await self.changed.wait(self.s.pull_wait_s)
+                continue
+            # Long-poll for one job and start it at once, then take what else is queued
+            # without waiting: a pull for n > 1 would hold the first job until n arrive.
+            msgs = await self.queue.fetch(sub, 1, self.s.pull_wait_s)
+            if not msgs:
+                continue
+            await self._admit(msgs[0], job_class)
+            self.changed.fire()
+            more = min(room, self.s.max_batch) - 1
+            if more > 0:
+                rest = await self.queue.fetch(sub, more, _READY_WAIT_S)
+                for msg in rest:
+                    await self._admit(msg, job_class)
+                msgs += rest
+                self.changed.fire()
+            self.m.fetched_batch.labels(self.tier).observe(len(msgs))
+
+    async def _admit(self, msg: Any, job_class: JobClass) -> None:
+        if not self.fetching:  # arrived on a pull made before the drain began
+            await settle(msg, "nak")
+            return
+        attempt = delivery_count(msg)
+        job: broker_pb2.GenerateJob | None = None
+        try:
+            job = broker_pb2.GenerateJob.FromString(msg.data)
+            run = check_job(job, self.tier, attempt)
+        except (DecodeError, FieldError) as exc:
+            log.error("poison job on %s (%s) terminated: %s", msg.subject,
+                      job.job_id if job else "undecodable", exc)
+            self._count_term("poison")
+            if job is not None and job.reply_subject and " " not in job.reply_subject:
+                await self.queue.reply(job.reply_subject, broker_pb2.JobChunk(
+                    job_id=job.job_id, error=broker_pb2.JobError(code=INVALID_ARGUMENT,
+                                                                 message=str(exc)),
+                    finish_reason=4))
+            await settle(msg, "term")
+            return
+        if attempt > 1:
+            self.m.redeliveries.labels(self.tier).inc()
+            self.stats["redeliveries"] += 1
+        if run.job_id in self.done or (attempt > 1 and await self.queue.was_done(run.job_id)):
+            log.warning("job %s delivered again after it completed: acked, not run", run.job_id)
+            await settle(msg, "ack")
+            return
+        held_now = self.running.get(run.job_id) or next(
+            (q.item for q in self.scheduler if q.item.run.job_id == run.job_id), None)
+        if held_now is not None:  # redelivered while we still hold it (consumer failover)
+            held_now.twins.append(msg)
+            return
+        if self.cancelled.pop(run.job_id, None) is not None:
+            await self._drop(Held(run, msg, ""), CANCELLED, "cancelled before it started")
+            return
+        if run.expired():
+            await self._drop(Held(run, msg, ""), DEADLINE_EXCEEDED, "deadline passed in queue")
+            return
+        conv = job.conversation
+        key = affinity_key(job.affinity_key, conv.system_prompt,
+                           conv.turns[0].content if conv.turns else "",
+                           self.s.affinity_min_chars)
+        self.scheduler.push(run.job_class, job.tenant, Held(run, msg, key))
+
+    # ---- dispatching --------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        while True:
+            if not len(self.scheduler) or total_free(self.replicas) == 0:
+                await self.changed.wait(0.5)
+                continue
+            queued = self.scheduler.pop()
+            if queued is None:
+                continue
+            held = queued.item
+            if held.run.expired():
+                await self._drop(held, DEADLINE_EXCEEDED, "deadline passed in queue")
+                continue
+            replica, hit = POLICIES[self.s.dispatch](self.replicas, held.key)
+            if replica is None:  # capacity vanished between the check and the pick
+                self.scheduler.push(queued.job_class, queued.tenant, held)
+                continue
+            self.m.dispatches.labels(self.tier).inc()
+            if hit:
+                self.m.affinity_hits.labels(self.tier).inc()
+            sent = held.msg.metadata.timestamp
+            if sent is not None:
+                self.m.queue_wait.labels(self.tier, held.run.job_class).observe(
+                    max(0.0, time.time() - sent.timestamp()))
+            replica.local_in_flight += 1  # claimed now; run_job holds its own count
+            self.running[held.run.job_id] = held
+            held.task = asyncio.create_task(self._run(held, replica))
+
+    async def _run(self, held: Held, replica: Replica) -> None:
+        run = held.run
+        replica.local_in_flight -= 1
+        outcome = Outcome.RETRY
+        try:
+            outcome = await run_job(run, replica, self.backends,
+                                    _Reply(self.queue, run.job.reply_subject),
+                                    self._choose, self.s.max_attempts)
+        except asyncio.CancelledError:
+            outcome = Outcome.CANCELLED
+            await self.queue.reply(run.job.reply_subject,
+                                   run.error(CANCELLED, "cancelled by the client"))
+        except Exception:
+            log.exception("job %s failed unexpectedly", run.job_id)
+        finally:
+            self.running.pop(run.job_id, None)
+            self.changed.fire()
+        await self._settle(held, outcome)
+
+    async def _settle(self, held: Held, outcome: Outcome) -> None:
+        run = held.run
+        if outcome is Outcome.DONE:
+            self.done[run.job_id] = None
+            while len(self.done) > 100_000:
+                self.done.popitem(last=False)
+            await self.queue.mark_done(run.job_id)
+            await self._settle_all(held, "ack")
+            self.m.completed.labels(self.tier).inc()
+            self.stats["completed"] += 1
+        elif outcome is Outcome.RETRY:
+            self.m.failovers.labels(self.tier).inc()
+            if run.tokens and await self._republish(run):
+                await self._settle_all(held, "ack")  # the continuation replaces it
+            else:
+                await self._settle_all(held, "nak", self.s.nak_delay_s)
+        else:
+            self._count_term(outcome.value)
+            await self._settle_all(held, "term")
+
+    async def _settle_all(self, held: Held, action: str, delay: float | None = None) -> None:
+        await asyncio.gather(*(settle(m, action, delay) for m in held.msgs))
+
+    async def _republish(self, run: JobRun) -> bool:
+        job = broker_pb2.GenerateJob()
+        job.CopyFrom(run.job)
+        job.partial_token_ids[:] = run.tokens
+        job.partial_text = run.text
+        return await self.queue.republish(job, run.job_class)
+
+    async def _choose(self, run: JobRun, tried: set[str]) -> Replica | None:
+        """A replica for a failed-over job: an untried one first, waiting a while for room."""
+        limit = self.s.failover_wait_s
+        left = run.remaining()
+        end = time.monotonic() + (limit if left is None else min(limit, left))
+        while time.monotonic() < end:
+            fresh = [r for r in self.replicas if r.address not in tried]
+            replica, _ = pick(fresh)
+            if replica is None:
+                replica, _ = pick(self.replicas)
+            if replica is not None:
+                return replica
+            await self.changed.wait(min(0.2, max(0.0, end - time.monotonic())))
+        return None
+
+    async def _drop(self, held: Held, code: int, why: str) -> None:
+        await self.queue.reply(held.run.job.reply_subject, held.run.error(code, why))
+        self._count_term("expired" if code == DEADLINE_EXCEEDED else "cancelled")
+        await self._settle_all(held, "term")
+
+    def _count_term(self, reason: str) -> None:
+        self.m.terminations.labels(self.tier, reason).inc()
+        self.stats["terminated"] += 1
+
+    # ---- cancel, heartbeat, depth ----------------------------------------------------------
+    async def cancel(self, job_id: str) -> None:
+        held = self.running.get(job_id)
+        if held is not None and held.task is not None:
+            held.task.cancel()
+            return
+        for queued in self.scheduler.remove(lambda h: h.run.job_id == job_id):
+            await self._drop(queued.item, CANCELLED, "cancelled before it started")
+            return
+        now = time.monotonic()
+        self.cancelled = {k: t for k, t in self.cancelled.items() if t > now}
+        self.cancelled[job_id] = now + self.s.cancel_memory_s
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(self.s.ack_wait_s / 3)
+            for held in [q.item for q in self.scheduler] + list(self.running.values()):
+                for msg in held.msgs:
+                    await settle(msg, "progress")
+
+    async def _depth(self) -> None:
+        while True:
+            for c in CLASSES:
+                self.m.queue_depth.labels(self.tier, c).set(await self.queue.pending(self.tier, c))
+                self.m.buffered.labels(self.tier, c).set(self.scheduler.buffered(c))
+            await asyncio.sleep(1.0)

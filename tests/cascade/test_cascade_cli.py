@@ -1,0 +1,121 @@
+"""`cmesh cascade train/evaluate` and `cmesh tune --scores-column` end to end, on the real data.
+
+Cheap designs (ridge) keep these quick; the figures of the shipped design
+come from the same commands with the default `--designs all`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from cascade.classifiers import TrainedClassifier, default_artifact_path
+from cascade.data import read_column, read_tables
+from cascade.lockbox import Lockbox
+from cascade.thresholds import load_thresholds
+from cascade.training import Artifact
+from cmesh.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data" / "routellm"
+CHEAP = "length-ridge,form-ridge,open-length-ridge,open-form-ridge-100"
+
+
+def last_json(output: str) -> dict:  # type: ignore[type-arg]
+    return json.loads(output.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict]:  # type: ignore[type-arg]
+    out = tmp_path_factory.mktemp("train")
+    artifact, oof = out / "difficulty.joblib", out / "oof"
+    result = CliRunner().invoke(app, [
+        "cascade", "train", "--data", str(DATA), "--designs", CHEAP, "--folds", "3",
+        "--out", str(artifact), "--oof-out", str(oof), "--json"])
+    assert result.exit_code == 0, result.output
+    return artifact, oof, last_json(result.stdout)
+
+
+def test_train_selects_on_development_data_and_writes_oof_scores(trained) -> None:  # type: ignore[no-untyped-def]
+    artifact_path, oof, figures = trained
+    assert figures["choice_design"] in ("length-ridge", "form-ridge")
+    assert figures["dedup_dropped"] >= 78
+    artifact = Artifact.load(artifact_path)
+    assert not set(artifact.metadata["groups"]) & set(Lockbox.load().subjects)
+    table = read_tables(oof)
+    scores = read_column(oof, "score")
+    assert len(scores) == len(table) == figures["n"] == artifact.metadata["n"]
+    assert np.all((scores >= 0) & (scores <= 1))
+    assert set(table.groups) == {"choice", "open"}  # one file per head
+    assert len(read_tables(oof / "open.csv")) == 914
+
+
+def test_tune_on_oof_scores_writes_thresholds_for_the_share(trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, oof, _ = trained
+    out = tmp_path / "thresholds.json"
+    result = CliRunner().invoke(app, [
+        "tune", "--data", str(oof / "choice.csv"), "--scores-column", "score",
+        "--target", "strong-fraction=0.3", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = last_json(result.stdout)
+    assert figures["in_training_share"] == 0.0
+    tuned = load_thresholds(out)
+    scores = read_column(oof / "choice.csv", "score")
+    share = float(np.mean(scores >= tuned.route("large")))
+    assert share == pytest.approx(0.3, abs=0.01)
+    assert "--scores-column score" in tuned.calibration["command"]
+
+
+def test_evaluate_reports_outer_loop_per_subject_and_the_lockbox(tmp_path: Path) -> None:
+    looks = tmp_path / "looks.json"
+    args = ["cascade", "evaluate", "--data", str(DATA), "--designs", CHEAP, "--outer", "3",
+            "--inner", "2", "--looks", str(looks), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = last_json(result.stdout)
+    mmlu = report["development"]["mmlu"]
+    box = Lockbox.load()
+    assert not set(mmlu["per_subject"]) & set(box.subjects)
+    for router in ("classifier", "length", "random"):
+        assert 0.0 < mmlu["pooled"][router]["apgr"] < 1.0
+        assert 0.0 <= mmlu["pooled"][router]["cpt50"] <= 1.0
+    assert mmlu["pooled"]["random"]["apgr"] == pytest.approx(0.5)
+    assert len(mmlu["chosen_per_outer_fold"]) == 3
+    assert set(mmlu["designs_outer_apgr"]) == {"length-ridge", "form-ridge"}
+    assert report["development"]["gsm8k"]["pooled"]["classifier"]["n"] == 914
+    lock = report["lockbox"]
+    assert set(lock["per_subject"]) == set(box.subjects)
+    assert lock["artifact"] == Artifact.load(default_artifact_path()).version
+    assert lock["looks"] == 1
+    again = last_json(CliRunner().invoke(app, args).stdout)
+    assert again["lockbox"]["looks"] == 2  # same artifact: the first look's entry is kept
+    assert len(json.loads(looks.read_text())) == 1
+    assert again["headline"]["lockbox_apgr"] == report["headline"]["lockbox_apgr"]
+
+
+def test_unknown_design_names_the_option() -> None:
+    result = CliRunner().invoke(app, ["cascade", "evaluate", "--designs", "nope"])
+    assert result.exit_code != 0
+    assert "--designs" in result.output and "unknown 'nope'" in result.output
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue 12 must-show not met: artifact 3f33d078 with the shipped thresholds sends 14.7 % "
+    "of lockbox prompts strong for a 30 % target (lockbox_looks.json); a fixed threshold's "
+    "share moves about 13 points between draws of 10 development subjects"))
+def test_shipped_thresholds_send_the_target_share_of_lockbox_prompts_strong() -> None:
+    """The shipped model (not fold models) with the shipped thresholds, on the lockbox."""
+    from cascade.data import read_contaminated
+    from cascade.lockbox import split
+
+    excluded = [p for f in sorted(DATA.glob("*contaminated_prompts.jsonl"))
+                for p in read_contaminated(f)]
+    box = split(read_tables(DATA, exclude=excluded), Lockbox.load()).lockbox
+    tuned = load_thresholds()
+    model = TrainedClassifier(Artifact.load(default_artifact_path()))
+    share = float(np.mean(model.score(box.prompts) >= tuned.route("large")))
+    assert abs(share - tuned.calibration["strong_share"]) <= 0.05
