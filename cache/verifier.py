@@ -146,8 +146,16 @@ class CrossVerifier:
         for a pair that `contradicts`."""
         if not queries:
             return np.zeros(0)
+        groups = np.asarray(groups)
+        logits = np.zeros(len(queries))
         with self._lock:
-            logits = self.model.logits(candidates, queries)
+            # one ONNX call per lookup: int8 dynamic quantisation scales activations over
+            # the whole call, so batching lookups together would let one lookup's answer
+            # depend on what else was asked at the same moment
+            for g in np.unique(groups):
+                idx = np.flatnonzero(groups == g)
+                logits[idx] = self.model.logits([candidates[i] for i in idx],
+                                                [queries[i] for i in idx])
         if self.stage is not None:
             logits = stage_logits(self.stage, logits, candidates, queries, sims)
         out = rival_scores(logits, np.asarray(groups))

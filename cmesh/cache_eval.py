@@ -109,6 +109,10 @@ def run_eval(path: Path, delta: float, calibrate_on: Path | None = None, limit: 
                "expected_wrong_share": bound.expected_wrong_share,
                "expected_hit_rate": bound.expected_hit_rate,
                "training_overlap": overlap(held, hashes)}
+    result["at_delta"] = {}  # the same replay and calibration at the other common δ
+    for d in DELTAS:
+        fig = report(rep, verifier.bound(d).threshold)
+        result["at_delta"][str(d)] = {k: fig[k] for k in fig if not k.startswith("static_")}
     return f"cache eval: {path.name} ({len(held)} pairs, {how})", result
 
 

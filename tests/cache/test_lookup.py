@@ -34,13 +34,11 @@ async def test_worker_batches_and_agrees_with_direct_path(make_cache: MakeCache,
     assert max(sizes) > 1 and sum(sizes) == len(keys)
     for (scope, q), got in zip(keys, results, strict=True):
         want = direct[(scope.tenant, q)]
-        # int8 dynamic quantisation scales activations per batch, so a score moves a little
-        # with its batch mates; only a score that close to the bound may decide otherwise
-        assert abs(got.probability - want.probability) < 0.05, q
-        near = abs(want.probability - cache.threshold) < 0.05
-        assert got.hit == want.hit or near, q
+        # the verifier scores each lookup in its own ONNX call: batch mates change nothing
+        assert abs(got.probability - want.probability) < 1e-3, q
+        assert got.hit == want.hit, q
         assert got.namespace == want.namespace
-        if got.hit and want.hit:
+        if got.hit:
             assert got.entry is not None and want.entry is not None
             assert got.entry.id == want.entry.id and got.entry.tenant == scope.tenant
     assert cache.lookups is None  # detached on exit
