@@ -106,7 +106,8 @@ async def _concurrent(call: Callable[[str], Awaitable[bool]], queries: list[str]
         nonlocal done
         i = offset
         while time.perf_counter() < stop:
-            hits[0] += bool(await call(queries[i % len(queries)]))
+            hit = bool(await call(queries[i % len(queries)]))  # await first: no lost update
+            hits[0] += hit
             hits[1] += 1
             done += 1
             i += CONCURRENCY
