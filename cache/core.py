@@ -183,6 +183,15 @@ class SemanticCache:
         probs = await asyncio.to_thread(self.verify, [prompt], vector, rows)
         return self.decide(ns, 1, rows, probs)[0]
 
+    async def lookup_with_vector(self, scope: Scope,
+                                 prompt: str) -> tuple[LookupResult, np.ndarray]:
+        """`lookup`, embedding the prompt even when the namespace is empty, and returning
+        the vector too: the gateway hands it to the classifier, so a request is embedded
+        once."""
+        ns = self.namespace(scope)
+        vector = await self._embed(prompt)
+        return self.lookup_vectors(ns, [prompt], vector.reshape(1, -1))[0], vector
+
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str = "",
                     prompt_tokens: int = 0, completion_tokens: int = 0) -> Entry:
         """Cache `answer` for `prompt` in `scope`'s namespace; see `store_with_receipt`."""

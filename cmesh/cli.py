@@ -10,7 +10,7 @@ import os
 
 import typer
 
-from cmesh.commands import bench, cache, cascade, models, serve, tune
+from cmesh.commands import bench, cache, cascade, gateway, models, serve, tune
 
 app = typer.Typer(
     name="cmesh",
@@ -25,6 +25,9 @@ app.add_typer(cache.app, name="cache")
 app.add_typer(cascade.app, name="cascade")
 app.command("tune")(tune.tune)
 app.command("up")(serve.up)
+app.command("ask")(gateway.ask)
+app.command("status")(gateway.status)
+app.add_typer(gateway.keys_app, name="keys")
 
 
 def main() -> None:

@@ -1,16 +1,20 @@
 """What `cmesh up --demo` shows once the stack is SERVING.
 
-Until the gateway exists, the demo drives the services one by one: a backend
-answers (streamed); the cache answers a repeat without a model, and a
-paraphrase only where the verifier's bound for the configured δ allows it
-while a different question misses; the classifier scores an easy and a hard
-prompt.
+With the gateway in the stack, the demo is a scripted session through it
+(`cmesh.demo_gateway`): repeats and paraphrases that hit, another tenant that
+misses, easy and hard prompts that route apart, an escalation, a follow-up in
+a conversation, then a summary table. Without it (`cmesh up --only ...`), the
+demo drives the services one by one: a backend answers (streamed); the cache
+answers a repeat without a model, and a paraphrase only where the verifier's
+bound for the configured δ allows it while a different question misses; the
+classifier scores an easy and a hard prompt.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 import grpc
 
@@ -45,8 +49,13 @@ async def ask_backend(address: str, prompt: str, max_tokens: int = 64) -> str:
         return "".join(parts)
 
 
-async def run(addresses: Mapping[str, str]) -> None:
-    """Walk through every service that is part of the stack."""
+async def run(addresses: Mapping[str, str], state_dir: Path | None = None) -> None:
+    """The gateway session when the stack has a gateway, else each service in turn."""
+    if "gateway" in addresses and state_dir is not None:
+        from cmesh.demo_gateway import run_session
+
+        await run_session(addresses["gateway"], state_dir)
+        return
     for name in ("backend-small", "backend-large"):
         if name in addresses:
             async with grpc.aio.insecure_channel(addresses[name]) as channel:

@@ -10,9 +10,10 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -34,13 +35,17 @@ class ServiceSpec:
     start_timeout: float = 900.0
     # Services that must be SERVING first; `{name}` in args becomes their address.
     needs: tuple[str, ...] = ()
+    # More flags from the addresses of the services started before this one.
+    peer_args: Callable[[Mapping[str, str]], Sequence[str]] | None = None
 
 
-def default_specs(large_model: str | None = None) -> list[ServiceSpec]:
+def default_specs(large_model: str | None = None,
+                  keys_file: Path | None = None) -> list[ServiceSpec]:
     """backend-small (SmolLM2), backend-large (a larger local model when given,
-    else SmolLM2 again), cache and classifier."""
+    else SmolLM2 again), cache, classifier, broker, and the gateway in front of
+    them (when `keys_file` names its API keys)."""
     large = ("--model", large_model) if large_model else ()
-    return [
+    specs = [
         ServiceSpec("backend-small", "services.backend", ("--served_name", "small")),
         ServiceSpec("backend-large", "services.backend", ("--served_name", "large", *large)),
         ServiceSpec("cache", "services.cache", needs_nats=True),
@@ -49,6 +54,49 @@ def default_specs(large_model: str | None = None) -> list[ServiceSpec]:
                     ("--backends", "small={backend-small};large={backend-large}"),
                     needs_nats=True, needs=("backend-small", "backend-large")),
     ]
+    if keys_file is not None:
+        specs.append(gateway_spec(keys_file))
+    return specs
+
+
+GATEWAY_PEERS = ("backend-small", "backend-large", "cache", "classifier", "broker")
+
+
+def gateway_spec(keys_file: Path, via_broker: bool = True) -> ServiceSpec:
+    """The gateway, started once its peers are SERVING, pointed at their addresses;
+    `via_broker`: tiers through the broker's JetStream queues (it gets `--nats_url`),
+    else straight to the backends."""
+
+    def peers(addresses: Mapping[str, str]) -> list[str]:
+        tiers = {name.removeprefix("backend-"): address for name, address in addresses.items()
+                 if name.startswith("backend-")}
+        args = ["--backend_addresses", json.dumps(tiers), "--api_keys_file", str(keys_file)]
+        for flag, name in (("--cache_address", "cache"), ("--classifier_address", "classifier")):
+            if name in addresses:
+                args += [flag, addresses[name]]
+        return args
+
+    needs = GATEWAY_PEERS if via_broker else GATEWAY_PEERS[:-1]
+    return ServiceSpec("gateway", "services.gateway", needs=needs, peer_args=peers,
+                       needs_nats=via_broker, start_timeout=120.0)
+
+
+def ensure_dev_keys(state_dir: Path, tenants: Sequence[str] = ("dev", "guest")) -> Path:
+    """API keys for the local stack: `<state>/api-keys` (hashes, read by the gateway)
+    and `<state>/<tenant>-api-key` (the key itself, mode 600). Existing keys are kept."""
+    from services.gateway.auth import add_key, hash_key, load_keys
+
+    keys_file = state_dir / "api-keys"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    known = load_keys(keys_file) if keys_file.is_file() else {}
+    for tenant in tenants:
+        key_path = state_dir / f"{tenant}-api-key"
+        if key_path.is_file() and hash_key(key_path.read_text().strip()) in known:
+            continue
+        key = add_key(keys_file, tenant)
+        key_path.write_text(key + "\n")
+        key_path.chmod(0o600)
+    return keys_file
 
 
 def select_specs(specs: Sequence[ServiceSpec], wanted: set[str]) -> list[ServiceSpec]:
@@ -63,6 +111,9 @@ def select_specs(specs: Sequence[ServiceSpec], wanted: set[str]) -> list[Service
                 raise ValueError("the broker needs at least one backend in the stack")
             backends = ";".join(f"{n.removeprefix('backend-')}={{{n}}}" for n in sorted(tiers))
             spec = replace(spec, args=("--backends", backends), needs=tuple(sorted(tiers)))
+        if spec.module == "services.gateway":  # via the broker only when it is there
+            spec = replace(spec, needs=tuple(n for n in spec.needs if n in names),
+                           needs_nats="broker" in names)
         out.append(spec)
     return out
 
@@ -104,20 +155,27 @@ class LocalStack:
             if any(s.needs_nats for s in self.specs):
                 await self._start_nats()
             names = {s.name for s in self.specs}
-            waves = [[s for s in self.specs if not set(s.needs) & names],
-                     [s for s in self.specs if set(s.needs) & names]]
-            for wave in waves:
+            pending = list(self.specs)
+            while pending:  # waves: each starts once what it needs is SERVING
+                wave = [s for s in pending
+                        if all(n in self.services or n not in names for n in s.needs)]
+                if not wave:
+                    raise ValueError(f"circular needs among {[s.name for s in pending]}")
                 for spec in wave:
                     self.services[spec.name] = await self._spawn(spec)
                 await asyncio.gather(*(self._wait_serving(self.services[s.name])
                                        for s in wave))
+                pending = [s for s in pending if s not in wave]
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
         addresses = {name: s.address for name, s in self.services.items()}
         if self.nats_url is not None:
-            addresses["nats"] = self.nats_url
+            addresses["nats"] = self.nats.public_url if self.nats else self.nats_url
         (self.state_dir / "addresses.json").write_text(json.dumps(addresses, indent=2))
+        (self.state_dir / "services.json").write_text(json.dumps(
+            {name: {"address": s.address, "metrics_port": s.metrics_port, "pid": s.proc.pid,
+                    "log": str(s.log_path)} for name, s in self.services.items()}, indent=2))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -143,9 +201,11 @@ class LocalStack:
             log.info("nats-server cluster (JetStream, %d nodes) on %s", self.nats_cluster,
                      self.cluster.url)
         else:
-            self.nats = NatsServer(store_dir=self.state_dir / "jetstream")
+            # Credentials on, as in compose: every service gets them in its nats_url.
+            self.nats = NatsServer(store_dir=self.state_dir / "jetstream", user="cmesh",
+                                   password=secrets.token_urlsafe(18))
             await self.nats.start()
-            log.info("nats-server (JetStream) on %s", self.nats.url)
+            log.info("nats-server (JetStream, user/password) on %s", self.nats.public_url)
 
     async def _spawn(self, spec: ServiceSpec) -> RunningService:
         port_file = self.state_dir / f"{spec.name}.port"
@@ -155,6 +215,8 @@ class LocalStack:
         known = {name: s.address for name, s in self.services.items()}
         args = [a.format(**known) if spec.needs else a for a in spec.args]
         args += ["--port", "0", "--port_file", str(port_file), "--metrics_port", str(metrics_port)]
+        if spec.peer_args is not None:
+            args += list(spec.peer_args(known))
         if spec.needs_nats and self.nats_url is not None:
             # the broker takes every node; other clients learn the rest from the first
             broker = spec.module == "services.broker"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Quick start, main job: install what is missing, prepare models, bring the local
-# stack up (nats-server, backend-small, backend-large, cache, classifier), run the demo.
+# stack up (nats-server, backends, cache, classifier, broker, gateway), run the demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh

@@ -33,32 +33,87 @@ def test_every_service_runs_a_module_of_the_repo(compose) -> None:
         assert probe[4] == f"localhost:{port}"
 
 
-def test_flags_and_env_are_real_settings(compose) -> None:
-    from services.backend.settings import BackendSettings
+def settings_class(module: str) -> type:
+    """The settings class of `services.<name>` (found by its env prefix)."""
+    import importlib
 
-    fields = set(BackendSettings.model_fields)
+    from pydantic_settings import BaseSettings
+
+    settings = importlib.import_module(f"{module}.settings")
+    found = [c for c in vars(settings).values() if isinstance(c, type)
+             and issubclass(c, BaseSettings) and c.__module__ == settings.__name__]
+    assert len(found) == 1, f"{module}.settings: {found}"
+    return found[0]
+
+
+def test_flags_and_env_are_real_settings(compose) -> None:
     for name, service in compose["services"].items():
         if name == "nats":
             continue
+        cls = settings_class(module_of(service))
+        fields = set(cls.model_fields)
+        prefix = cls.model_config["env_prefix"]
         flags = [a[2:] for a in service["command"] if a.startswith("--")]
         for flag in flags:
             assert flag in fields, f"{name}: --{flag} is not a setting"
-        if module_of(service) == "services.backend":
-            for key in service["environment"]:
-                match = re.fullmatch(r"CMESH_BACKEND_(\w+)", key)
-                if match:
-                    assert match.group(1).lower() in fields, f"{name}: {key}"
+        for key in service.get("environment", {}):
+            if key.startswith("CMESH_") and key != "CMESH_MODELS_DIR":
+                assert key.startswith(prefix), f"{name}: {key} is not {prefix}*"
+                assert key[len(prefix):].lower() in fields, f"{name}: {key}"
+
+
+def test_every_service_module_is_in_compose(compose) -> None:
+    modules = {module_of(s) for n, s in compose["services"].items() if n != "nats"}
+    for main in sorted((ROOT / "services").glob("*/__main__.py")):
+        assert f"services.{main.parent.name}" in modules, f"{main.parent.name} not in compose"
+
+
+def test_gateway_peers_are_the_compose_services_and_ports(compose) -> None:
+    import json
+
+    services = compose["services"]
+
+    def port_of(name: str) -> str:
+        command = services[name]["command"]
+        return command[command.index("--port") + 1]
+
+    env = services["gateway"]["environment"]
+    peers = dict(json.loads(re.sub(r"\$\{\w+:-([^}]*)\}", r"\1",
+                                   env["CMESH_GATEWAY_BACKEND_ADDRESSES"])))
+    peers["cache"] = env["CMESH_GATEWAY_CACHE_ADDRESS"]
+    peers["classifier"] = env["CMESH_GATEWAY_CLASSIFIER_ADDRESS"]
+    for tier, address in peers.items():
+        host, port = address.split(":")
+        assert host in services, f"gateway -> {tier}: no service {host}"
+        assert port == port_of(host), f"gateway -> {tier}: {address} but {host} serves {port}"
+    from cascade.thresholds import load_thresholds
+
+    assert set(load_thresholds().tiers) <= set(peers), "a tier of the thresholds has no backend"
+    assert services["gateway"]["ports"] == [f"{port_of('gateway')}:{port_of('gateway')}"]
+    broker_backends = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1",
+                             services["broker"]["environment"]["CMESH_BROKER_BACKENDS"])
+    for part in broker_backends.split(";"):
+        tier, _, address = part.partition("=")
+        assert address == peers[tier], f"broker and gateway disagree on tier {tier}"
 
 
 def test_gpu_large_tier_is_tensor_parallel_on_gpus(compose) -> None:
     large = compose["services"]["backend-large-gpu"]
-    assert int(large["environment"]["CMESH_BACKEND_TENSOR_PARALLEL_SIZE"]) == 2
+    tp = large["environment"]["CMESH_BACKEND_TENSOR_PARALLEL_SIZE"]
+    assert tp == "${CMESH_LARGE_TP:-2}"  # TP from an env var, two GPUs by default
     devices = large["deploy"]["resources"]["reservations"]["devices"][0]
-    assert devices["count"] == 2 and "gpu" in devices["capabilities"]
+    assert devices["count"] == tp and "gpu" in devices["capabilities"]
     assert large["environment"]["CMESH_BACKEND_MODEL"].startswith("/models/")
 
 
 def test_cache_reaches_the_jetstream_server(compose) -> None:
     cache = compose["services"]["cache"]
-    assert cache["environment"]["CMESH_CACHE_NATS_URL"] == "nats://nats:4222"
-    assert "-js" in compose["services"]["nats"]["command"]
+    url = cache["environment"]["CMESH_CACHE_NATS_URL"]
+    assert url.startswith("nats://${NATS_USER:-cmesh}:${NATS_PASSWORD")
+    assert url.endswith("@nats:4222")
+    command = compose["services"]["nats"]["command"]
+    assert "-js" in command and "--user" in command and "--pass" in command
+    for name, service in compose["services"].items():  # every NATS client has credentials
+        for key, value in service.get("environment", {}).items():
+            if key.endswith("NATS_URL"):
+                assert "${NATS_PASSWORD" in value, f"{name}: {key} without credentials"

@@ -39,6 +39,14 @@ def classifier(quick: bool = QUICK, as_json: bool = JSON) -> None:
     impl.main(quick=quick, as_json=as_json)
 
 
+@app.command("gateway")
+def gateway(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Gateway: time to first token added on a miss, throughput kept at concurrency 16."""
+    from cmesh.bench import gateway as impl
+
+    impl.main(quick=quick, as_json=as_json)
+
+
 @app.command("broker")
 def broker(quick: bool = QUICK, as_json: bool = JSON) -> None:
     """Broker against direct gRPC: throughput ratio, added TTFT, affinity TTFT ratio."""

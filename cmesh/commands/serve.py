@@ -12,7 +12,7 @@ import typer
 
 app = typer.Typer(help="Run one service in the foreground (flags pass through).",
                   no_args_is_help=True)
-SERVICES = ("backend", "broker", "cache", "classifier")
+SERVICES = ("backend", "broker", "cache", "classifier", "gateway")
 _PASS = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
@@ -31,7 +31,7 @@ def up(
     demo: bool = typer.Option(False, "--demo", help="Run the demo, then stop the stack."),
     only: str = typer.Option(
         "", help="Comma-separated services (backend-small, backend-large, cache, classifier, "
-        "broker)."),
+        "broker, gateway)."),
     nats_cluster: int = typer.Option(
         1, "--nats-cluster", min=1, max=5,
         help="NATS nodes: 3 runs a JetStream cluster with replicated streams."),
@@ -43,13 +43,13 @@ def up(
     """Bring the local stack up (nats-server + services), print addresses, run until Ctrl-C."""
     from cmesh import demo as demo_mod
     from cmesh.output import console
-    from cmesh.stack import LocalStack, default_specs, select_specs
+    from cmesh.stack import LocalStack, default_specs, ensure_dev_keys, select_specs
     from services.common.server import wait_for_signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     wanted = {s.strip() for s in only.split(",") if s.strip()}
     try:
-        specs = select_specs(default_specs(large_model), wanted)
+        specs = select_specs(default_specs(large_model, ensure_dev_keys(state_dir)), wanted)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--only") from exc
     unknown = wanted - {s.name for s in specs}
@@ -61,12 +61,32 @@ def up(
         console.print(f"starting {', '.join(s.name for s in specs)} (logs in {state_dir})")
         async with LocalStack(specs, state_dir, nats_cluster=nats_cluster) as stack:
             addresses = json.loads((state_dir / "addresses.json").read_text())
-            for name, address in addresses.items():
-                console.print(f"  {name:15} {address}")
+            console.print(stack_table(stack, addresses))
+            if "gateway" in addresses:
+                console.print(f"dev API key in {state_dir / 'dev-api-key'}; try "
+                              "`cmesh ask \"What is the capital of France?\"`")
             if demo:
-                await demo_mod.run(addresses)
+                await demo_mod.run(addresses, state_dir)
             else:
                 console.print(f"stack is up ({len(stack.services)} services); Ctrl-C stops it")
                 await wait_for_signal()
 
     asyncio.run(run())
+
+
+def stack_table(stack: object, addresses: dict[str, str]) -> object:
+    """Services, addresses, metrics ports and states of a running stack."""
+    from rich.table import Table
+
+    from services.common.probe import probe
+
+    table = Table(title="local stack")
+    for column in ("service", "address", "metrics", "state"):
+        table.add_column(column)
+    services = getattr(stack, "services", {})
+    for name, address in addresses.items():
+        running = services.get(name)
+        metrics = str(running.metrics_port) if running is not None else "-"
+        state = "SERVING" if name == "nats" or probe(address) else "NOT SERVING"
+        table.add_row(name, address, metrics, state)
+    return table

@@ -30,6 +30,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from core.errors import DomainError, ErrorKind
 from protos.broker.v1 import broker_pb2
 from services.broker.subjects import CANCEL_SUBJECT, job_subject
+from services.common.tracing import trace_headers
 
 # grpc.StatusCode names by value, so callers need not import grpc to read them.
 CODES = {1: "CANCELLED", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 8: "RESOURCE_EXHAUSTED",
@@ -39,14 +40,17 @@ _FULL = 10077  # JetStream: maximum messages (per subject) exceeded
 
 class JobError(DomainError):
     """A job that failed or was refused; `code` is a grpc.StatusCode name, and the
-    error's `kind` the same (so `services.common.errors` maps it to that status)."""
+    error's `kind` the same (so `services.common.errors` maps it to that status). A code
+    that names no kind leaves the class's UNAVAILABLE: the tier could not answer."""
+
+    kind = ErrorKind.UNAVAILABLE
 
     def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retry_after_ms = retry_after_ms
-        self.kind = ErrorKind.__members__.get(code, ErrorKind.INTERNAL)  # type: ignore[misc]
+        self.kind = ErrorKind.__members__.get(code, ErrorKind.UNAVAILABLE)  # type: ignore[misc]
 
 
 class JobStream:
@@ -189,7 +193,7 @@ class BrokerClient:
             try:
                 await self.js.publish(subject, job.SerializeToString(),
                                       timeout=self.publish_timeout_s,
-                                      headers={"Nats-Msg-Id": job.job_id})
+                                      headers={"Nats-Msg-Id": job.job_id, **trace_headers()})
                 return
             except APIError as exc:
                 if exc.err_code == _FULL:

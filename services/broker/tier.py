@@ -29,6 +29,7 @@ from services.broker.jobs import JobRun, Outcome, check_job, run_job
 from services.broker.metrics import BrokerMetrics
 from services.broker.scheduler import CLASSES, JobClass, Scheduler
 from services.broker.settings import BrokerSettings
+from services.common.tracing import continued_trace
 
 log = logging.getLogger(__name__)
 
@@ -239,9 +240,10 @@ class TierWorker:
         replica.local_in_flight -= 1
         outcome = Outcome.RETRY
         try:
-            outcome = await run_job(run, replica, self.backends,
-                                    _Reply(self.queue, run.job.reply_subject),
-                                    self._choose, self.s.max_attempts)
+            with continued_trace(getattr(held.msg, "headers", None), "broker.job"):
+                outcome = await run_job(run, replica, self.backends,
+                                        _Reply(self.queue, run.job.reply_subject),
+                                        self._choose, self.s.max_attempts)
         except asyncio.CancelledError:
             outcome = Outcome.CANCELLED
             await self.queue.reply(run.job.reply_subject,

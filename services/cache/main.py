@@ -73,7 +73,7 @@ class CacheNode(ServiceNode[CacheSettings]):
 
     async def warm_up(self) -> None:
         assert self._embedder is not None
-        await asyncio.to_thread(self._embedder.encode, ["warm-up"])
+        await asyncio.to_thread(self._embedder.warm_up)
         sweeper = asyncio.create_task(self._sweep(), name="cache-ttl-sweep")
         self.stack.push_async_callback(cancel_task, sweeper)
 

@@ -105,14 +105,20 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         prompt = self._text(request.prompt, "prompt", self.max_prompt_chars)
         started = time.perf_counter()
         self.metrics.lookups.inc()
+        vector = None
         try:
-            result = await self.cache.lookup(scope, prompt)
+            if request.return_embedding:
+                result, vector = await self.cache.lookup_with_vector(scope, prompt)
+            else:
+                result = await self.cache.lookup(scope, prompt)
         except Uncacheable:
             return cache_pb2.LookupResponse(hit=False)
         self.metrics.latency.observe(time.perf_counter() - started)
         reply = cache_pb2.LookupResponse(hit=result.hit, similarity=result.similarity,
                                          verifier_probability=result.probability,
                                          namespace=result.namespace)
+        if vector is not None:
+            reply.embedding.extend(vector.tolist())
         if result.hit and result.entry is not None:
             self.metrics.hits.inc()
             reply.entry.CopyFrom(_entry(result.entry))

@@ -54,7 +54,11 @@ class ClassifierNode(ServiceNode[ClassifierSettings]):
                              SERVICE_NAME)]
 
     async def warm_up(self) -> None:
-        """One prompt through the batcher: loads the model's lazy parts on the real path."""
+        """The encoder's slow first calls (see `Embedder.warm_up`), then one prompt through
+        the batcher: loads the model's lazy parts on the real path."""
+        embedder = getattr(self.classifier, "embedder", None)
+        if embedder is not None:
+            await asyncio.to_thread(embedder.warm_up)
         await self._batcher.submit("warm-up")
 
 

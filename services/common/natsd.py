@@ -42,8 +42,11 @@ class NatsServer:
     """
 
     def __init__(self, port: int | None = None, store_dir: str | Path | None = None,
+                 user: str | None = None, password: str | None = None,
                  extra_args: Sequence[str] = ()) -> None:
         self.port = port or free_port()
+        self.user = user
+        self.password = password
         self.extra_args = list(extra_args)
         self._own_dir = store_dir is None
         self.store_dir = Path(store_dir or tempfile.mkdtemp(prefix="cmesh-nats-"))
@@ -51,6 +54,14 @@ class NatsServer:
 
     @property
     def url(self) -> str:
+        """What clients connect to, with the credentials when the server requires them."""
+        if self.user and self.password:
+            return f"nats://{self.user}:{self.password}@127.0.0.1:{self.port}"
+        return self.public_url
+
+    @property
+    def public_url(self) -> str:
+        """The address without credentials (for logs and tables)."""
         return f"nats://127.0.0.1:{self.port}"
 
     @property
@@ -61,9 +72,11 @@ class NatsServer:
         """Start the server and wait until it accepts TCP connections."""
         if self.running:
             return
+        auth = ["--user", self.user, "--pass", self.password] if self.user and self.password \
+            else []
         self._proc = await asyncio.create_subprocess_exec(
             nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port),
-            "-js", "-sd", str(self.store_dir), *self.extra_args,
+            "-js", "-sd", str(self.store_dir), *auth, *self.extra_args,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
         )
         deadline = asyncio.get_running_loop().time() + timeout

@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from services.common.server import GrpcService, wait_for_signal
 from services.common.settings import ServiceSettings
+from services.common.tracing import init_tracing
 
 log = logging.getLogger(__name__)
 S = TypeVar("S", bound=ServiceSettings)
@@ -93,6 +94,8 @@ class ServiceNode(Generic[S]):
         """Raise when the node cannot serve (polled every `health_interval` seconds)."""
 
     async def __aenter__(self) -> Self:
+        # Tracing instruments grpc.aio channels made from here on, so it goes first.
+        init_tracing(self.name, self.settings.otlp_endpoint)
         try:
             registrations = await self.build()
 

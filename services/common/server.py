@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.common.settings import ServiceSettings
+from services.common.tracing import flush_tracing, init_tracing
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,17 @@ class GrpcService:
         service_names: Sequence[str],
         registry: CollectorRegistry | None = None,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.name = name
         self.settings = settings
+        init_tracing(name, settings.otlp_endpoint)
         self.registry = registry or CollectorRegistry()
         self.port: int = 0
         self.metrics_port: int | None = None
         self._register = register
         self._interceptors = list(interceptors)
+        self._credentials = credentials or settings.server_credentials()
         self._service_names = list(service_names)
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
@@ -85,7 +89,9 @@ class GrpcService:
              reflection.SERVICE_NAME],
             server,
         )
-        self.port = server.add_insecure_port(f"{self.settings.host}:{self.settings.port}")
+        bind = f"{self.settings.host}:{self.settings.port}"
+        self.port = (server.add_secure_port(bind, self._credentials) if self._credentials
+                     else server.add_insecure_port(bind))
         if self.port == 0:
             raise OSError(f"{self.name}: cannot bind {self.settings.host}:{self.settings.port}")
         await server.start()
@@ -112,6 +118,7 @@ class GrpcService:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.settings.grace_seconds)
         self._server = None
+        flush_tracing()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()  # type: ignore[attr-defined]
             self._metrics_server = None

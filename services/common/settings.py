@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,3 +30,45 @@ class ServiceSettings(BaseSettings):
         description="On SIGTERM, report NOT_SERVING this long before refusing new calls "
                     "(so load balancers stop sending first).",
     )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate of this server's port (with tls_key): TLS on.")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(
+        None, description="PEM CA of the mesh: with it, only callers presenting a "
+                          "certificate it signed get in (mutual TLS).")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/gRPC collector for OpenTelemetry traces (host:port or URL); "
+                          "unset turns tracing off."
+    )
+
+    @model_validator(mode="after")
+    def _tls_complete(self) -> ServiceSettings:
+        check_pem_set(self, cert="tls_cert", key="tls_key", ca="tls_client_ca",
+                      ca_needs_cert=True)
+        return self
+
+    def server_credentials(self) -> object | None:
+        """grpc server credentials from the TLS settings, None for a plaintext port."""
+        if self.tls_cert is None or self.tls_key is None:
+            return None
+        import grpc
+
+        ca = self.tls_client_ca.read_bytes() if self.tls_client_ca else None
+        return grpc.ssl_server_credentials(
+            [(self.tls_key.read_bytes(), self.tls_cert.read_bytes())],
+            root_certificates=ca, require_client_auth=ca is not None)
+
+
+def check_pem_set(settings: object, *, cert: str, key: str, ca: str,
+                  ca_needs_cert: bool) -> None:
+    """Raise ValueError unless the named certificate and key are set together, and the
+    CA goes with them: a server's client CA needs its own certificate (mutual TLS is
+    TLS), a client's certificate needs the CA it checks servers with."""
+    cert_set = getattr(settings, cert) is not None
+    if cert_set != (getattr(settings, key) is not None):
+        raise ValueError(f"{cert} and {key} go together")
+    ca_set = getattr(settings, ca) is not None
+    if ca_needs_cert and ca_set and not cert_set:
+        raise ValueError(f"{ca} needs {cert} and {key} (mutual TLS is TLS)")
+    if not ca_needs_cert and cert_set and not ca_set:
+        raise ValueError(f"{cert} needs {ca}")

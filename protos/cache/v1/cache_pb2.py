@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.common.v1 import common_pb2 as protos_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/cache/v1/cache.proto\x12\x14\x63\x61scademesh.cache.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dprotos/common/v1/common.proto\"\x9b\x01\n\x05Scope\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x39\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x37\n\x08sampling\x18\x03 \x01(\x0b\x32%.cascademesh.common.v1.SamplingParams\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\xdc\x01\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\x12+\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08last_hit\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\thit_count\x18\x08 \x01(\r\"K\n\rLookupRequest\x12*\n\x05scope\x18\x01 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Scope\x12\x0e\n\x06prompt\x18\x02 \x01(\t\"\x8e\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12*\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Entry\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x1c\n\x14verifier_probability\x18\x04 \x01(\x02\x12\x11\n\tnamespace\x18\x05 \x01(\t\"\x95\x01\n\x0cStoreRequest\x12*\n\x05scope\x18\x01 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Scope\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\"e\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07\x64urable\x18\x05 \x01(\x08\"\x87\x01\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\x08\x65ntry_id\x18\x02 \x01(\tH\x00\x12,\n\x05scope\x18\x03 \x01(\x0b\x32\x1b.cascademesh.cache.v1.ScopeH\x00\x12\x16\n\x0cwhole_tenant\x18\x04 \x01(\x08H\x00\x42\x08\n\x06target\"6\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\x12\x0f\n\x07\x64urable\x18\x02 \x01(\x08\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xa2\x02\n\rStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x12\n\nnamespaces\x18\x02 \x01(\x04\x12\x0f\n\x07lookups\x18\x03 \x01(\x04\x12\x0c\n\x04hits\x18\x04 \x01(\x04\x12\x18\n\x10guard_rejections\x18\x05 \x01(\x04\x12\x11\n\tevictions\x18\x06 \x01(\x04\x12\x13\n\x0b\x65xpirations\x18\x07 \x01(\x04\x12\r\n\x05\x64\x65lta\x18\x08 \x01(\x01\x12\x19\n\x11\x65xpected_hit_rate\x18\t \x01(\x01\x12\x1f\n\x17\x65xpected_wrong_hit_rate\x18\n \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x0b \x01(\x08\x12\x16\n\x0epending_writes\x18\x0c \x01(\x04\x12\x16\n\x0erefused_writes\x18\r \x01(\x04\x32\xe1\x02\n\x05\x43\x61\x63he\x12S\n\x06Lookup\x12#.cascademesh.cache.v1.LookupRequest\x1a$.cascademesh.cache.v1.LookupResponse\x12P\n\x05Store\x12\".cascademesh.cache.v1.StoreRequest\x1a#.cascademesh.cache.v1.StoreResponse\x12_\n\nInvalidate\x12\'.cascademesh.cache.v1.InvalidateRequest\x1a(.cascademesh.cache.v1.InvalidateResponse\x12P\n\x05Stats\x12\".cascademesh.cache.v1.StatsRequest\x1a#.cascademesh.cache.v1.StatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/cache/v1/cache.proto\x12\x14\x63\x61scademesh.cache.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dprotos/common/v1/common.proto\"\x9b\x01\n\x05Scope\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x39\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x37\n\x08sampling\x18\x03 \x01(\x0b\x32%.cascademesh.common.v1.SamplingParams\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\xdc\x01\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\x12+\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08last_hit\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\thit_count\x18\x08 \x01(\r\"e\n\rLookupRequest\x12*\n\x05scope\x18\x01 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Scope\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10return_embedding\x18\x03 \x01(\x08\"\xa1\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12*\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Entry\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x1c\n\x14verifier_probability\x18\x04 \x01(\x02\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x11\n\tembedding\x18\x06 \x03(\x02\"\x95\x01\n\x0cStoreRequest\x12*\n\x05scope\x18\x01 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Scope\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\"e\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07\x64urable\x18\x05 \x01(\x08\"\x87\x01\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\x08\x65ntry_id\x18\x02 \x01(\tH\x00\x12,\n\x05scope\x18\x03 \x01(\x0b\x32\x1b.cascademesh.cache.v1.ScopeH\x00\x12\x16\n\x0cwhole_tenant\x18\x04 \x01(\x08H\x00\x42\x08\n\x06target\"6\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\x12\x0f\n\x07\x64urable\x18\x02 \x01(\x08\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xa2\x02\n\rStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x12\n\nnamespaces\x18\x02 \x01(\x04\x12\x0f\n\x07lookups\x18\x03 \x01(\x04\x12\x0c\n\x04hits\x18\x04 \x01(\x04\x12\x18\n\x10guard_rejections\x18\x05 \x01(\x04\x12\x11\n\tevictions\x18\x06 \x01(\x04\x12\x13\n\x0b\x65xpirations\x18\x07 \x01(\x04\x12\r\n\x05\x64\x65lta\x18\x08 \x01(\x01\x12\x19\n\x11\x65xpected_hit_rate\x18\t \x01(\x01\x12\x1f\n\x17\x65xpected_wrong_hit_rate\x18\n \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x0b \x01(\x08\x12\x16\n\x0epending_writes\x18\x0c \x01(\x04\x12\x16\n\x0erefused_writes\x18\r \x01(\x04\x32\xe1\x02\n\x05\x43\x61\x63he\x12S\n\x06Lookup\x12#.cascademesh.cache.v1.LookupRequest\x1a$.cascademesh.cache.v1.LookupResponse\x12P\n\x05Store\x12\".cascademesh.cache.v1.StoreRequest\x1a#.cascademesh.cache.v1.StoreResponse\x12_\n\nInvalidate\x12\'.cascademesh.cache.v1.InvalidateRequest\x1a(.cascademesh.cache.v1.InvalidateResponse\x12P\n\x05Stats\x12\".cascademesh.cache.v1.StatsRequest\x1a#.cascademesh.cache.v1.StatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,21 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTRY']._serialized_start=276
   _globals['_ENTRY']._serialized_end=496
   _globals['_LOOKUPREQUEST']._serialized_start=498
-  _globals['_LOOKUPREQUEST']._serialized_end=573
-  _globals['_LOOKUPRESPONSE']._serialized_start=576
-  _globals['_LOOKUPRESPONSE']._serialized_end=718
-  _globals['_STOREREQUEST']._serialized_start=721
-  _globals['_STOREREQUEST']._serialized_end=870
-  _globals['_STORERESPONSE']._serialized_start=872
-  _globals['_STORERESPONSE']._serialized_end=973
-  _globals['_INVALIDATEREQUEST']._serialized_start=976
-  _globals['_INVALIDATEREQUEST']._serialized_end=1111
-  _globals['_INVALIDATERESPONSE']._serialized_start=1113
-  _globals['_INVALIDATERESPONSE']._serialized_end=1167
-  _globals['_STATSREQUEST']._serialized_start=1169
-  _globals['_STATSREQUEST']._serialized_end=1199
-  _globals['_STATSRESPONSE']._serialized_start=1202
-  _globals['_STATSRESPONSE']._serialized_end=1492
-  _globals['_CACHE']._serialized_start=1495
-  _globals['_CACHE']._serialized_end=1848
+  _globals['_LOOKUPREQUEST']._serialized_end=599
+  _globals['_LOOKUPRESPONSE']._serialized_start=602
+  _globals['_LOOKUPRESPONSE']._serialized_end=763
+  _globals['_STOREREQUEST']._serialized_start=766
+  _globals['_STOREREQUEST']._serialized_end=915
+  _globals['_STORERESPONSE']._serialized_start=917
+  _globals['_STORERESPONSE']._serialized_end=1018
+  _globals['_INVALIDATEREQUEST']._serialized_start=1021
+  _globals['_INVALIDATEREQUEST']._serialized_end=1156
+  _globals['_INVALIDATERESPONSE']._serialized_start=1158
+  _globals['_INVALIDATERESPONSE']._serialized_end=1212
+  _globals['_STATSREQUEST']._serialized_start=1214
+  _globals['_STATSREQUEST']._serialized_end=1244
+  _globals['_STATSRESPONSE']._serialized_start=1247
+  _globals['_STATSRESPONSE']._serialized_end=1537
+  _globals['_CACHE']._serialized_start=1540
+  _globals['_CACHE']._serialized_end=1893
 # @@protoc_insertion_point(module_scope)

@@ -25,17 +25,19 @@ _sym_db = _symbol_database.Default()
 from protos.common.v1 import common_pb2 as protos_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%protos/classifier/v1/classifier.proto\x12\x19\x63\x61scademesh.classifier.v1\x1a\x1dprotos/common/v1/common.proto\"Z\n\x0cScoreRequest\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12\x39\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\"D\n\rScoreResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x12\n\nclassifier\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t2h\n\nClassifier\x12Z\n\x05Score\x12\'.cascademesh.classifier.v1.ScoreRequest\x1a(.cascademesh.classifier.v1.ScoreResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%protos/classifier/v1/classifier.proto\x12\x19\x63\x61scademesh.classifier.v1\x1a\x1dprotos/common/v1/common.proto\"\x94\x01\n\x0cScoreRequest\x12\x0f\n\x07prompts\x18\x01 \x03(\t\x12\x39\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x38\n\nembeddings\x18\x03 \x03(\x0b\x32$.cascademesh.classifier.v1.Embedding\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"D\n\rScoreResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x12\n\nclassifier\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t2h\n\nClassifier\x12Z\n\x05Score\x12\'.cascademesh.classifier.v1.ScoreRequest\x1a(.cascademesh.classifier.v1.ScoreResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.classifier.v1.classifier_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCOREREQUEST']._serialized_start=99
-  _globals['_SCOREREQUEST']._serialized_end=189
-  _globals['_SCORERESPONSE']._serialized_start=191
-  _globals['_SCORERESPONSE']._serialized_end=259
-  _globals['_CLASSIFIER']._serialized_start=261
-  _globals['_CLASSIFIER']._serialized_end=365
+  _globals['_SCOREREQUEST']._serialized_start=100
+  _globals['_SCOREREQUEST']._serialized_end=248
+  _globals['_EMBEDDING']._serialized_start=250
+  _globals['_EMBEDDING']._serialized_end=277
+  _globals['_SCORERESPONSE']._serialized_start=279
+  _globals['_SCORERESPONSE']._serialized_end=347
+  _globals['_CLASSIFIER']._serialized_start=349
+  _globals['_CLASSIFIER']._serialized_end=453
 # @@protoc_insertion_point(module_scope)

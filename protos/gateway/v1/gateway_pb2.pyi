@@ -51,7 +51,7 @@ class LatencyBreakdown(_message.Message):
     def __init__(self, cache_ms: _Optional[float] = ..., classifier_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., first_token_ms: _Optional[float] = ..., generation_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class ResponseMetadata(_message.Message):
-    __slots__ = ("request_id", "tier", "tiers_tried", "cache_hit", "cache_similarity", "cache_verifier_probability", "classifier_score", "confidence", "policy", "usage", "cost", "latency", "finish_reason")
+    __slots__ = ("request_id", "tier", "tiers_tried", "cache_hit", "cache_similarity", "cache_verifier_probability", "classifier_score", "confidence", "policy", "usage", "cost", "latency", "finish_reason", "saving", "cache_status", "classifier_status", "coalesced")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     TIERS_TRIED_FIELD_NUMBER: _ClassVar[int]
@@ -65,6 +65,10 @@ class ResponseMetadata(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     LATENCY_FIELD_NUMBER: _ClassVar[int]
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    SAVING_FIELD_NUMBER: _ClassVar[int]
+    CACHE_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CLASSIFIER_STATUS_FIELD_NUMBER: _ClassVar[int]
+    COALESCED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tier: str
     tiers_tried: _containers.RepeatedScalarFieldContainer[str]
@@ -78,7 +82,11 @@ class ResponseMetadata(_message.Message):
     cost: float
     latency: LatencyBreakdown
     finish_reason: _common_pb2.FinishReason
-    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., cache_hit: _Optional[bool] = ..., cache_similarity: _Optional[float] = ..., cache_verifier_probability: _Optional[float] = ..., classifier_score: _Optional[float] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost: _Optional[float] = ..., latency: _Optional[_Union[LatencyBreakdown, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ...) -> None: ...
+    saving: float
+    cache_status: str
+    classifier_status: str
+    coalesced: bool
+    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., cache_hit: _Optional[bool] = ..., cache_similarity: _Optional[float] = ..., cache_verifier_probability: _Optional[float] = ..., classifier_score: _Optional[float] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost: _Optional[float] = ..., latency: _Optional[_Union[LatencyBreakdown, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., saving: _Optional[float] = ..., cache_status: _Optional[str] = ..., classifier_status: _Optional[str] = ..., coalesced: _Optional[bool] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("text", "metadata")

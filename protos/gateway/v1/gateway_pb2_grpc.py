@@ -26,7 +26,14 @@ if _version_not_supported:
 
 
 class GatewayStub:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT names the bad field (prompt, sampling.max_tokens,
+    policy.thresholds.<name>, ...); UNAUTHENTICATED for a missing or unknown key;
+    RESOURCE_EXHAUSTED past the tenant's rate (trailing metadata `retry-after-ms`);
+    UNAVAILABLE naming the tier when a tier cannot be reached; DEADLINE_EXCEEDED
+    when the client's deadline passes (the running generation is cancelled).
+    The cache and the classifier never fail a request: when they are down the
+    metadata says so (cache_status / classifier_status "unavailable").
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -47,7 +54,14 @@ class GatewayStub:
 
 
 class GatewayServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT names the bad field (prompt, sampling.max_tokens,
+    policy.thresholds.<name>, ...); UNAUTHENTICATED for a missing or unknown key;
+    RESOURCE_EXHAUSTED past the tenant's rate (trailing metadata `retry-after-ms`);
+    UNAVAILABLE naming the tier when a tier cannot be reached; DEADLINE_EXCEEDED
+    when the client's deadline passes (the running generation is cancelled).
+    The cache and the classifier never fail a request: when they are down the
+    metadata says so (cache_status / classifier_status "unavailable").
+    """
 
     def Ask(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -56,7 +70,14 @@ class GatewayServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AskStream(self, request, context):
-        """Text deltas of the final answer, then one chunk with the metadata.
+        """Text deltas of the kept answer, then one chunk with the metadata.
+        A cache hit streams too (its answer in one delta). A tier whose answer
+        cannot be escalated (route policy, force_tier, the most capable tier, a
+        hybrid prompt sent straight to one end) streams token by token. A tier
+        whose answer may still be escalated is held back until its confidence is
+        known: if it is kept, its text comes as one delta; if the request
+        escalates, none of it is sent and the next tier's answer follows instead.
+        The client therefore never sees text of an answer that was dropped.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -84,7 +105,14 @@ def add_GatewayServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Gateway:
-    """Missing associated documentation comment in .proto file."""
+    """Errors: INVALID_ARGUMENT names the bad field (prompt, sampling.max_tokens,
+    policy.thresholds.<name>, ...); UNAUTHENTICATED for a missing or unknown key;
+    RESOURCE_EXHAUSTED past the tenant's rate (trailing metadata `retry-after-ms`);
+    UNAVAILABLE naming the tier when a tier cannot be reached; DEADLINE_EXCEEDED
+    when the client's deadline passes (the running generation is cancelled).
+    The cache and the classifier never fail a request: when they are down the
+    metadata says so (cache_status / classifier_status "unavailable").
+    """
 
     @staticmethod
     def Ask(request,

@@ -1,0 +1,126 @@
+"""`cmesh ask`, `cmesh status` and `cmesh keys add`: use and inspect the running stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+from urllib.request import urlopen
+
+import typer
+
+from cmesh.client import DEFAULT_STATE
+
+keys_app = typer.Typer(help="API keys of the gateway.", no_args_is_help=True)
+STATE = typer.Option(DEFAULT_STATE, "--state-dir", help="Where `cmesh up` keeps its state.")
+
+
+def ask(
+    prompt: str = typer.Argument(..., help="The question."),
+    policy: str = typer.Option("", help="route, cascade or hybrid (default: the gateway's)."),
+    force_tier: str = typer.Option("", "--force-tier", help="Send straight to this tier."),
+    threshold: list[str] = typer.Option([], "--threshold", "-t",
+                                        help="Override a threshold: name=value (repeatable)."),
+    max_tokens: int | None = typer.Option(None, "--max-tokens"),
+    temperature: float | None = typer.Option(None),
+    system: str = typer.Option("", help="System prompt."),
+    skip_cache: bool = typer.Option(False, "--skip-cache"),
+    no_store: bool = typer.Option(False, "--no-store"),
+    address: str | None = typer.Option(None, help="Gateway host:port (default: the stack's)."),
+    key: str | None = typer.Option(None, envvar="CMESH_API_KEY",
+                                   help="API key (default: the stack's dev key)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the raw metadata as JSON."),
+    state_dir: Path = STATE,
+) -> None:
+    """Stream an answer through the gateway, then show how it was made."""
+    import grpc
+
+    from cmesh.client import ask as ask_gateway
+    from cmesh.client import build_request, metadata_dict, metadata_table, read_stack
+    from cmesh.output import console
+
+    if address is None or key is None:
+        stack_address, stack_key = read_stack(state_dir)
+        address, key = address or stack_address, key or stack_key
+    try:
+        request = build_request(prompt, policy=policy, force_tier=force_tier,
+                                thresholds=threshold, max_tokens=max_tokens,
+                                temperature=temperature, skip_cache=skip_cache,
+                                no_store=no_store, system=system)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--threshold") from exc
+
+    def show(text: str) -> None:
+        if not as_json:
+            console.print(text, end="", soft_wrap=True, highlight=False)
+
+    try:
+        text, meta = asyncio.run(ask_gateway(address, key, request, on_text=show))
+    except grpc.aio.AioRpcError as err:
+        console.print(f"[red]{err.code().name}[/red]: {err.details()}")
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps({"text": text, "metadata": metadata_dict(meta)}))
+    else:
+        console.print()
+        console.print(metadata_table(meta))
+
+
+def status(state_dir: Path = STATE) -> None:
+    """Health and key metrics of every service of the local stack."""
+    from rich.table import Table
+
+    from cmesh.output import console
+    from services.common.probe import probe
+
+    path = state_dir / "services.json"
+    if not path.is_file():
+        console.print(f"no stack state in {state_dir}; start one with `cmesh up`")
+        raise typer.Exit(1)
+    services = json.loads(path.read_text())
+    table = Table(title=f"stack in {state_dir}")
+    for column in ("service", "address", "health", "key metrics"):
+        table.add_column(column)
+    for name, info in services.items():
+        healthy = probe(info["address"], timeout=2.0)
+        table.add_row(name, info["address"], "SERVING" if healthy else "[red]down[/red]",
+                      _key_metrics(info.get("metrics_port")))
+    console.print(table)
+
+
+_KEY_METRICS = ("gateway_requests_total", "gateway_escalations_total", "gateway_cost_total",
+                "gateway_side_call_failures_total", "cache_lookups_total", "cache_hits_total",
+                "cache_index_entries", "classifier_scores_count", "backend_requests_total",
+                "backend_engine_unfinished_requests", "backend_generation_tokens_total")
+
+
+def _key_metrics(port: int | None) -> str:
+    if not port:
+        return "-"
+    try:
+        body = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return "metrics unreachable"
+    sums: dict[str, float] = {}
+    for line in body.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in _KEY_METRICS:
+            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return ", ".join(f"{k.split('_', 1)[1]}={v:g}" for k, v in sums.items()) or "-"
+
+
+@keys_app.command("add")
+def keys_add(
+    tenant: str = typer.Argument(..., help="Tenant the key belongs to."),
+    keys_file: Path = typer.Option(..., "--file", help="The gateway's api_keys_file."),
+) -> None:
+    """Make a key for TENANT, append its hash to the keys file, print the key once."""
+    from services.gateway.auth import add_key
+
+    try:
+        key = add_key(keys_file, tenant)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="tenant") from exc
+    os.chmod(keys_file, 0o600)
+    print(key)

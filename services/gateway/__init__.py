@@ -1,0 +1,1 @@
+"""The gateway: the cascade orchestrator behind one authenticated gRPC API."""

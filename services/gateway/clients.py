@@ -1,0 +1,112 @@
+"""gRPC clients behind the orchestrator's Protocols: cache, classifier, backend tiers.
+
+The direct backend client serves tests and stacks without a broker; the
+broker client (`services.gateway.broker_tier`) has the same interface.
+Errors become domain errors here, so the orchestrator never sees grpc.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from cache.keys import Scope
+from core.errors import FieldError, Overloaded
+from protos.backend.v1 import backend_pb2, backend_pb2_grpc
+from protos.cache.v1 import cache_pb2, cache_pb2_grpc
+from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
+from services.common.convert import finish_reason_from_proto, sampling_to_proto
+from services.gateway.convert import conversation_pb, scope_to_pb
+from services.gateway.domain import (
+    CacheLookup,
+    DeadlineExceeded,
+    TierChunk,
+    TierJob,
+    TierUnavailable,
+)
+
+
+class GrpcCache:
+    """The cache service; its errors propagate and the orchestrator counts them as misses."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = cache_pb2_grpc.CacheStub(channel)
+
+    async def lookup(self, scope: Scope, prompt: str, timeout: float,
+                     want_vector: bool = False) -> CacheLookup:
+        reply = await self._stub.Lookup(
+            cache_pb2.LookupRequest(scope=scope_to_pb(scope), prompt=prompt,
+                                    return_embedding=want_vector), timeout=timeout)
+        if not reply.hit:
+            return CacheLookup(hit=False, similarity=reply.similarity,
+                               probability=reply.verifier_probability,
+                               vector=tuple(reply.embedding))
+        e = reply.entry
+        return CacheLookup(hit=True, similarity=reply.similarity,
+                           probability=reply.verifier_probability, answer=e.answer, tier=e.tier,
+                           prompt_tokens=e.usage.prompt_tokens,
+                           completion_tokens=e.usage.completion_tokens)
+
+    async def store(self, scope: Scope, prompt: str, answer: str, tier: str,
+                    prompt_tokens: int, completion_tokens: int, timeout: float) -> bool:
+        reply = await self._stub.Store(cache_pb2.StoreRequest(
+            scope=scope_to_pb(scope), prompt=prompt, answer=answer, tier=tier,
+            usage={"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}),
+            timeout=timeout)
+        return reply.stored
+
+
+class GrpcClassifier:
+    """The classifier service: one prompt scored in its conversation."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self._stub = classifier_pb2_grpc.ClassifierStub(channel)
+
+    async def score(self, scope: Scope, prompt: str, timeout: float,
+                    vector: tuple[float, ...] = ()) -> float:
+        request = classifier_pb2.ScoreRequest(
+            prompts=[prompt], conversation=conversation_pb(scope.system_prompt, scope.turns))
+        if vector:
+            request.embeddings.add(values=vector)
+        reply = await self._stub.Score(request, timeout=timeout)
+        return float(reply.scores[0])
+
+
+def tier_error(tier: str, err: grpc.aio.AioRpcError) -> Exception:
+    """The domain error for a failed tier call."""
+    code, detail = err.code(), err.details() or ""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"tier {tier!r}: deadline passed while generating")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        name, _, problem = detail.partition(": ")
+        return FieldError(name if problem else "request", problem or detail)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Overloaded(f"tier {tier!r} is overloaded: {detail}")
+    return TierUnavailable(tier, f"{code.name}: {detail}")
+
+
+class BackendTier:
+    """One tier served by a backend over direct gRPC; cancelling the stream aborts the job."""
+
+    def __init__(self, tier: str, channel: grpc.aio.Channel) -> None:
+        self.tier = tier
+        self._stub = backend_pb2_grpc.BackendStub(channel)
+
+    async def generate(self, job: TierJob) -> AsyncIterator[TierChunk]:
+        request = backend_pb2.GenerateRequest(
+            request_id=job.request_id, prompt=job.prompt, chat=True,
+            conversation=conversation_pb(job.system_prompt, job.turns),
+            sampling=sampling_to_proto(job.sampling), return_logprobs=job.logprobs)
+        call = self._stub.Generate(request, timeout=job.timeout_s)
+        try:
+            async for chunk in call:
+                yield TierChunk(
+                    text=chunk.text_delta, logprobs=tuple(lp.logprob for lp in chunk.logprobs),
+                    finish_reason=finish_reason_from_proto(chunk.finish_reason),
+                    prompt_tokens=chunk.usage.prompt_tokens,
+                    completion_tokens=chunk.usage.completion_tokens)
+        except grpc.aio.AioRpcError as err:
+            raise tier_error(self.tier, err) from err
+        finally:
+            call.cancel()

@@ -1,0 +1,203 @@
+"""The gateway's transport-free vocabulary: a question, its answer events, and the
+narrow Protocols the orchestrator calls (cache, classifier, one client per tier).
+
+Nothing here imports grpc or nats, so the orchestrator runs over fakes of a few
+lines in unit tests, as the backend's servicer runs over `FakeEngine`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from cache.keys import Scope
+from core.errors import DeadlineExceeded, FieldError, Unavailable
+from core.generation import Sampling, Turn
+
+CacheStatus = Literal["hit", "miss", "skipped", "unavailable"]
+ClassifierStatus = Literal["scored", "skipped", "unavailable"]
+
+__all__ = ["DeadlineExceeded", "FieldError", "Sampling", "Scope", "Turn"]
+
+
+class TierUnavailable(Unavailable):
+    """A tier could not be reached (mapped to UNAVAILABLE); the message names the tier."""
+
+    def __init__(self, tier: str, reason: str) -> None:
+        super().__init__(f"tier {tier!r} unavailable: {reason}")
+        self.tier = tier
+
+
+@dataclass(frozen=True)
+class Question:
+    """One request as the orchestrator sees it; `tenant` comes from the API key only."""
+
+    tenant: str
+    prompt: str
+    system_prompt: str = ""
+    turns: tuple[Turn, ...] = ()
+    sampling: Sampling = field(default_factory=Sampling)
+    policy: str = ""
+    thresholds: tuple[tuple[str, Any], ...] = ()
+    force_tier: str = ""
+    skip_cache: bool = False
+    no_store: bool = False
+    request_id: str = ""
+
+    @property
+    def threshold_overrides(self) -> dict[str, Any]:
+        return dict(self.thresholds)
+
+    def scope(self) -> Scope:
+        """The cache namespace: tenant, context, sampling, and a forced tier if any
+        (an answer forced from one tier must not answer a request forced to another)."""
+        policy = f"tier={self.force_tier}" if self.force_tier else ""
+        return Scope(tenant=self.tenant, system_prompt=self.system_prompt, turns=self.turns,
+                     sampling=self.sampling, policy=policy)
+
+    def flight_key(self) -> tuple[Any, ...]:
+        """Everything that makes two concurrent requests the same request."""
+        return (self.tenant, self.prompt, self.system_prompt, self.turns, self.sampling,
+                self.policy, tuple(sorted(self.thresholds)), self.force_tier,
+                self.skip_cache, self.no_store)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a question must respect; each violation names its field."""
+
+    max_prompt_chars: int = 8_000
+    max_context_chars: int = 32_000
+    max_tokens_limit: int = 1024
+    max_stop: int = 8
+
+
+def check_question(q: Question, limits: Limits) -> None:
+    """Raise `FieldError` for the first field of `q` outside `limits` (before any work)."""
+    if not q.prompt.strip():
+        raise FieldError("prompt", "must not be empty")
+    if len(q.prompt) > limits.max_prompt_chars:
+        raise FieldError("prompt", f"longer than {limits.max_prompt_chars} characters")
+    context = len(q.system_prompt) + sum(len(t.content) for t in q.turns)
+    if context > limits.max_context_chars:
+        raise FieldError("conversation", f"longer than {limits.max_context_chars} characters")
+    for i, turn in enumerate(q.turns):
+        if turn.role not in ("user", "assistant"):
+            raise FieldError(f"conversation.turns[{i}].role", "must be user or assistant")
+    s = q.sampling
+    if s.temperature is not None and not (math.isfinite(s.temperature) and s.temperature >= 0):
+        raise FieldError("sampling.temperature", f"must be >= 0, got {s.temperature}")
+    if s.top_p is not None and not (math.isfinite(s.top_p) and 0 < s.top_p <= 1):
+        raise FieldError("sampling.top_p", f"must be in (0, 1], got {s.top_p}")
+    if s.top_k is not None and s.top_k < -1:
+        raise FieldError("sampling.top_k", f"must be -1, 0 or positive, got {s.top_k}")
+    if s.max_tokens is not None and not 0 < s.max_tokens <= limits.max_tokens_limit:
+        raise FieldError("sampling.max_tokens",
+                         f"must be in [1, {limits.max_tokens_limit}], got {s.max_tokens}")
+    if len(s.stop) > limits.max_stop:
+        raise FieldError("sampling.stop", f"more than {limits.max_stop} stop strings")
+
+
+@dataclass(frozen=True)
+class CacheLookup:
+    """What a cache lookup found; `answer` is set on a hit only."""
+
+    hit: bool
+    similarity: float = 0.0
+    probability: float = 0.0
+    answer: str | None = None
+    tier: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    vector: tuple[float, ...] = ()  # the prompt's embedding, when asked for
+
+
+@dataclass(frozen=True)
+class TierJob:
+    """One generation sent to one tier."""
+
+    request_id: str
+    tier: str
+    tenant: str
+    prompt: str
+    system_prompt: str
+    turns: tuple[Turn, ...]
+    sampling: Sampling
+    timeout_s: float
+    logprobs: bool = True
+
+
+@dataclass(frozen=True)
+class TierChunk:
+    """Part of a tier's answer; the last one has `finish_reason` and the token counts."""
+
+    text: str = ""
+    logprobs: tuple[float, ...] = ()
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    queue_ms: float | None = None
+
+
+class CacheClient(Protocol):
+    """The semantic cache, best-effort: the orchestrator treats any failure as a miss."""
+
+    async def lookup(self, scope: Scope, prompt: str, timeout: float,
+                     want_vector: bool = False) -> CacheLookup: ...
+
+    async def store(self, scope: Scope, prompt: str, answer: str, tier: str,
+                    prompt_tokens: int, completion_tokens: int, timeout: float) -> bool: ...
+
+
+class ClassifierClient(Protocol):
+    """P(the cheapest tier is not enough) for a prompt in its context."""
+
+    async def score(self, scope: Scope, prompt: str, timeout: float,
+                    vector: tuple[float, ...] = ()) -> float: ...
+
+
+class TierClient(Protocol):
+    """One tier: streams the chunks of a job; cancelling the iteration cancels the job."""
+
+    def generate(self, job: TierJob) -> AsyncIterator[TierChunk]: ...
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Text of the kept answer, in order."""
+
+    text: str
+
+
+@dataclass
+class Metadata:
+    """Everything a caller may want to know about how its answer was made."""
+
+    request_id: str
+    tier: str
+    tiers_tried: list[str]
+    policy: str
+    cache_status: CacheStatus
+    cache_similarity: float = 0.0
+    cache_probability: float = 0.0
+    classifier_status: ClassifierStatus = "skipped"
+    classifier_score: float | None = None
+    confidence: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    saving: float = 0.0
+    finish_reason: str = "stop"
+    coalesced: bool = False
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+
+Event = TextDelta | Metadata
+
+
+def prices_cover(prices: Mapping[str, float], tiers: list[str]) -> None:
+    """Fail fast when a tier has no price (cost and saving would be silently wrong)."""
+    if missing := [t for t in tiers if t not in prices]:
+        raise ValueError(f"tier_prices: no price for tier {missing[0]!r}")

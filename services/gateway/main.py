@@ -1,0 +1,128 @@
+"""Gateway wiring: settings -> peer channels -> orchestrator -> servicer + auth -> server.
+
+`GatewayNode` is the whole service as one async context manager (tests run it
+in-process against real peers); `main()` runs one until SIGTERM/SIGINT.
+A missing peer address for a tier of the thresholds file stops start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+
+import grpc
+
+from cascade.policy import Policy
+from cascade.thresholds import load_thresholds
+from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from services.common.node import Registration, ServiceNode, full_name, serve
+from services.gateway.auth import AuthInterceptor, RequestIdFilter, load_keys
+from services.gateway.clients import BackendTier, GrpcCache, GrpcClassifier
+from services.gateway.domain import CacheClient, ClassifierClient, Limits, TierClient
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.orchestrator import Orchestrator, OrchestratorConfig
+from services.gateway.servicer import GatewayServicer
+from services.gateway.settings import GatewaySettings
+
+SERVICE_NAME = full_name(gateway_pb2, "Gateway")
+log = logging.getLogger("services.gateway")
+
+
+def orchestrator_config(s: GatewaySettings) -> OrchestratorConfig:
+    """The orchestrator's view of the settings."""
+    return OrchestratorConfig(
+        tier_prices=dict(s.tier_prices),
+        limits=Limits(max_prompt_chars=s.max_prompt_chars,
+                      max_context_chars=s.max_context_chars,
+                      max_tokens_limit=s.max_tokens_limit),
+        default_temperature=s.default_temperature, default_max_tokens=s.default_max_tokens,
+        cache_timeout_s=s.cache_timeout_ms / 1000,
+        classifier_timeout_s=s.classifier_timeout_ms / 1000,
+        store_timeout_s=s.store_timeout_ms / 1000, side_share=s.side_share,
+        default_timeout_s=s.default_timeout_s, confidence_method=s.confidence_method,
+        embed_once=s.embed_once)
+
+
+class GatewayNode(ServiceNode[GatewaySettings]):
+    """One gateway replica; `tiers` replaces the tier clients (tests' fakes)."""
+
+    name = "gateway"
+
+    def __init__(self, settings: GatewaySettings,
+                 tiers: Mapping[str, TierClient] | None = None) -> None:
+        super().__init__(settings)
+        self._tiers = tiers
+        self.orchestrator: Orchestrator | None = None
+        self.metrics: GatewayMetrics | None = None
+
+    async def _channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to an internal service: TLS (mutual with mesh_cert) when mesh_ca is set."""
+        s = self.settings
+        if s.mesh_ca is None:
+            channel = grpc.aio.insecure_channel(address)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=s.mesh_ca.read_bytes(),
+                private_key=s.mesh_key.read_bytes() if s.mesh_key else None,
+                certificate_chain=s.mesh_cert.read_bytes() if s.mesh_cert else None)
+            channel = grpc.aio.secure_channel(address, creds)
+        return await self.stack.enter_async_context(channel)
+
+    async def _tier_clients(self, policy: Policy) -> dict[str, TierClient]:
+        s = self.settings
+        tiers = dict(self._tiers or {})
+        if s.nats_url and not tiers:
+            from services.broker.client import BrokerClient
+            from services.gateway.broker_tier import BrokerTier
+
+            broker = await self.stack.enter_async_context(BrokerClient(
+                [u.strip() for u in s.nats_url.split(",") if u.strip()]))
+            tiers = {tier: BrokerTier(tier, broker) for tier in policy.tiers}
+        for tier in policy.tiers:
+            if tier not in tiers:
+                if tier not in s.backend_addresses:
+                    raise ValueError(f"backend_addresses: no address for tier {tier!r}")
+                tiers[tier] = BackendTier(tier, await self._channel(s.backend_addresses[tier]))
+        return tiers
+
+    async def build(self) -> list[Registration]:
+        s = self.settings
+        if s.api_keys_file is None:
+            raise ValueError("api_keys_file is required (cmesh keys add writes one)")
+        keys = load_keys(s.api_keys_file)
+        policy = Policy(s.policy, load_thresholds(s.thresholds_path))
+        tiers = await self._tier_clients(policy)
+        cache: CacheClient | None = None
+        if s.cache_address:
+            cache = GrpcCache(await self._channel(s.cache_address))
+        classifier: ClassifierClient | None = None
+        if s.classifier_address:
+            classifier = GrpcClassifier(await self._channel(s.classifier_address))
+        self.metrics = metrics = GatewayMetrics(self.registry)
+        self.orchestrator = orchestrator = Orchestrator(
+            policy, cache, classifier, tiers, orchestrator_config(s), observer=metrics)
+        # Closed before the channels: answers in flight finish and their stores land.
+        self.stack.push_async_callback(orchestrator.flights.drain, s.grace_seconds)
+        self.interceptors.append(AuthInterceptor(
+            keys, s.rate_limit_per_s, s.rate_limit_burst,
+            on_reject=lambda code: metrics.errors.labels(code).inc()))
+        return [Registration(GatewayServicer(orchestrator, metrics),
+                             gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of `cmesh serve gateway` and `python -m services.gateway`."""
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    args = list(sys.argv[1:] if argv is None else argv)
+    settings = GatewaySettings(_cli_parse_args=args)  # type: ignore[call-arg]
+    asyncio.run(serve(GatewayNode(settings)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,361 @@
+"""The cascade orchestrator: cache -> classifier -> policy -> tier(s) -> cache, as events.
+
+    orchestrator = Orchestrator(policy, cache, classifier, {"small": c1, "large": c2}, config)
+    async for event in orchestrator.ask(question, timeout_s=30):
+        ...  # TextDelta(s) of the kept answer, then one Metadata
+
+Transport-free: the servicer translates protobuf to a `Question` and these
+events back. The cache and the classifier are side calls: a failure or a
+timeout is a miss (counted through `Observer`), never a failed request. Only
+the tiers can fail a request: a dead tier is `TierUnavailable` naming it.
+
+Streaming: a tier whose answer cannot be escalated (route, forced tier, the
+last tier, or a hybrid prompt sent straight to an end) streams token by token.
+A tier whose answer may still be replaced by the next tier's is buffered until
+its confidence is known, then sent in one delta if it is kept; the client never
+sees text of an answer that was dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from cascade.confidence import ConfidenceMethod, confidence
+from cascade.policy import Policy
+from cascade.thresholds import ThresholdError
+from services.gateway.domain import (
+    CacheClient,
+    CacheLookup,
+    ClassifierClient,
+    DeadlineExceeded,
+    Event,
+    FieldError,
+    Limits,
+    Metadata,
+    Question,
+    TextDelta,
+    TierClient,
+    TierJob,
+    check_question,
+    prices_cover,
+)
+from services.gateway.singleflight import SingleFlight
+
+log = logging.getLogger(__name__)
+
+
+class Observer(Protocol):
+    """Where the orchestrator reports what happened (Prometheus in the service)."""
+
+    def side_call_failed(self, service: str, call: str) -> None: ...
+
+    def generation(self, tier: str) -> None: ...
+
+    def answered(self, meta: Metadata) -> None: ...
+
+
+class _NullObserver:
+    def side_call_failed(self, service: str, call: str) -> None:
+        pass
+
+    def generation(self, tier: str) -> None:
+        pass
+
+    def answered(self, meta: Metadata) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    """Knobs of the request flow (the service fills them from its settings)."""
+
+    tier_prices: Mapping[str, float] = field(default_factory=dict)  # per 1k tokens
+    limits: Limits = field(default_factory=Limits)
+    default_temperature: float = 0.0
+    default_max_tokens: int = 256
+    cache_timeout_s: float = 0.5
+    classifier_timeout_s: float = 0.5
+    store_timeout_s: float = 2.0
+    embed_once: bool = True
+    side_share: float = 0.25
+    confidence_method: ConfidenceMethod = "mean"
+    default_timeout_s: float = 120.0
+
+
+@dataclass
+class _Answer:
+    text: str
+    confidence: float
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+    streamed: bool
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class Orchestrator:
+    """Runs questions through the cascade; one object per gateway process."""
+
+    def __init__(self, policy: Policy, cache: CacheClient | None,
+                 classifier: ClassifierClient | None, tiers: Mapping[str, TierClient],
+                 config: OrchestratorConfig | None = None,
+                 observer: Observer | None = None) -> None:
+        self.policy = policy
+        self.cache = cache
+        self.classifier = classifier
+        self.tiers = dict(tiers)
+        self.config = config or OrchestratorConfig(
+            tier_prices={t: float(i + 1) for i, t in enumerate(policy.tiers)})
+        self.observer: Observer = observer or _NullObserver()
+        if missing := [t for t in policy.tiers if t not in self.tiers]:
+            raise ValueError(f"tiers: no client for tier {missing[0]!r}")
+        prices_cover(self.config.tier_prices, policy.tiers)
+        self.flights: SingleFlight[Event] = SingleFlight(lambda e: isinstance(e, Metadata))
+
+    def prepare(self, question: Question) -> tuple[Question, Policy]:
+        """Check the question, fill the sampling defaults, and apply its policy overrides.
+
+        Raises `FieldError` naming the field. Defaults are made explicit so the
+        cache namespace and the tiers see the same values (an unset temperature
+        is uncacheable, since the serving side's default is unknown there).
+        """
+        check_question(question, self.config.limits)
+        s = question.sampling
+        sampling = replace(
+            s,
+            temperature=self.config.default_temperature if s.temperature is None
+            else s.temperature,
+            max_tokens=s.max_tokens or min(self.config.default_max_tokens,
+                                           self.config.limits.max_tokens_limit))
+        try:
+            policy = self.policy.with_overrides(question.policy or None,
+                                                question.threshold_overrides)
+            if question.force_tier and question.force_tier not in policy.tiers:
+                raise ThresholdError(
+                    f"force_tier: unknown tier {question.force_tier!r}; known: {policy.tiers}")
+        except ThresholdError as exc:
+            name, _, problem = str(exc).partition(": ")
+            raise FieldError(f"policy.{name}", problem) from exc
+        rid = question.request_id or uuid.uuid4().hex
+        return replace(question, sampling=sampling, request_id=rid), policy
+
+    async def ask(self, question: Question, timeout_s: float | None = None) -> AsyncIterator[Event]:
+        """Answer `question` within `timeout_s` (the client's remaining deadline)."""
+        question, policy = self.prepare(question)
+        budget = timeout_s if timeout_s is not None else self.config.default_timeout_s
+        deadline = time.monotonic() + budget
+        started = time.perf_counter()
+        first_ms: float | None = None
+        async for joined, event in self.flights.stream(
+                question.flight_key(), lambda: self._run(question, policy, deadline)):
+            if isinstance(event, TextDelta):
+                if first_ms is None:
+                    first_ms = (time.perf_counter() - started) * 1000
+                yield event
+            else:
+                meta = replace(event, request_id=question.request_id, coalesced=joined,
+                               latency_ms=dict(event.latency_ms))
+                if joined:
+                    meta.latency_ms["first_token_ms"] = first_ms or 0.0
+                    meta.latency_ms["total_ms"] = (time.perf_counter() - started) * 1000
+                yield meta
+                return
+
+    async def _run(self, q: Question, policy: Policy, deadline: float) -> AsyncIterator[Event]:
+        started = time.perf_counter()
+        latency: dict[str, float] = {}
+        cache_status = "skipped"
+        lookup = CacheLookup(hit=False)
+        scoring: asyncio.Task[tuple[float | None, str]] | None = None
+        wants_score = policy.needs_score() and not q.force_tier
+        use_cache = self.cache is not None and not q.skip_cache
+        # Embed once: when the scored text is the prompt itself (no earlier user turn),
+        # the cache returns the prompt's vector and the classifier scores that vector.
+        # Otherwise score while the cache looks up (a hit cancels the score).
+        embed_once = (wants_score and use_cache and self.config.embed_once
+                      and not any(t.role == "user" for t in q.turns))
+        if wants_score and not embed_once:
+            scoring = asyncio.create_task(self._timed_score(q, deadline, latency))
+        try:
+            if use_cache:
+                t0 = time.perf_counter()
+                lookup, cache_status = await self._lookup(q, deadline, want_vector=embed_once)
+                latency["cache_ms"] = (time.perf_counter() - t0) * 1000
+            if lookup.hit and lookup.answer is not None:
+                latency["first_token_ms"] = (time.perf_counter() - started) * 1000
+                yield TextDelta(lookup.answer)
+                yield self._hit_metadata(q, policy, lookup, latency, started)
+                return
+            if embed_once:
+                score, classifier_status = await self._timed_score(q, deadline, latency,
+                                                                   lookup.vector)
+            elif scoring is not None:
+                score, classifier_status = await scoring
+            else:
+                score, classifier_status = None, "skipped"
+        finally:
+            if scoring is not None and not scoring.done():
+                scoring.cancel()
+        if classifier_status == "unavailable":
+            # No score: start where the cascade starts, and let confidence decide.
+            policy = policy.with_overrides("cascade")
+        plan = policy.plan(score, q.force_tier or None)
+
+        tiers_tried: list[str] = []
+        used = [0, 0]  # prompt, completion tokens over every tier tried
+        cost = 0.0
+        tier: str | None = plan.tier
+        kept: _Answer | None = None
+        gen_started = time.perf_counter()
+        while tier is not None:
+            tiers_tried.append(tier)
+            live = policy.next_tier(plan, tier, 0.0) is None
+            answer = None
+            async for item in self._generate(q, tier, live, deadline, started, latency):
+                if isinstance(item, TextDelta):
+                    yield item
+                else:
+                    answer = item
+            assert answer is not None
+            used[0] += answer.prompt_tokens
+            used[1] += answer.completion_tokens
+            cost += answer.tokens / 1000 * self.config.tier_prices[tier]
+            step = policy.next_tier(plan, tier, answer.confidence)
+            if step is None:
+                kept = answer
+                if not answer.streamed:
+                    latency.setdefault("first_token_ms",
+                                       (time.perf_counter() - started) * 1000)
+                    yield TextDelta(answer.text)
+                break
+            tier = step
+        assert kept is not None and tiers_tried
+        latency["generation_ms"] = (time.perf_counter() - gen_started) * 1000
+        latency["total_ms"] = (time.perf_counter() - started) * 1000
+        top_price = self.config.tier_prices[policy.tiers[-1]]
+        meta = Metadata(
+            request_id=q.request_id, tier=tiers_tried[-1], tiers_tried=tiers_tried,
+            policy=plan.policy, cache_status=cache_status,  # type: ignore[arg-type]
+            cache_similarity=lookup.similarity, cache_probability=lookup.probability,
+            classifier_status=classifier_status,  # type: ignore[arg-type]
+            classifier_score=score, confidence=kept.confidence,
+            prompt_tokens=used[0], completion_tokens=used[1], cost=cost,
+            saving=kept.tokens / 1000 * top_price - cost, finish_reason=kept.finish_reason,
+            latency_ms=latency)
+        self.observer.answered(meta)
+        yield meta
+        if (self.cache is not None and not q.no_store and kept.finish_reason == "stop"
+                and kept.text.strip()):
+            await self._store(q, kept, tiers_tried[-1])
+
+    def _hit_metadata(self, q: Question, policy: Policy, lookup: CacheLookup,
+                      latency: dict[str, float], started: float) -> Metadata:
+        latency["total_ms"] = (time.perf_counter() - started) * 1000
+        top_price = self.config.tier_prices[policy.tiers[-1]]
+        meta = Metadata(
+            request_id=q.request_id, tier=lookup.tier, tiers_tried=[], policy=policy.name,
+            cache_status="hit", cache_similarity=lookup.similarity,
+            cache_probability=lookup.probability, confidence=1.0,
+            prompt_tokens=lookup.prompt_tokens, completion_tokens=lookup.completion_tokens,
+            cost=0.0,
+            saving=(lookup.prompt_tokens + lookup.completion_tokens) / 1000 * top_price,
+            latency_ms=latency)
+        self.observer.answered(meta)
+        return meta
+
+    def _side_timeout(self, limit: float, deadline: float) -> float:
+        return max(0.0, min(limit, (deadline - time.monotonic()) * self.config.side_share))
+
+    async def _lookup(self, q: Question, deadline: float,
+                      want_vector: bool = False) -> tuple[CacheLookup, str]:
+        assert self.cache is not None
+        timeout = self._side_timeout(self.config.cache_timeout_s, deadline)
+        try:
+            async with asyncio.timeout(timeout):
+                found = await self.cache.lookup(q.scope(), q.prompt, timeout, want_vector)
+        except Exception as exc:  # best-effort: a failed lookup is a miss
+            log.warning("request %s: cache lookup failed (%s); treated as a miss",
+                        q.request_id, type(exc).__name__)
+            self.observer.side_call_failed("cache", "lookup")
+            return CacheLookup(hit=False), "unavailable"
+        return found, "hit" if found.hit and found.answer is not None else "miss"
+
+    async def _timed_score(self, q: Question, deadline: float, latency: dict[str, float],
+                           vector: tuple[float, ...] = ()) -> tuple[float | None, str]:
+        t0 = time.perf_counter()
+        try:
+            return await self._score(q, deadline, vector)
+        finally:
+            latency["classifier_ms"] = (time.perf_counter() - t0) * 1000
+
+    async def _score(self, q: Question, deadline: float,
+                     vector: tuple[float, ...] = ()) -> tuple[float | None, str]:
+        if self.classifier is None:
+            return None, "unavailable"
+        timeout = self._side_timeout(self.config.classifier_timeout_s, deadline)
+        try:
+            async with asyncio.timeout(timeout):
+                score = await self.classifier.score(q.scope(), q.prompt, timeout, vector)
+                return score, "scored"
+        except Exception as exc:  # best-effort: no score falls back to the cascade
+            log.warning("request %s: classifier failed (%s); cascading instead",
+                        q.request_id, type(exc).__name__)
+            self.observer.side_call_failed("classifier", "score")
+            return None, "unavailable"
+
+    async def _store(self, q: Question, answer: _Answer, tier: str) -> None:
+        assert self.cache is not None
+        try:
+            async with asyncio.timeout(self.config.store_timeout_s):
+                await self.cache.store(q.scope(), q.prompt, answer.text, tier,
+                                       answer.prompt_tokens, answer.completion_tokens,
+                                       self.config.store_timeout_s)
+        except Exception as exc:  # logged and counted; the answer is already out
+            log.warning("request %s: cache store failed (%s)", q.request_id,
+                        type(exc).__name__)
+            self.observer.side_call_failed("cache", "store")
+
+    async def _generate(self, q: Question, tier: str, live: bool, deadline: float,
+                        started: float, latency: dict[str, float],
+                        ) -> AsyncIterator[TextDelta | _Answer]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise DeadlineExceeded(f"deadline passed before tier {tier!r} could start")
+        job = TierJob(request_id=f"{q.request_id}-{tier}", tier=tier, tenant=q.tenant,
+                      prompt=q.prompt, system_prompt=q.system_prompt, turns=q.turns,
+                      sampling=q.sampling, timeout_s=remaining)
+        self.observer.generation(tier)
+        parts: list[str] = []
+        logprobs: list[float] = []
+        prompt_tokens = completion_tokens = 0
+        finish = "stop"
+        try:
+            async with asyncio.timeout(remaining):
+                async for chunk in self.tiers[tier].generate(job):
+                    if chunk.queue_ms is not None:
+                        latency["queue_ms"] = latency.get("queue_ms", 0.0) + chunk.queue_ms
+                    if chunk.text:
+                        parts.append(chunk.text)
+                        if live:
+                            latency.setdefault("first_token_ms",
+                                               (time.perf_counter() - started) * 1000)
+                            yield TextDelta(chunk.text)
+                    logprobs.extend(chunk.logprobs)
+                    if chunk.finish_reason is not None:
+                        finish = chunk.finish_reason
+                        prompt_tokens = chunk.prompt_tokens
+                        completion_tokens = chunk.completion_tokens
+        except TimeoutError as exc:
+            raise DeadlineExceeded(
+                f"deadline passed while tier {tier!r} was generating") from exc
+        conf = confidence(logprobs, self.config.confidence_method)
+        yield _Answer("".join(parts), conf, prompt_tokens, completion_tokens, finish, live)

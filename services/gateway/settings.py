@@ -1,0 +1,89 @@
+"""Typed settings of the gateway (environment prefix `CMESH_GATEWAY_`, or flags)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings, check_pem_set
+
+
+class GatewaySettings(ServiceSettings):
+    """Peers, policy, prices, limits and auth of one gateway replica."""
+
+    model_config = SettingsConfigDict(env_prefix="CMESH_GATEWAY_", extra="ignore",
+                                      validate_default=True)
+
+    nats_url: str | None = Field(
+        None, description="NATS server(s), comma-separated: tiers are reached through the "
+                          "broker's JetStream queues. Unset: straight to backend_addresses.")
+    backend_addresses: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tier name -> backend host:port, called directly over gRPC when nats_url "
+                    "is unset; every tier of the thresholds file needs one (JSON, e.g. "
+                    '\'{"small": "127.0.0.1:50061", "large": "127.0.0.1:50062"}\').')
+    cache_address: str | None = Field(
+        None, description="Cache service host:port; unset runs without a cache.")
+    classifier_address: str | None = Field(
+        None, description="Classifier service host:port; unset scores nothing (route and "
+                          "hybrid then fall back to the cascade).")
+    thresholds_path: Path | None = Field(
+        None, description="Thresholds file (`cmesh tune` / `cmesh cascade evaluate` write "
+                          "one); unset uses the packaged cascade/artifacts/thresholds.json.")
+    policy: Literal["route", "cascade", "hybrid"] = Field(
+        "route", description="Policy used when a request names none (the shipped "
+                             "thresholds were calibrated for route).")
+    tier_prices: dict[str, float] = Field(
+        default_factory=lambda: {"small": 0.02, "large": 0.2},
+        description="Price per 1,000 tokens (prompt + completion) of each tier, in any one "
+                    "cost unit; cost and saving in the metadata use it.")
+    api_keys_file: Path | None = Field(
+        None, description="File of `<sha256 of key> <tenant>` lines (`cmesh keys add` writes "
+                          "one). Required: without it every call is UNAUTHENTICATED.")
+    rate_limit_per_s: float = Field(
+        20.0, gt=0, description="Sustained requests per second per tenant.")
+    rate_limit_burst: int = Field(
+        40, ge=1, description="Requests a tenant may make at once before the rate applies.")
+    max_prompt_chars: int = Field(8_000, ge=1, description="Longer prompts are rejected.")
+    max_context_chars: int = Field(
+        32_000, ge=1, description="Longest system prompt plus earlier turns.")
+    max_tokens_limit: int = Field(
+        512, ge=1, description="Largest sampling.max_tokens a request may ask for (keep it at "
+                               "or below every backend's own limit).")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none.")
+    default_temperature: float = Field(
+        0.0, ge=0, description="Temperature when a request sets none (0 keeps answers "
+                               "cacheable).")
+    cache_timeout_ms: float = Field(
+        500, gt=0, description="Longest wait for a cache lookup; slower is a miss.")
+    classifier_timeout_ms: float = Field(
+        500, gt=0, description="Longest wait for a classifier score; slower means no score.")
+    side_share: float = Field(
+        0.25, gt=0, le=1, description="Most of the remaining deadline one side call may use.")
+    store_timeout_ms: float = Field(2_000, gt=0, description="Longest wait for a cache store.")
+    default_timeout_s: float = Field(
+        120.0, gt=0, description="Deadline of a request whose client set none.")
+    embed_once: bool = Field(
+        True, description="Have the cache return the prompt's embedding and the classifier "
+                          "score it (one MiniLM encode per request instead of two); off, the "
+                          "two run side by side, each embedding the prompt.")
+    confidence_method: Literal["mean", "min"] = Field(
+        "mean", description="How an answer's confidence comes from its token logprobs.")
+    mesh_ca: Path | None = Field(None, description=(
+        "PEM CA the internal services' certificates are signed by; set it to call cache, "
+        "classifier and backends over TLS."))
+    mesh_cert: Path | None = Field(
+        None, description="PEM client certificate the gateway presents to internal services "
+                          "that require mutual TLS (with mesh_key).")
+    mesh_key: Path | None = Field(None, description="PEM private key of mesh_cert.")
+
+    @model_validator(mode="after")
+    def _limits_fit(self) -> GatewaySettings:
+        check_pem_set(self, cert="mesh_cert", key="mesh_key", ca="mesh_ca",
+                      ca_needs_cert=False)
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("default_max_tokens must not exceed max_tokens_limit")
+        return self

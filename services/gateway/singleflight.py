@@ -1,0 +1,113 @@
+"""Single-flight: identical concurrent requests share one run of the work.
+
+The first caller of a key starts the work as its own task (a flight); every
+caller, first or later, replays the flight's events from the start. The work
+is not tied to any one caller: a caller that leaves does not cancel it while
+others still listen, and the last one leaving cancels it unless its answer is
+already complete (so the cache store that follows an answer still happens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class _Flight(Generic[T]):
+    def __init__(self) -> None:
+        self.events: list[T] = []
+        self.error: BaseException | None = None
+        self.done = False
+        self.answered = False
+        self.listeners = 0
+        self.changed = asyncio.Condition()
+        self.task: asyncio.Task[None] | None = None
+
+    async def replay(self) -> AsyncIterator[T]:
+        seen = 0
+        while True:
+            async with self.changed:
+                while seen >= len(self.events) and not self.done:
+                    await self.changed.wait()
+                batch = self.events[seen:]
+                seen += len(batch)
+                finished = self.done and seen == len(self.events)
+            for event in batch:
+                yield event
+            if finished:
+                if self.error is not None:
+                    raise self.error
+                return
+
+
+class SingleFlight(Generic[T]):
+    """Runs `work()` once per key among concurrent callers of `stream(key, work)`.
+
+    `is_final(event)` marks the event after which the work may no longer be
+    cancelled by callers leaving (the answer is out; what follows is cleanup).
+    """
+
+    def __init__(self, is_final: Callable[[T], bool]) -> None:
+        self._flights: dict[Hashable, _Flight[T]] = {}
+        self._is_final = is_final
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._flights)
+
+    async def stream(self, key: Hashable,
+                     work: Callable[[], AsyncIterator[T]]) -> AsyncIterator[tuple[bool, T]]:
+        """Yield (joined, event): joined is True for callers that found a flight running.
+
+        A flight whose answer is already out is only finishing (storing it); a new
+        caller waits for that to end and starts afresh, so it finds the stored answer
+        instead of replaying a stale "miss".
+        """
+        flight = self._flights.get(key)
+        while flight is not None and flight.answered and flight.task is not None:
+            await asyncio.wait({flight.task})
+            flight = self._flights.get(key)
+        joined = flight is not None
+        if flight is None:
+            flight = _Flight()
+            self._flights[key] = flight
+            flight.task = asyncio.create_task(self._drive(key, flight, work))
+        flight.listeners += 1
+        try:
+            async for event in flight.replay():
+                yield joined, event
+        finally:
+            flight.listeners -= 1
+            task = flight.task
+            if flight.listeners == 0 and not flight.answered and task and not task.done():
+                task.cancel()
+
+    async def _drive(self, key: Hashable, flight: _Flight[T],
+                     work: Callable[[], AsyncIterator[T]]) -> None:
+        try:
+            async for event in work():
+                async with flight.changed:
+                    flight.events.append(event)
+                    flight.answered = flight.answered or self._is_final(event)
+                    flight.changed.notify_all()
+        except asyncio.CancelledError as exc:
+            flight.error = exc
+        except Exception as exc:  # replayed to every listener
+            flight.error = exc
+        finally:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            async with flight.changed:
+                flight.done = True
+                flight.changed.notify_all()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` for running flights (answers and their stores) to end."""
+        tasks = [f.task for f in self._flights.values() if f.task is not None]
+        if tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout)

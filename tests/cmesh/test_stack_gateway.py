@@ -1,0 +1,47 @@
+"""How `cmesh up` wires the gateway into the local stack (no processes started)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cmesh.stack import default_specs, ensure_dev_keys, select_specs
+from services.gateway.auth import hash_key, load_keys
+
+
+def test_gateway_starts_last_through_the_broker_with_every_peer(tmp_path: Path) -> None:
+    keys = ensure_dev_keys(tmp_path)
+    specs = {s.name: s for s in select_specs(default_specs(keys_file=keys), set())}
+    gateway = specs["gateway"]
+    assert set(gateway.needs) == {"backend-small", "backend-large", "cache", "classifier",
+                                  "broker"}
+    assert gateway.needs_nats  # tiers through the broker's queues
+    addresses = {"backend-small": "127.0.0.1:1", "backend-large": "127.0.0.1:2",
+                 "cache": "127.0.0.1:3", "classifier": "127.0.0.1:4", "broker": "127.0.0.1:5"}
+    assert gateway.peer_args is not None
+    args = list(gateway.peer_args(addresses))
+    flags = dict(zip(args[::2], args[1::2], strict=True))
+    assert json.loads(flags["--backend_addresses"]) == {"small": "127.0.0.1:1",
+                                                        "large": "127.0.0.1:2"}
+    assert flags["--cache_address"] == "127.0.0.1:3"
+    assert flags["--classifier_address"] == "127.0.0.1:4"
+    assert Path(flags["--api_keys_file"]) == keys
+
+
+def test_without_the_broker_the_gateway_calls_the_backends(tmp_path: Path) -> None:
+    keys = ensure_dev_keys(tmp_path)
+    wanted = {"backend-small", "backend-large", "gateway"}
+    specs = {s.name: s for s in select_specs(default_specs(keys_file=keys), wanted)}
+    assert set(specs) == wanted
+    assert not specs["gateway"].needs_nats
+    assert set(specs["gateway"].needs) == {"backend-small", "backend-large"}
+
+
+def test_dev_keys_are_kept_across_runs(tmp_path: Path) -> None:
+    keys = ensure_dev_keys(tmp_path)
+    dev = (tmp_path / "dev-api-key").read_text().strip()
+    assert (tmp_path / "dev-api-key").stat().st_mode & 0o777 == 0o600
+    ensure_dev_keys(tmp_path)
+    assert (tmp_path / "dev-api-key").read_text().strip() == dev
+    assert load_keys(keys) == {hash_key(dev): "dev", hash_key(
+        (tmp_path / "guest-api-key").read_text().strip()): "guest"}
