@@ -44,7 +44,8 @@ def training_pairs(qqp: list[Pair], seed: int = 0) -> list[Pair]:
 def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 32,
                 max_length: int = 48, lr: float = 6e-5, layers: int = 4, seed: int = 0,
                 threads: int = 2, checkpoint: Path | None = None, checkpoint_every: int = 50,
-                stop_file: Path | None = None, log: Log = print) -> dict[str, Any]:
+                stop_file: Path | None = None, stop_at: int = 0,
+                log: Log = print) -> dict[str, Any]:
     """Fine-tune, export to `out_dir` (ONNX int8 + tokenizer + text hashes); return metadata."""
     import torch
 
@@ -67,7 +68,7 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
     warm = max(steps // 20, 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(steps - warm, 1))))
-    start = 0
+    start, planned = 0, steps
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
@@ -95,9 +96,9 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
         running = 0.98 * running + 0.02 * loss.item() if step > start else loss.item()
         if (step + 1) % 20 == 0:
             log(f"step {step + 1}/{steps} loss {running:.4f} {time.time() - t0:.0f}s")
-        if stop_file is not None and stop_file.exists():
-            log(f"stop file found: exporting after step {step + 1}")
-            steps = step + 1
+        if (stop_file is not None and stop_file.exists()) or step + 1 == stop_at:
+            log(f"stopping: exporting after step {step + 1} of {steps}")
+            planned, steps = steps, step + 1
             break
         if checkpoint is not None and (step + 1) % checkpoint_every == 0:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
@@ -112,7 +113,8 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
                      "generated_pairs": len(data) - len(split(qqp, "train")),
                      "split": "connected components of shared texts; sha256(smallest "
                               "normalised text) % 100: <60 train, 60-74 calib, >=75 eval"},
-            "layers": layers, "steps": steps, "batch": batch, "max_length": max_length, "lr": lr,
+            "layers": layers, "steps": steps, "planned_steps": planned, "batch": batch,
+            "max_length": max_length, "lr": lr,
             "seed": seed, "train_seconds": round(time.time() - t0, 1)}
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"exported to {out_dir}; {time.time() - t0:.0f}s")

@@ -139,6 +139,7 @@ def model_card(meta: dict[str, Any]) -> str:
     """The artifact's model card, written from its metadata."""
     d = meta["data"]
     stage_pairs = meta.get("stage", {}).get("pairs", 0)
+    planned = meta.get("planned_steps", 500)
     rows = "\n".join(f"| {delta} | {b['threshold']:.4f} | {b['calib_hits']} | "
                      f"{b['expected_wrong_share']:.4f} | {b['expected_recall']:.3f} |"
                      for delta, b in meta["bounds"].items())
@@ -150,7 +151,8 @@ package, nothing from a hub) with a one-logit head, fine-tuned here, served
 by ONNX Runtime with dynamically quantised int8 weights (`model.int8.onnx`,
 `tokenizer.json`). A candidate's score is its logit less the shortfall of its
 margin over the best rival of the same lookup (`cache.verifier`), after a
-logistic stage that weighs the logit with content-word alignment features
+logistic stage that weighs the logit with the MiniLM cosine and content-word
+alignment features
 (`cache.alignment`; fitted on {stage_pairs} training pairs only). The same
 text (case and whitespace aside, every symbol kept) scores 1; numbers or
 operators that disagree ("2+2" / "2-2", "15 %" / "25 %") score 0.
@@ -165,10 +167,12 @@ calibration or evaluation part, and no hand-written pair, was trained on.
 The hashes of every training text ship in `training_text_hashes.npy`, so
 `cmesh cache eval` reports any file's overlap with them.
 
-**Training run.** {meta["steps"]} steps of {meta["batch"]} pairs, max length
-{meta["max_length"]}, AdamW lr {meta["lr"]} (linear decay, word embeddings frozen),
+**Training run.** {meta["steps"]} steps (of a {planned}-step schedule) of
+{meta["batch"]} pairs, max length {meta["max_length"]}, AdamW lr {meta["lr"]} (linear decay,
+word embeddings frozen),
 seed {meta["seed"]}, {meta["train_seconds"]:.0f} s on the shared 2-core CPU.
-`cmesh cache train` reproduces it (then calibrates).
+`cmesh cache train` (defaults: `--steps 500 --stop-at 327`) reproduces it,
+then fits the stage and calibrates.
 
 **Calibration.** {meta["calibration"]}. For each δ the bound is the lowest
 score whose {meta["confidence"]:.0%} one-sided Clopper-Pearson upper limit of

@@ -70,7 +70,10 @@ def calibrate(
 def train(
     pairs: Path = typer.Option(DEFAULT_PAIRS, "--pairs", exists=True, dir_okay=False),
     out: Path = typer.Option(Path("cache/artifacts/verifier"), "--out"),
-    steps: int = typer.Option(600, "--steps", min=1),
+    steps: int = typer.Option(500, "--steps", min=1, help="Steps of the LR schedule."),
+    stop_at: int = typer.Option(327, "--stop-at", min=0,
+                                help="End after this many steps (the shipped run: 327 of 500, "
+                                     "cut short by the session's CPU budget); 0: all."),
     seed: int = typer.Option(0, "--seed"),
     checkpoint: Path | None = typer.Option(None, "--checkpoint",
                                            help="Resume from / save to this file."),
@@ -80,7 +83,8 @@ def train(
     from cache.training import train_model
     from cmesh.cache_eval import ship
 
-    train_model(pairs, out, steps=steps, seed=seed, checkpoint=checkpoint, log=typer.echo)
+    train_model(pairs, out, steps=steps, seed=seed, checkpoint=checkpoint, stop_at=stop_at,
+                log=typer.echo)
     meta = ship(out, embeddings, log=typer.echo)
     for delta, b in meta["bounds"].items():
         typer.echo(f"delta={delta}: bound={b['threshold']:.4f} "
