@@ -11,10 +11,46 @@ figure holds on unseen data and not only on the sample it was chosen on.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import beta
+
+
+@dataclass(eq=False)
+class Outcomes:
+    """Calibration outcomes: per query, its best candidate's probability (-1: none) and
+    whether a hit on it would be right; `n_positive` queries had a right answer cached.
+
+    Compared by identity, so derived bounds can be memoised per table.
+    """
+
+    prob: np.ndarray
+    right: np.ndarray
+    n_positive: int
+    source: str = ""
+
+    def save(self, path: Path) -> None:
+        """Write as npz (no pickle)."""
+        np.savez_compressed(path, prob=self.prob.astype(np.float64),
+                            right=self.right.astype(np.int8),
+                            n_positive=np.array(self.n_positive), source=np.array(self.source))
+
+    @classmethod
+    def load(cls, path: Path) -> Outcomes:
+        """Read what `save` wrote."""
+        with np.load(path) as data:
+            return cls(data["prob"], data["right"].astype(bool), int(data["n_positive"]),
+                       str(data["source"]))
+
+    @classmethod
+    def pooled(cls, parts: Sequence[Outcomes]) -> Outcomes:
+        """Several calibration sets as one."""
+        return cls(np.concatenate([p.prob for p in parts]),
+                   np.concatenate([p.right for p in parts]),
+                   sum(p.n_positive for p in parts), " + ".join(p.source for p in parts))
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,13 @@ class EntryLog(Protocol):
         """Wait until this replica has applied everything through `seq`."""
 
 
+class LookupQueue(Protocol):
+    """Where `lookup` sends work when a lookup worker serves this cache."""
+
+    async def submit(self, ns: str, prompt: str) -> LookupResult:
+        """The lookup of `prompt` in namespace `ns`."""
+
+
 class Verifier(Protocol):
     """Judges whether a cached prompt answers a new one."""
 
@@ -92,6 +99,9 @@ class LookupResult:
     similarity: float = 0.0
     probability: float = 0.0
     candidate: Entry | None = None
+
+
+Candidate = tuple[int, Entry, float]  # (query row, cached entry, cosine)
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,7 @@ class SemanticCache:
         self.counters = Stats()
         self.bound = verifier.bound(self.config.delta)
         self.threshold = self.bound.threshold
+        self.lookups: LookupQueue | None = None  # set by `cache.lookup.LookupWorker`
 
     # ---- public async surface -------------------------------------------------------
     def namespace(self, scope: Scope) -> str:
@@ -165,8 +176,12 @@ class SemanticCache:
         if ns not in self._spaces:
             self.counters.lookups += 1
             return LookupResult(hit=False, namespace=ns)
-        vector = await self._embed(prompt)
-        return self.lookup_vectors(ns, [prompt], vector.reshape(1, -1))[0]
+        if self.lookups is not None:  # embed + verify micro-batched in the lookup worker
+            return await self.lookups.submit(ns, prompt)
+        vector = (await self._embed(prompt)).reshape(1, -1)
+        rows = self.candidates(ns, vector)
+        probs = await asyncio.to_thread(self.verify, [prompt], vector, rows)
+        return self.decide(ns, 1, rows, probs)[0]
 
     async def lookup_with_vector(self, scope: Scope,
                                  prompt: str) -> tuple[LookupResult, np.ndarray]:
@@ -252,14 +267,18 @@ class SemanticCache:
     # ---- the decision, in bulk (also used by evaluation) ------------------------------
     def lookup_vectors(self, ns: str, prompts: list[str], vectors: np.ndarray,
                        threshold: float | None = None) -> list[LookupResult]:
-        """Lookups of already-embedded prompts in namespace `ns`."""
-        bound = self.threshold if threshold is None else threshold
+        """Lookups of already-embedded prompts in namespace `ns`, verified in this thread."""
+        rows = self.candidates(ns, vectors)
+        probs = self.verify(prompts, vectors, rows)
+        return self.decide(ns, len(prompts), rows, probs, threshold)
+
+    def candidates(self, ns: str, vectors: np.ndarray) -> list[Candidate]:
+        """FAISS's `top_k` nearest live entries above the floor, per query row (cheap)."""
         space = self._spaces.get(ns)
-        self.counters.lookups += len(prompts)
         if space is None:
-            return [LookupResult(hit=False, namespace=ns) for _ in prompts]
+            return []
         now = self.clock()
-        rows: list[tuple[int, Entry, float]] = []
+        rows: list[Candidate] = []
         for qi, found in enumerate(space.index.search_many(vectors, self.config.top_k)):
             for key, sim in found:
                 entry = space.entries.get(space.by_key.get(key, ""))
@@ -270,23 +289,43 @@ class SemanticCache:
                     self.counters.expirations += 1
                     continue
                 rows.append((qi, entry, sim))
-        results = [LookupResult(hit=False, namespace=ns) for _ in prompts]
-        if rows:
-            groups = np.array([qi for qi, _, _ in rows])
-            probs = self.verifier.probabilities(
-                [prompts[qi] for qi, _, _ in rows], vectors[groups],
-                [e.prompt for _, e, _ in rows], np.stack([e.vector for _, e, _ in rows]),
-                np.array([sim for _, _, sim in rows]), groups)
-            for (qi, entry, sim), p in zip(rows, probs.tolist(), strict=True):
-                if p > results[qi].probability or results[qi].candidate is None:
-                    results[qi] = LookupResult(False, ns, None, sim, p, entry)
+        return rows
+
+    def verify(self, prompts: list[str], vectors: np.ndarray,
+               rows: list[Candidate]) -> np.ndarray:
+        """The verifier's probability for each candidate row (the costly step; touches no
+        cache state, so it may run in a worker thread)."""
+        if not rows:
+            return np.zeros(0)
+        groups = np.array([qi for qi, _, _ in rows])
+        return self.verifier.probabilities(
+            [prompts[qi] for qi, _, _ in rows], vectors[groups],
+            [e.prompt for _, e, _ in rows], np.stack([e.vector for _, e, _ in rows]),
+            np.array([sim for _, _, sim in rows]), groups)
+
+    def decide(self, ns: str, n: int, rows: list[Candidate], probs: np.ndarray,
+               threshold: float | None = None) -> list[LookupResult]:
+        """Each query's best-verified candidate, a hit if it reaches the bound and its entry
+        is still cached (an entry removed while it was being verified never hits)."""
+        bound = self.threshold if threshold is None else threshold
+        self.counters.lookups += n
+        results = [LookupResult(hit=False, namespace=ns) for _ in range(n)]
+        for (qi, entry, sim), p in zip(rows, np.asarray(probs).tolist(), strict=True):
+            if p > results[qi].probability or results[qi].candidate is None:
+                results[qi] = LookupResult(False, ns, None, sim, p, entry)
+        space = self._spaces.get(ns)
+        now = self.clock()
         for r in results:
-            if r.candidate is not None and r.probability >= bound:
+            if r.candidate is None:
+                continue
+            live = space is not None and r.candidate.id in space.entries
+            if live and r.probability >= bound:
+                assert space is not None
                 r.hit, r.entry = True, r.candidate
                 r.entry.last_hit, r.entry.hit_count = now, r.entry.hit_count + 1
                 space.entries.move_to_end(r.entry.id)
                 self.counters.hits += 1
-            elif r.candidate is not None:
+            else:
                 self.counters.guard_rejections += 1
         return results
 

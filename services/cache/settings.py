@@ -24,6 +24,11 @@ class CacheSettings(ServiceSettings):
         None, description="Local sentence-transformers folder; unset uses the packaged MiniLM.")
     verifier_path: Path | None = Field(
         None, description="Verifier artifact folder; unset uses cache/artifacts/verifier.")
+    calibration_path: Path | None = Field(
+        None, description="δ -> bound table from `cmesh cache calibrate`; unset uses the "
+                          "table shipped with the verifier.")
+    lookup_threads: int = Field(2, ge=1, le=64, description="Math threads of the lookup "
+                                                           "worker (embed + verify).")
     delta: float = Field(0.02, gt=0, lt=0.5,
                          description="Target wrong-hit share of hits; the hit bound derives "
                                      "from it on the verifier's calibration data.")
