@@ -51,7 +51,7 @@ class CacheNode(ServiceNode[CacheSettings]):
         metrics = CacheMetrics(self.registry)
         batched = await self.stack.enter_async_context(BatchedEmbedder(
             embedder, s.max_batch, s.max_wait_ms / 1000, on_batch=metrics.batch.observe,
-            threads=s.embed_threads))
+            threads=s.lookup_threads))
         self.cache = SemanticCache(batched.encode_one, verifier, embedder.dim, s.cache_config())
         await self.stack.enter_async_context(LookupWorker(  # embed + verify lookups
             self.cache, lambda texts: embedder.encode(texts, batch_size=max(len(texts), 1)),
@@ -79,7 +79,7 @@ class CacheNode(ServiceNode[CacheSettings]):
         self.stack.push_async_callback(cancel_task, sweeper)
 
     def _warm_embedder(self, embedder: Embedder) -> None:
-        limit_threads(self.settings.embed_threads)  # warm what serving will run
+        limit_threads(self.settings.lookup_threads)  # warm what serving will run
         embedder.warm_up()
 
     async def _sweep(self) -> None:

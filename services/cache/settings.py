@@ -27,8 +27,12 @@ class CacheSettings(ServiceSettings):
     calibration_path: Path | None = Field(
         None, description="δ -> bound table from `cmesh cache calibrate`; unset uses the "
                           "table shipped with the verifier.")
-    lookup_threads: int = Field(2, ge=1, le=64, description="Math threads of the lookup "
-                                                           "worker (embed + verify).")
+    lookup_threads: int = Field(
+        1, ge=1, le=64,
+        description="Math threads (torch, BLAS) of the lookup worker and of the embedding "
+                    "batcher (stores, embed-once lookups). 1: one prompt's encode is no "
+                    "faster on two, and beside vLLM on two cores the threads' OpenMP "
+                    "barriers stalled each encode ~20x (see core.embedder.limit_threads).")
     delta: float = Field(0.02, gt=0, lt=0.5,
                          description="Target wrong-hit share of hits; the hit bound derives "
                                      "from it on the verifier's calibration data.")
@@ -51,11 +55,6 @@ class CacheSettings(ServiceSettings):
         description="How long a request may wait for batch mates; 0 batches only what is "
                     "already queued (lookups that arrive while a batch runs form the next). "
                     "5 ms added 6-10 ms to every lone lookup, a gateway miss's critical path.")
-    embed_threads: int = Field(
-        1, ge=1, le=64,
-        description="torch threads per embedding batch. 1: a lookup embeds one prompt, "
-                    "which a second thread does not speed up, and on cores shared with "
-                    "vLLM the threads' barriers stalled lookups ~20x (see limit_threads).")
     stream: str = Field("CMESH_CACHE", description="JetStream stream of cache events.")
     subject: str = Field("cmesh.cache.log", description="Subject the events are published on.")
     stream_max_bytes: int = Field(1 << 30, ge=1 << 20, description="Stream size bound.")
