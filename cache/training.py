@@ -75,6 +75,8 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         start = int(state["step"])
+        if "torch_rng" in state:  # dropout masks continue as in a run in one go
+            torch.set_rng_state(state["torch_rng"])
         log(f"resumed at step {start}")
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
@@ -102,7 +104,8 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
             break
         if checkpoint is not None and (step + 1) % checkpoint_every == 0:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "step": step + 1}, checkpoint)
+                        "sched": sched.state_dict(), "step": step + 1,
+                        "torch_rng": torch.get_rng_state()}, checkpoint)
     export_onnx(model, tok, out_dir)
     texts = sorted({text_hash(t) for p in data for t in (p.a, p.b)})
     np.save(out_dir / "training_text_hashes.npy",
@@ -116,6 +119,8 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
             "layers": layers, "steps": steps, "planned_steps": planned, "batch": batch,
             "max_length": max_length, "lr": lr,
             "seed": seed, "train_seconds": round(time.time() - t0, 1)}
+    if start:
+        meta["resumed_from_step"] = start
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"exported to {out_dir}; {time.time() - t0:.0f}s")
     from core.embedder import Embedder

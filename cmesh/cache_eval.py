@@ -135,6 +135,16 @@ def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
     return meta
 
 
+def _reproduce(meta: dict[str, Any], planned: int) -> str:
+    """The card's sentence on how `cmesh cache train` reproduces the run."""
+    stop = "" if meta["steps"] == planned else f" --stop-at {meta['steps']}"
+    resumed = meta.get("resumed_from_step")
+    how = (f" (the run resumed from its step-{resumed} checkpoint, so its dropout masks "
+           "after that step differ from a run in one go)") if resumed else ""
+    return (f"`cmesh cache train --steps {planned}{stop}` reproduces it{how}, then fits "
+            "the stage and calibrates.")
+
+
 def model_card(meta: dict[str, Any]) -> str:
     """The artifact's model card, written from its metadata."""
     d = meta["data"]
@@ -171,8 +181,7 @@ The hashes of every training text ship in `training_text_hashes.npy`, so
 {meta["batch"]} pairs, max length {meta["max_length"]}, AdamW lr {meta["lr"]} (linear decay,
 word embeddings frozen),
 seed {meta["seed"]}, {meta["train_seconds"]:.0f} s on the shared 2-core CPU.
-`cmesh cache train` (defaults: `--steps 500 --stop-at 327`) reproduces it,
-then fits the stage and calibrates.
+{_reproduce(meta, planned)}
 
 **Calibration.** {meta["calibration"]}. For each δ the bound is the lowest
 score whose {meta["confidence"]:.0%} one-sided Clopper-Pearson upper limit of

@@ -7,6 +7,7 @@ through the addresses printed here (and written to <state dir>/addresses.json).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -188,6 +189,8 @@ class LocalStack:
             except TimeoutError:
                 service.proc.kill()
                 await service.proc.wait()
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(service.proc.pid, signal.SIGKILL)  # whatever it left behind
         self.services.clear()
         if self.nats is not None:
             await self.nats.stop()
@@ -229,6 +232,7 @@ class LocalStack:
                 sys.executable, "-m", spec.module, *args,
                 stdout=out, stderr=asyncio.subprocess.STDOUT,
                 env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                start_new_session=True,  # its own group: a kill reaches vLLM's engine too
             )
         log.info("started %s (pid %s, log %s)", spec.name, proc.pid, log_path)
         return RunningService(spec, proc, port_file, metrics_port, log_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -69,6 +70,12 @@ class ServiceProcess:
             time.sleep(0.5)
         raise TimeoutError(f"service not SERVING after {timeout}s:\n{self.log_tail()}")
 
+    def kill(self) -> None:
+        """SIGKILL the service and every process it started (a backend's vLLM engine
+        core would otherwise live on as an orphan holding gigabytes)."""
+        kill_group(self.proc.pid)
+        self.proc.wait()
+
     def stop(self, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -77,7 +84,14 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        kill_group(self.proc.pid)  # whatever it left behind
         return int(self.proc.returncode)
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in the group (each service leads its own session)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def start_service(module: str, *args: str, env: dict[str, str] | None = None) -> ServiceProcess:
@@ -90,5 +104,6 @@ def start_service(module: str, *args: str, env: dict[str, str] | None = None) ->
             [sys.executable, "-m", module, "--port", str(port),
              "--metrics_port", str(metrics_port), *args],
             cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     return ServiceProcess(proc, port, metrics_port, log_path)

@@ -7,7 +7,6 @@ here and killed by the last test of this module.
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Iterator
 
 import grpc
@@ -213,7 +212,7 @@ async def test_broker_killed_mid_job_second_broker_finishes_it_once(
     first = await stream.__anext__()
     loads = [await status_in_flight(b) for b in brokers]
     holder = brokers[loads.index(1)]
-    holder.proc.send_signal(signal.SIGKILL)
+    holder.kill()
     rest = [c async for c in stream]
     await asyncio.sleep(1.0)
 
@@ -243,7 +242,7 @@ async def test_backend_killed_mid_generation_jobs_continue_elsewhere(
     stream = streaming.__aiter__()
     head = [await stream.__anext__() for _ in range(6)]
     assert await in_flight(b) == 2
-    replica_b.proc.send_signal(signal.SIGKILL)
+    replica_b.kill()
     tail = [c async for c in stream]
     whole = [c async for c in unary]
 
