@@ -252,6 +252,11 @@ async def test_through_the_broker_answers_and_a_deadline_cancels_the_job(mesh: M
             prompt="What is the boiling point of water in Celsius?",
             policy=policy(skip_cache=True)), metadata=auth(mesh.key))
         assert reply.text and reply.metadata.usage.completion_tokens > 0
+        # The backend counts a request once its handler ends, which may be just after
+        # the broker has relayed the last chunk (and the gateway answered).
+        counted = time.monotonic() + 10
+        while mesh.backend_requests() < before + 1 and time.monotonic() < counted:
+            await asyncio.sleep(0.05)
         assert mesh.backend_requests() == before + 1
         request = gateway_pb2.AskRequest(
             prompt="Write a long poem about mountains and rivers.",
