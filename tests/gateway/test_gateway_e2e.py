@@ -18,7 +18,7 @@ from protos.common.v1 import common_pb2
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.main import GatewayNode
 from tests.gateway.conftest import Mesh, metric_or_zero
-from tests.support import start_service
+from tests.support import ServiceProcess, start_service
 
 pytestmark = [pytest.mark.vllm, pytest.mark.nats]
 
@@ -46,6 +46,22 @@ def policy(**kw: object) -> gateway_pb2.PolicyOverrides:
         s.update(thresholds)  # type: ignore[arg-type]
         msg.thresholds.CopyFrom(s)
     return msg
+
+
+async def expire_and_see_the_backend_stop(stub: gateway_pb2_grpc.GatewayStub, mesh: Mesh,
+                                         backend: ServiceProcess,
+                                         request: gateway_pb2.AskRequest) -> None:
+    """Ask with a 1.5 s deadline: DEADLINE_EXCEEDED, then `backend` ends the request (it is
+    counted as finished) and runs nothing within 15 s."""
+    before = metric_or_zero(backend, "backend_requests_total")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Ask(request, metadata=auth(mesh.key), timeout=1.5)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    give_up = time.monotonic() + 15
+    while (backend.metric("backend_engine_unfinished_requests") > 0
+           or metric_or_zero(backend, "backend_requests_total") == before):
+        assert time.monotonic() < give_up, "the backend kept generating"
+        await asyncio.sleep(0.2)
 
 
 async def test_answer_then_hit_without_backend_work_then_other_tenant_misses(
@@ -176,15 +192,7 @@ async def test_deadline_shorter_than_generation_cancels_the_backend_work(
     request = gateway_pb2.AskRequest(
         prompt="Write a long story about a lighthouse keeper and the sea.",
         sampling=common_pb2.SamplingParams(max_tokens=400), policy=policy(force_tier="small"))
-    before = metric_or_zero(mesh.small, "backend_requests_total")
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await stub.Ask(request, metadata=auth(mesh.key), timeout=1.5)
-    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    give_up = time.monotonic() + 15
-    while (mesh.small.metric("backend_engine_unfinished_requests") > 0
-           or metric_or_zero(mesh.small, "backend_requests_total") == before):
-        assert time.monotonic() < give_up, "the backend kept generating"
-        await asyncio.sleep(0.2)
+    await expire_and_see_the_backend_stop(stub, mesh, mesh.small, request)
 
 
 async def test_stopped_cache_still_answers_uncached(mesh: Mesh) -> None:
@@ -262,15 +270,7 @@ async def test_through_the_broker_answers_and_a_deadline_cancels_the_job(mesh: M
             prompt="Write a long poem about mountains and rivers.",
             sampling=common_pb2.SamplingParams(max_tokens=400),
             policy=policy(force_tier="large", skip_cache=True))
-        started = metric_or_zero(mesh.large, "backend_requests_total")
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await stub.Ask(request, metadata=auth(mesh.key), timeout=1.5)
-        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        give_up = time.monotonic() + 15
-        while (mesh.large.metric("backend_engine_unfinished_requests") > 0
-               or metric_or_zero(mesh.large, "backend_requests_total") == started):
-            assert time.monotonic() < give_up, "the broker's backend call kept generating"
-            await asyncio.sleep(0.2)
+        await expire_and_see_the_backend_stop(stub, mesh, mesh.large, request)
 
 
 async def test_dead_tier_is_unavailable_naming_it(mesh: Mesh) -> None:
