@@ -26,6 +26,27 @@ FUNCTION_WORDS = frozenset(re.findall(r"\S+", """
 """))
 N_FEATURES = 8
 
+# Word pairs that mean the same in a question. The rule-made rewordings
+# (`cache.variants`) draw on `REWORD_SYNONYMS` (fixed: the shipped training data
+# depends on it); the one-slot rule below accepts all of `SYNONYMS`.
+REWORD_SYNONYMS = [
+    ("buy", "purchase"), ("big", "large"), ("begin", "start"), ("help", "assist"),
+    ("use", "utilize"), ("kids", "children"), ("doctor", "physician"), ("car", "automobile"),
+    ("movie", "film"), ("trip", "journey"), ("cheap", "inexpensive"), ("fix", "repair"),
+    ("quick", "rapid"), ("job", "occupation"), ("shows", "displays"), ("allows", "lets"),
+    ("create", "make"), ("delete", "remove"), ("error", "mistake"), ("answer", "reply"),
+    ("choose", "pick"), ("enough", "sufficient"), ("need", "require"), ("about", "regarding"),
+    ("many", "numerous"), ("important", "significant"), ("happy", "glad"), ("smart", "clever"),
+    ("tired", "exhausted"), ("mistake", "error"), ("find", "locate"),
+    ("biggest", "largest"), ("easiest", "simplest"), ("main", "primary"), ("ways", "methods"),
+]
+SYNONYMS = [
+    *REWORD_SYNONYMS,
+    ("times", "multiplied"), ("built", "constructed"), ("construct", "build"), ("fix", "solve"),
+    ("ill", "sick"), ("shop", "store"), ("begin", "commence"),
+    ("cost", "price"), ("couch", "sofa"), ("pictures", "photos"), ("photo", "picture"),
+]
+
 
 def _tokens(text: str) -> list[str]:
     return _WORD.findall(text.lower())
@@ -71,6 +92,105 @@ def features(a: str, b: str) -> np.ndarray:
         min(changed_ops, 4) / 4.0, substitution, swapped_order * float(ratio >= 0.6),
         substitution * ratio,
     ], dtype=np.float64)
+
+
+_SYNONYM_STEMS = {(_stem(a), _stem(b)) for a, b in SYNONYMS} | {
+    (_stem(b), _stem(a)) for a, b in SYNONYMS}
+SLOT_RATIO = 0.7
+_SYMMETRIC = frozenset({"and", "or", "vs", "versus", "&", ",", "/"})  # "X and Y" = "Y and X"
+
+
+def one_slot_swap(a: str, b: str) -> bool:
+    """The look-alike's shape: the same wording (difflib ratio >= `SLOT_RATIO`) with one
+    place where content words differ, and those words are not known synonyms nor the
+    same words moved ("convert km to miles" / "convert miles to km"). "Is tap water
+    safe" / "Is bottled water safe" is one; "How do I" / "How can I" changes only
+    function words, and a paraphrase that rewords in two places is not one."""
+    wa, wb = _tokens(a), _tokens(b)
+    matcher = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
+    changed = []
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        ca, cb = set(_content(wa[i1:i2])), set(_content(wb[j1:j2]))
+        if op != "equal" and (ca or cb):
+            changed.append((ca, cb, i1, i2))
+    if len(changed) == 2:  # two words swapped places around a short pivot ("X to Y")
+        (a1, b1, first, end), (a2, b2, start, last) = changed
+        symmetric = _SYMMETRIC & set(wa[first:last])
+        if a1 | a2 and a1 | a2 == b1 | b2 and start - end <= 2 and not symmetric:
+            return True
+    if len(changed) != 1 or matcher.ratio() < SLOT_RATIO:
+        return False
+    only_a, only_b = changed[0][:2]
+    left_a = only_a - only_b
+    left_b = only_b - only_a
+    synonyms = {(x, y) for x in left_a for y in left_b} & _SYNONYM_STEMS
+    left_a -= {x for x, _ in synonyms}
+    left_b -= {y for _, y in synonyms}
+    return bool(left_a or left_b)
+
+
+# Terms that answer different questions when one replaces another: each line is one
+# group (a backslash continues it), "|" joins spellings of the same term. Written here;
+# not exhaustive.
+_CONTRASTS = """
+kg|kilograms|kilogram|kilo|kilos pounds|pound|lbs|lb ounces|ounce|oz grams|gram
+celsius|°c fahrenheit|°f kelvin
+km|kilometres|kilometers|kilometre|kilometer miles|mile metres|meters feet|foot|ft inches|inch
+litres|liters|litre|liter gallons|gallon millilitres|milliliters|ml cups|cup
+mmol|mmol/l mg|mg/dl
+seconds|second|secs minutes|minute|mins hours|hour|hrs days|day weeks|week months|month years|year
+mph kph|km/h
+ibuprofen|advil|nurofen paracetamol|acetaminophen|tylenol aspirin naproxen
+rows|row columns|column
+area perimeter circumference volume
+spring summer autumn winter
+breakfast lunch dinner
+adults|adult|grown-ups children|child|kids|kid toddlers|toddler \
+babies|baby|infants|newborns teenagers|teens|teenager|teen
+men|man women|woman
+iphone|ios android
+bus|coach train|rail car|driving plane|flight|flying ferry|boat
+monday tuesday wednesday thursday friday saturday sunday
+january february march april june july august september october november december
+python java javascript|js rust golang ruby php swift kotlin typescript|ts c++|cpp c# bash|shell sql
+windows macos|mac linux|ubuntu
+uk|britain usa|america canada australia japan india china germany france spain italy \
+mexico portugal netherlands ireland brazil
+dollars|dollar|usd euros|euro|eur pounds|gbp yen rupees|rupee|inr
+checked carry-on|cabin
+fridge|refrigerator freezer
+safe unsafe|dangerous|harmful
+"""
+_TERM_GROUPS: dict[str, set[tuple[int, int]]] = {}
+for _g, _line in enumerate(_CONTRASTS.strip().splitlines()):
+    for _t, _term in enumerate(_line.split()):
+        for _spelling in _term.split("|"):
+            _TERM_GROUPS.setdefault(_spelling, set()).add((_g, _t))
+_TERM = re.compile(r"[a-z0-9°][a-z0-9+#/°-]*")
+
+
+def contrasting_terms(a: str, b: str) -> bool:
+    """One text names a term the other replaces with another of its group ("kg" / "pounds",
+    "Python" / "Java", "adults" / "toddlers"), wherever in the sentence, or both name the
+    same two terms of a group in the opposite order ("mmol/L to mg/dL" / "from mg/dL to
+    mmol/L", "drop rows where the column" / "drop columns where the row"): reworded
+    look-alikes that `one_slot_swap` cannot see. Spellings of one term ("km" /
+    "kilometres") do not clash, nor does "X and Y" / "Y and X"."""
+    def terms(text: str) -> list[tuple[int, int]]:
+        return [gt for w in _TERM.findall(text.lower()) for gt in sorted(_TERM_GROUPS.get(w, ()))]
+
+    la, lb = terms(a), terms(b)
+    only_a, only_b = set(la) - set(lb), set(lb) - set(la)
+    if any(g == h for g, _ in only_a for h, _ in only_b):
+        return True
+    if {"and", "or", "vs", "versus", "between"} & (set(_tokens(a)) | set(_tokens(b))):
+        return False
+    for g in {g for g, _ in la}:
+        order_a = list(dict.fromkeys(t for h, t in la if h == g))
+        order_b = list(dict.fromkeys(t for h, t in lb if h == g))
+        if len(order_a) == 2 and sorted(order_a) == sorted(order_b) and order_a != order_b:
+            return True
+    return False
 
 
 def feature_matrix(cached: list[str], asked: list[str]) -> np.ndarray:

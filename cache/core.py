@@ -82,6 +82,7 @@ class CacheConfig:
     delta: float = 0.02
     similarity_floor: float = 0.55
     top_k: int = 4
+    rival_window: float = 0.1
     ttl_s: float = 86_400.0
     max_entries_per_namespace: int = 10_000
     hnsw_from: int = 20_000
@@ -99,6 +100,7 @@ class LookupResult:
     similarity: float = 0.0
     probability: float = 0.0
     candidate: Entry | None = None
+    vector: np.ndarray | None = None  # the prompt's embedding, when the lookup worker made it
 
 
 Candidate = tuple[int, Entry, float]  # (query row, cached entry, cosine)
@@ -187,10 +189,18 @@ class SemanticCache:
                                  prompt: str) -> tuple[LookupResult, np.ndarray]:
         """`lookup`, embedding the prompt even when the namespace is empty, and returning
         the vector too: the gateway hands it to the classifier, so a request is embedded
-        once."""
+        once. Embedding and verification run off the event loop, in the lookup worker's
+        micro-batches when there is one."""
         ns = self.namespace(scope)
-        vector = await self._embed(prompt)
-        return self.lookup_vectors(ns, [prompt], vector.reshape(1, -1))[0], vector
+        if self.lookups is not None:
+            result = await self.lookups.submit(ns, prompt)
+            if result.vector is not None:
+                return result, result.vector
+        vector = (await self._embed(prompt)).reshape(1, -1)
+        rows = self.candidates(ns, vector)
+        probs = await asyncio.to_thread(self.verify, [prompt], vector, rows) if rows \
+            else np.zeros(0)
+        return self.decide(ns, 1, rows, probs)[0], vector[0]
 
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str = "",
                     prompt_tokens: int = 0, completion_tokens: int = 0) -> Entry:
@@ -273,16 +283,21 @@ class SemanticCache:
         return self.decide(ns, len(prompts), rows, probs, threshold)
 
     def candidates(self, ns: str, vectors: np.ndarray) -> list[Candidate]:
-        """FAISS's `top_k` nearest live entries above the floor, per query row (cheap)."""
+        """FAISS's `top_k` nearest live entries above the floor and within `rival_window`
+        cosine of the query's nearest, per query row (cheap). The window keeps the
+        verifier's work to the nearest entry and its close rivals: a candidate far below
+        the nearest is neither a likely answer nor a rival worth a cross-encoder pass."""
         space = self._spaces.get(ns)
         if space is None:
             return []
         now = self.clock()
         rows: list[Candidate] = []
         for qi, found in enumerate(space.index.search_many(vectors, self.config.top_k)):
+            best = max((sim for _, sim in found), default=0.0)
             for key, sim in found:
                 entry = space.entries.get(space.by_key.get(key, ""))
-                if entry is None or sim < self.config.similarity_floor:
+                if entry is None or sim < max(self.config.similarity_floor,
+                                              best - self.config.rival_window):
                     continue
                 if now - entry.created > self.config.ttl_s:
                     self._remove_entry(entry.id)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-MAX_LENGTH = 64
+MAX_LENGTH = 128
 ONNX_NAME = "model.int8.onnx"
 
 
@@ -81,6 +81,9 @@ class OnnxCrossEncoder:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # no busy-waiting between calls: spinning pool threads took the cores from the
+        # MiniLM encode that comes next and doubled a lookup's latency (docs/cache.md)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(folder / ONNX_NAME), opts,
                                             providers=["CPUExecutionProvider"])

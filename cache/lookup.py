@@ -137,6 +137,7 @@ class LookupWorker:
             k += len(rows)
             local = [(qi - off, e, s) for qi, e, s in flat_rows[k - len(rows):k]]
             for i, result in zip(idx, self.cache.decide(ns, len(idx), local, mine), strict=True):
+                result.vector = vectors[i]
                 fut = batch[i][2]
                 if not fut.done():
                     fut.set_result(result)

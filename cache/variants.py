@@ -15,6 +15,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
+from cache.alignment import REWORD_SYNONYMS
 from cache.pairs import Pair
 
 _GROUPS = [
@@ -74,6 +75,11 @@ _REWORDS = [
     (r"^can i\b", "is it possible to"), (r"^what is the best way to\b", "how should i"),
     (r"^how should i\b", "what is the best way to"), (r"^which is\b", "what is"),
 ]
+
+
+
+
+_SYNONYM = {a: b for a, b in REWORD_SYNONYMS} | {b: a for a, b in REWORD_SYNONYMS}
 
 
 def _case_like(word: str, like: str) -> str:
@@ -155,15 +161,24 @@ def look_alike(text: str, rng: random.Random) -> tuple[str, str] | None:
     return None
 
 
+def _swap_synonym(text: str, rng: random.Random) -> str:
+    hits = [m for m in re.finditer(r"[A-Za-z]+", text) if m.group().lower() in _SYNONYM]
+    if not hits:
+        return text
+    m = rng.choice(hits)
+    return text[: m.start()] + _case_like(_SYNONYM[m.group().lower()], m.group()) + text[m.end():]
+
+
 def reword(text: str, rng: random.Random) -> str | None:
-    """A rewording that keeps the meaning (question frame, case, punctuation), or None."""
-    low = text.strip()
+    """A rewording that keeps the meaning (question frame, synonyms, case, punctuation), or
+    None."""
+    low = _swap_synonym(text.strip(), rng) if rng.random() < 0.6 else text.strip()
     for pattern, repl in rng.sample(_REWORDS, len(_REWORDS)):
         if re.search(pattern, low, re.I):
             out = re.sub(pattern, repl, low, count=1, flags=re.I)
             return out[:1].upper() + out[1:]
-    if rng.random() < 0.5:
-        return low.rstrip("?. ").lower()
+    if low != text.strip() or rng.random() < 0.5:
+        return low.rstrip("?. ").lower() if rng.random() < 0.5 else low
     return None
 
 
@@ -183,6 +198,9 @@ def training_variants(pairs: Sequence[Pair], seed: int = 0,
         made = look_alike(p.a, rng)
         if made:
             out.append(Pair(p.a, made[1], 0, made[0]))
+            reworded = reword(made[1], rng) if rng.random() < 0.4 else None
+            if reworded:  # a changed question in other words is still a changed question
+                out.append(Pair(p.a, reworded, 0, made[0]))
         if p.label == 1:
             made = look_alike(p.b, rng)
             if made:

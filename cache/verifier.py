@@ -12,12 +12,19 @@ clean calibration parts (or an operator's own, `cmesh cache calibrate`) give
 the lowest score whose wrong-hit share among hits is at most δ with 90 %
 confidence.
 
-Two rules sit above the model: the same text, case and whitespace aside, is
+Rules sit above the model: the same text, case and whitespace aside, is
 the same question (probability 1; every operator, sign, digit and symbol
-counts, so "What is 2+2?" is not an exact repeat of "What is 2-2?"), and a
+counts, so "What is 2+2?" is not an exact repeat of "What is 2-2?"); a
 pair whose numbers or operators disagree (`contradicts`) is not
 (probability 0): a number is one token among many to the cross-encoder, and
-a wrong sum is served with full confidence.
+a wrong sum is served with full confidence; nor is a pair with the
+look-alike's shape (`cache.alignment.one_slot_swap`: the same wording with
+one place where content words differ, and not by a known synonym), nor one
+where a term is replaced by another of its group ("kg" / "pounds", "Python" /
+"Java", anywhere in a reworded sentence: `contrasting_terms`): a small
+cross-encoder sees "tap water" / "bottled water" as close as "12 times 8" /
+"12 multiplied by 8". A refused candidate still takes part as a rival; exact
+repeats skip the model.
 
 The artifact is a folder: `model.int8.onnx` + `tokenizer.json` (the
 cross-encoder), `calibration.npz` (calibration outcomes), `verifier.json`
@@ -36,12 +43,12 @@ from typing import Any
 
 import numpy as np
 
-from cache.alignment import feature_matrix
+from cache.alignment import contrasting_terms, feature_matrix, one_slot_swap
 from cache.calibration import Bound, Outcomes, derive_bound
 from cache.crossencoder import OnnxCrossEncoder
 
 ARTIFACT_DIR = Path(__file__).parent / "artifacts" / "verifier"
-RIVAL_MARGIN = 2.0
+RIVAL_MARGIN = 4.0
 CONFIDENCE = 0.9
 
 
@@ -72,15 +79,25 @@ def contradicts(a: str, b: str) -> bool:
     return bool(oa) and bool(ob) and sorted(oa) != sorted(ob)
 
 
+def refused(a: str, b: str) -> bool:
+    """The rules that refuse a pair whatever the model says: numbers or operators that
+    disagree, the look-alike's shape, or a term of a group replaced by another."""
+    return contradicts(a, b) or one_slot_swap(a, b) or contrasting_terms(a, b)
+
+
 def stage_inputs(logits: np.ndarray, cached: list[str], asked: list[str],
                  sims: np.ndarray) -> np.ndarray:
-    """The stage's inputs: cross-encoder logit, MiniLM cosine, alignment features, and the
-    logit and cosine times the "same frame, one content word changed" flag."""
+    """The stage's inputs: cross-encoder logit, MiniLM cosine, alignment features, the
+    logit and cosine times the "same frame, one content word changed" flag, and the
+    logit and cosine times the pair's length (on long statements the cosine says more
+    and a small cross-encoder less than on short questions)."""
     feats = feature_matrix(cached, asked)
     clipped = np.clip(logits, -12, 12)[:, None]
     cos = np.asarray(sims, np.float64)[:, None]
-    return np.concatenate([clipped, cos, feats, clipped * feats[:, 5:6], cos * feats[:, 5:6]],
-                          axis=1)
+    words = np.array([min(len(a.split()) + len(b.split()), 80) / 80.0
+                      for a, b in zip(cached, asked, strict=True)])[:, None]
+    return np.concatenate([clipped, cos, feats, clipped * feats[:, 5:6], cos * feats[:, 5:6],
+                           words, clipped * words, cos * words], axis=1)
 
 
 def stage_logits(weights: np.ndarray, logits: np.ndarray, cached: list[str],
@@ -143,28 +160,42 @@ class CrossVerifier:
     def scores(self, queries: list[str], candidates: list[str], sims: np.ndarray,
                groups: np.ndarray) -> np.ndarray:
         """Rival-aware scores of (query, candidate) rows; +inf for an exact repeat, -inf
-        for a pair that `contradicts`."""
+        for a pair the rules refuse (`refused`)."""
         if not queries:
             return np.zeros(0)
         groups = np.asarray(groups)
+        fixed = np.full(len(queries), np.nan)  # an exact repeat settles its whole lookup
+        for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
+            if same_text(q, c):
+                fixed[groups == groups[i]] = -np.inf  # its rivals cannot beat the repeat
+        for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
+            if same_text(q, c):
+                fixed[i] = np.inf
+        rejected = np.array([np.isnan(f) and refused(q, c)
+                             for f, q, c in zip(fixed, queries, candidates, strict=True)],
+                            dtype=bool)
+        alone = np.bincount(groups)[groups] == 1 if len(groups) else rejected
+        fixed[rejected & alone] = -np.inf  # a refused candidate with no rival needs no model
+        todo = np.flatnonzero(np.isnan(fixed))
         logits = np.zeros(len(queries))
         with self._lock:
             # one ONNX call per lookup: int8 dynamic quantisation scales activations over
             # the whole call, so batching lookups together would let one lookup's answer
             # depend on what else was asked at the same moment
-            for g in np.unique(groups):
-                idx = np.flatnonzero(groups == g)
+            for g in np.unique(groups[todo]):
+                idx = todo[groups[todo] == g]
                 logits[idx] = self.model.logits([candidates[i] for i in idx],
                                                 [queries[i] for i in idx])
-        if self.stage is not None:
-            logits = stage_logits(self.stage, logits, candidates, queries, sims)
-        out = rival_scores(logits, np.asarray(groups))
-        for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
-            if same_text(q, c):
-                out[i] = np.inf
-            elif contradicts(q, c):
-                out[i] = -np.inf
-        return out
+        if self.stage is not None and len(todo):
+            logits[todo] = stage_logits(self.stage, logits[todo],
+                                        [candidates[i] for i in todo],
+                                        [queries[i] for i in todo], np.asarray(sims)[todo])
+        # a refused candidate still counts as a rival: when the nearest entry differs from
+        # the query in one word, a second entry that reads alike is no safer a hit
+        logits = np.where(np.isnan(fixed), logits, np.clip(fixed, -1e6, 1e6))
+        out = rival_scores(logits, groups)
+        out[rejected] = -np.inf
+        return np.where(np.isnan(fixed), out, fixed)
 
     def probabilities(self, queries: list[str], query_vecs: np.ndarray,
                       candidates: list[str], candidate_vecs: np.ndarray,

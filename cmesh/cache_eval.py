@@ -22,7 +22,7 @@ from cache.core import CacheConfig
 from cache.evaluate import Encode, replay, report
 from cache.pairs import Pair, Scorer, halves, load_pairs, overlap, split
 from cache.training import training_hashes
-from cache.verifier import ARTIFACT_DIR, CONFIDENCE, CrossVerifier
+from cache.verifier import ARTIFACT_DIR, CONFIDENCE, RIVAL_MARGIN, CrossVerifier
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CALIBRATION = (ROOT / "data" / "cache" / "handwritten_pairs.json",
@@ -129,6 +129,7 @@ def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
     if (folder / "stage.json").is_file():
         meta["stage"] = json.loads((folder / "stage.json").read_text())
     meta |= {"calibration": outcomes.source, "confidence": CONFIDENCE,
+             "rival_margin": RIVAL_MARGIN,
              "bounds": bounds_table(outcomes)}
     (folder / "verifier.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     (folder / "MODEL_CARD.md").write_text(model_card(meta))
@@ -149,7 +150,7 @@ def model_card(meta: dict[str, Any]) -> str:
     """The artifact's model card, written from its metadata."""
     d = meta["data"]
     stage_pairs = meta.get("stage", {}).get("pairs", 0)
-    planned = meta.get("planned_steps", 500)
+    planned = meta.get("planned_steps", meta["steps"])
     rows = "\n".join(f"| {delta} | {b['threshold']:.4f} | {b['calib_hits']} | "
                      f"{b['expected_wrong_share']:.4f} | {b['expected_recall']:.3f} |"
                      for delta, b in meta["bounds"].items())
@@ -163,17 +164,26 @@ by ONNX Runtime with dynamically quantised int8 weights (`model.int8.onnx`,
 margin over the best rival of the same lookup (`cache.verifier`), after a
 logistic stage that weighs the logit with the MiniLM cosine and content-word
 alignment features
-(`cache.alignment`; fitted on {stage_pairs} training pairs only). The same
+(`cache.alignment`; fitted on {stage_pairs} training pairs only), with a rival
+margin of {meta.get("rival_margin", 4.0)} logits. The same
 text (case and whitespace aside, every symbol kept) scores 1; numbers or
-operators that disagree ("2+2" / "2-2", "15 %" / "25 %") score 0.
+operators that disagree ("2+2" / "2-2", "15 %" / "25 %") score 0, and so does
+a pair with the look-alike's shape (the same wording, one place where content
+words differ and not by a known synonym: "tap water" / "bottled water"), or
+with a term replaced by another of its group ("kg" / "pounds", "Python" /
+"Java") (`cache.alignment`).
 
 **Training data.** The training part of `{d["file"]}` (sha256
 `{d["sha256"][:16]}...`; GPTCache's pairs from Quora Question Pairs, MIT
-licence, Quora's terms for the questions): {d["qqp_train_pairs"]} pairs, plus
-{d["generated_pairs"]} rule-made pairs from those same texts (`cache.variants`:
-look-alikes changing one entity, number, operator, direction, antonym or
-negation, as negatives; rewordings as positives). Split: {d["split"]}. No
-calibration or evaluation part, and no hand-written pair, was trained on.
+licence, Quora's terms for the questions): {d["qqp_train_pairs"]} pairs; {d["written_pairs"]}
+pairs written here for training (`data/cache/training/`: questions, commands and
+declarative statements, each with paraphrases and look-alikes; shown
+{d["written_repeat"]} times a pass; {d["written_stage_pairs"]} more kept out for the stage); and
+rule-made pairs from all those texts (`cache.variants`: look-alikes changing one
+entity, number, operator, direction, antonym or negation, as negatives;
+rewordings as positives), {d["rows_per_pass"]} rows a pass. Split: {d["split"]}. No
+calibration or evaluation part was trained on, and the written training
+texts share none with the evaluation files (`tests/cache/test_pairs.py`).
 The hashes of every training text ship in `training_text_hashes.npy`, so
 `cmesh cache eval` reports any file's overlap with them.
 
@@ -191,8 +201,10 @@ the share of wrong hits is <= δ (`cache.calibration`):
 |---|---|---|---|---|
 {rows}
 
-**Limits.** English questions; commands, long documents and code snippets
-are outside its data. The bound holds as far as traffic looks like the
+**Limits.** English questions, requests and short statements; long
+documents and code snippets are outside its data. Single-word synonyms
+outside its list (`cache.alignment.SYNONYMS`) in an otherwise unchanged
+question are refused (a miss, never a wrong hit). The bound holds as far as traffic looks like the
 calibration pairs: calibrate on your own labelled pairs with
 `cmesh cache calibrate --pairs FILE` and serve the table with
 `CMESH_CACHE_CALIBRATION_PATH`.

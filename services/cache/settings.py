@@ -40,6 +40,9 @@ class CacheSettings(ServiceSettings):
                                     description="Cosine below which a neighbour is not even "
                                                 "shown to the verifier (it only saves work).")
     top_k: int = Field(4, ge=1, le=64, description="Neighbours the verifier judges per lookup.")
+    rival_window: float = Field(
+        0.1, ge=0.0, le=2.0,
+        description="Of those, only the ones within this cosine of the nearest are judged.")
     ttl_s: float = Field(86_400.0, gt=0, description="Entry lifetime; also the stream max age.")
     max_entries_per_namespace: int = Field(10_000, ge=1,
                                            description="LRU eviction past this many entries.")
@@ -81,7 +84,8 @@ class CacheSettings(ServiceSettings):
     def cache_config(self) -> CacheConfig:
         """The domain's view of these settings."""
         return CacheConfig(delta=self.delta, similarity_floor=self.similarity_floor,
-                           top_k=self.top_k, ttl_s=self.ttl_s,
+                           top_k=self.top_k, rival_window=self.rival_window,
+                           ttl_s=self.ttl_s,
                            max_entries_per_namespace=self.max_entries_per_namespace,
                            hnsw_from=self.hnsw_from, allow_sampling=self.allow_sampling,
                            use_gpu=self.use_gpu)

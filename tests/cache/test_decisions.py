@@ -77,3 +77,18 @@ async def test_system_prompt_and_sampling_split_namespaces(make_cache: MakeCache
 async def test_unknown_namespace_is_a_miss(make_cache: MakeCache) -> None:
     result = await make_cache().lookup(scope("nobody"), "anything at all")
     assert not result.hit and result.entry is None
+
+
+async def test_only_close_rivals_reach_the_verifier(make_cache: MakeCache) -> None:
+    wide, narrow = make_cache(rival_window=2.0), make_cache(rival_window=0.1)
+    for cache in (wide, narrow):
+        for prompt in ("How do I reset my password?", "How do I change my password?",
+                       "What is the capital of Peru?"):
+            await cache.store(scope(), prompt, "answer")
+    vector = await wide._embed("How can I reset my password?")
+    ns = wide.namespace(scope())
+    far = [sim for _, _, sim in wide.candidates(ns, vector.reshape(1, -1))]
+    near = [sim for _, _, sim in narrow.candidates(narrow.namespace(scope()),
+                                                   vector.reshape(1, -1))]
+    assert len(near) < len(far) and min(near) >= max(far) - 0.1
+    assert max(near) == max(far)  # the nearest is always judged

@@ -74,3 +74,18 @@ def test_handwritten_data_is_balanced() -> None:
     assert {p.domain for p in pairs} >= {"coding", "health", "travel", "finance", "maths",
                                           "history", "everyday"}
     assert all(isinstance(p, Pair) and p.kind for p in pairs)
+
+
+def test_written_training_pairs_share_no_text_with_calibration_or_evaluation_files() -> None:
+    from cache.training import WRITTEN_DIR, written_pairs
+
+    written = [p for f in sorted(WRITTEN_DIR.glob("*.json")) for p in load_pairs(f)]
+    assert sum(p.label for p in written) >= 300 and sum(1 - p.label for p in written) >= 300
+    mine = {normalise(t) for p in written for t in (p.a, p.b)}
+    for path in (DATA / "cache" / "handwritten_pairs.json",
+                 DATA / "gptcache" / "mock_data.json"):
+        held = {normalise(t) for p in load_pairs(path) for t in (p.a, p.b)}
+        assert not mine & held, path.name
+    encoder, stage = written_pairs("encoder"), written_pairs("stage")
+    assert len(encoder) + len(stage) == len(written) and len(stage) > len(written) // 10
+    assert not {normalise(p.a) for p in encoder} & {normalise(p.a) for p in stage}

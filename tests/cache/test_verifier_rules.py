@@ -9,7 +9,7 @@ import pytest
 from cache.alignment import features
 from cache.pairs import Pair
 from cache.variants import look_alike, reword, training_variants
-from cache.verifier import contradicts, rival_scores, same_text
+from cache.verifier import CrossVerifier, contradicts, rival_scores, same_text
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -46,8 +46,11 @@ def test_alignment_tells_a_swap_from_a_rewording() -> None:
 def test_rival_margin_marks_down_near_ties() -> None:
     import numpy as np
 
+    from cache.verifier import RIVAL_MARGIN
+
     scores = rival_scores(np.array([5.0, 4.5, 3.0]), np.array([0, 0, 1]))
-    assert scores[0] == pytest.approx(5.0 - 1.5) and scores[2] == 3.0
+    assert scores[0] == pytest.approx(5.0 - (RIVAL_MARGIN - 0.5)) and scores[2] == 3.0
+    assert scores[1] == pytest.approx(4.5 - (RIVAL_MARGIN + 0.5))
 
 
 def test_variants_change_one_thing() -> None:
@@ -57,3 +60,62 @@ def test_variants_change_one_thing() -> None:
     assert reword("How do I sort a list?", rng) is not None
     out = training_variants([Pair("What is 2+2?", "What does 2 plus 2 equal?", 1)], per_text=1)
     assert any(p.label == 0 for p in out)
+
+
+def test_rules_settle_rows_without_the_model(verifier: CrossVerifier) -> None:
+    import numpy as np
+
+    class Counting:
+        def __init__(self, model: object) -> None:
+            self.model, self.rows = model, 0
+
+        def logits(self, cached: list[str], asked: list[str]) -> np.ndarray:
+            self.rows += len(cached)
+            return self.model.logits(cached, asked)  # type: ignore[attr-defined]
+
+    counting = Counting(verifier.model)
+    v = verifier.with_calibration(verifier.calibration)  # type: ignore[arg-type]
+    v.model = counting  # type: ignore[assignment]
+    asked = ["what is 2+2", "what is 2+2", "how do i sort a list", "how do i sort a list"]
+    cached = ["What is 2+2", "what is 2-2", "how can i sort a list", "how do i sort a dict"]
+    scores = v.scores(asked, cached, np.array([1.0, 0.9, 0.9, 0.8]), np.array([0, 0, 1, 1]))
+    assert scores[0] == np.inf and scores[1] == -np.inf  # a repeat settles its whole lookup
+    assert np.isfinite(scores[2]) and scores[3] == -np.inf  # "list" / "dict": one slot
+    assert counting.rows == 2  # the refused row still went through the model, as a rival
+
+
+@pytest.mark.parametrize(("a", "b", "swap"), [
+    ("Is tap water safe to drink in Mexico?", "Is bottled water safe to drink in Mexico?", True),
+    ("Convert 3 litres to gallons", "Convert 3 gallons to litres", True),
+    ("How do I get from Paris to Brussels by train?",
+     "How do I get from Brussels to Paris by train?", True),
+    ("How do I sort a list in Python?", "How can I sort a list in Python?", False),
+    ("What is the difference between jam and marmalade?",
+     "What is the difference between marmalade and jam?", False),  # "and" is symmetric
+    ("How do I delete a branch in git?", "How do I remove a branch in git?", False),  # synonyms
+    ("After a meal, how long should I wait to swim?",
+     "How long should I wait to swim after a meal?", False),  # a clause moved, not a swap
+    ("How do I reverse a string in Python?",
+     "What's the way to reverse a string using Python?", False),  # reworded in two places
+])
+def test_one_slot_swap(a: str, b: str, swap: bool) -> None:
+    from cache.alignment import one_slot_swap
+
+    assert one_slot_swap(a, b) is swap and one_slot_swap(b, a) is swap
+
+
+@pytest.mark.parametrize(("a", "b", "clash"), [
+    ("How much can a checked bag weigh in kg?", "What is the weight limit in pounds?", True),
+    ("How do I read a CSV file in Python?", "What's the way to load a CSV with Java?", True),
+    ("How many kilometres is it from Berlin to Munich?",
+     "What is the distance in km between Berlin and Munich?", False),  # one term, two spellings
+    ("Convert 20 Celsius to Fahrenheit", "What is 20 Celsius in Fahrenheit?", False),
+    ("How do I convert a glucose reading from mmol/L to mg/dL?",
+     "What's the conversion from mg/dL to mmol/L for blood sugar?", True),  # order reversed
+    ("Is Python or Java faster?", "Which is faster, Java or Python?", False),  # symmetric
+    ("May I bring a power bank on the plane?", "Can I fly with a power bank?", False),
+])
+def test_contrasting_terms(a: str, b: str, clash: bool) -> None:
+    from cache.alignment import contrasting_terms
+
+    assert contrasting_terms(a, b) is clash and contrasting_terms(b, a) is clash
