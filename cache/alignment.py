@@ -160,6 +160,7 @@ dollars|dollar|usd euros|euro|eur pounds|gbp yen rupees|rupee|inr
 checked carry-on|cabin
 fridge|refrigerator freezer
 safe unsafe|dangerous|harmful
+before|prior after
 """
 _TERM_GROUPS: dict[str, set[tuple[int, int]]] = {}
 for _g, _line in enumerate(_CONTRASTS.strip().splitlines()):
