@@ -97,7 +97,8 @@ def features(a: str, b: str) -> np.ndarray:
 _SYNONYM_STEMS = {(_stem(a), _stem(b)) for a, b in SYNONYMS} | {
     (_stem(b), _stem(a)) for a, b in SYNONYMS}
 SLOT_RATIO = 0.7
-_SYMMETRIC = frozenset({"and", "or", "vs", "versus", "&", ",", "/"})  # "X and Y" = "Y and X"
+_SYMMETRIC_WORDS = frozenset({"and", "or", "vs", "versus"})  # "X and Y" = "Y and X"
+_SYMMETRIC = _SYMMETRIC_WORDS | {"&", ",", "/"}
 
 
 def one_slot_swap(a: str, b: str) -> bool:
@@ -184,7 +185,7 @@ def contrasting_terms(a: str, b: str) -> bool:
     only_a, only_b = set(la) - set(lb), set(lb) - set(la)
     if any(g == h for g, _ in only_a for h, _ in only_b):
         return True
-    if {"and", "or", "vs", "versus", "between"} & (set(_tokens(a)) | set(_tokens(b))):
+    if (_SYMMETRIC_WORDS | {"between"}) & (set(_tokens(a)) | set(_tokens(b))):
         return False
     for g in {g for g, _ in la}:
         order_a = list(dict.fromkeys(t for h, t in la if h == g))

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from cache.core import LookupResult, SemanticCache
+from core.embedder import limit_threads
 
 EncodeMany = Callable[[list[str]], np.ndarray]
 
@@ -31,10 +32,7 @@ def _limit_threads(threads: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
-    with contextlib.suppress(ImportError):
-        import torch
-
-        torch.set_num_threads(threads)
+    limit_threads(threads)
 
 
 class LookupWorker:

@@ -75,10 +75,6 @@ _REWORDS = [
     (r"^can i\b", "is it possible to"), (r"^what is the best way to\b", "how should i"),
     (r"^how should i\b", "what is the best way to"), (r"^which is\b", "what is"),
 ]
-
-
-
-
 _SYNONYM = {a: b for a, b in REWORD_SYNONYMS} | {b: a for a, b in REWORD_SYNONYMS}
 
 
@@ -95,12 +91,17 @@ def _swap_peer(text: str, rng: random.Random) -> str | None:
     return text[: m.start()] + _case_like(other, m.group()) + text[m.end():]
 
 
-def _swap_antonym(text: str, rng: random.Random) -> str | None:
-    hits = [m for m in re.finditer(r"[A-Za-z]+", text) if m.group().lower() in _OPPOSITE]
+def _swap_word(text: str, rng: random.Random, table: dict[str, str]) -> str | None:
+    """`text` with one of its words found in `table` replaced by its entry, or None."""
+    hits = [m for m in re.finditer(r"[A-Za-z]+", text) if m.group().lower() in table]
     if not hits:
         return None
     m = rng.choice(hits)
-    return text[: m.start()] + _case_like(_OPPOSITE[m.group().lower()], m.group()) + text[m.end():]
+    return text[: m.start()] + _case_like(table[m.group().lower()], m.group()) + text[m.end():]
+
+
+def _swap_antonym(text: str, rng: random.Random) -> str | None:
+    return _swap_word(text, rng, _OPPOSITE)
 
 
 def _swap_number(text: str, rng: random.Random) -> str | None:
@@ -161,23 +162,16 @@ def look_alike(text: str, rng: random.Random) -> tuple[str, str] | None:
     return None
 
 
-def _swap_synonym(text: str, rng: random.Random) -> str:
-    hits = [m for m in re.finditer(r"[A-Za-z]+", text) if m.group().lower() in _SYNONYM]
-    if not hits:
-        return text
-    m = rng.choice(hits)
-    return text[: m.start()] + _case_like(_SYNONYM[m.group().lower()], m.group()) + text[m.end():]
-
-
 def reword(text: str, rng: random.Random) -> str | None:
     """A rewording that keeps the meaning (question frame, synonyms, case, punctuation), or
     None."""
-    low = _swap_synonym(text.strip(), rng) if rng.random() < 0.6 else text.strip()
+    base = text.strip()
+    low = (_swap_word(base, rng, _SYNONYM) or base) if rng.random() < 0.6 else base
     for pattern, repl in rng.sample(_REWORDS, len(_REWORDS)):
         if re.search(pattern, low, re.I):
             out = re.sub(pattern, repl, low, count=1, flags=re.I)
             return out[:1].upper() + out[1:]
-    if low != text.strip() or rng.random() < 0.5:
+    if low != base or rng.random() < 0.5:
         return low.rstrip("?. ").lower() if rng.random() < 0.5 else low
     return None
 

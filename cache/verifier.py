@@ -164,17 +164,15 @@ class CrossVerifier:
         if not queries:
             return np.zeros(0)
         groups = np.asarray(groups)
+        repeat = np.array([same_text(q, c) for q, c in zip(queries, candidates, strict=True)],
+                          dtype=bool)
         fixed = np.full(len(queries), np.nan)  # an exact repeat settles its whole lookup
-        for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
-            if same_text(q, c):
-                fixed[groups == groups[i]] = -np.inf  # its rivals cannot beat the repeat
-        for i, (q, c) in enumerate(zip(queries, candidates, strict=True)):
-            if same_text(q, c):
-                fixed[i] = np.inf
+        fixed[np.isin(groups, groups[repeat])] = -np.inf  # its rivals cannot beat it
+        fixed[repeat] = np.inf
         rejected = np.array([np.isnan(f) and refused(q, c)
                              for f, q, c in zip(fixed, queries, candidates, strict=True)],
                             dtype=bool)
-        alone = np.bincount(groups)[groups] == 1 if len(groups) else rejected
+        alone = np.bincount(groups)[groups] == 1
         fixed[rejected & alone] = -np.inf  # a refused candidate with no rival needs no model
         todo = np.flatnonzero(np.isnan(fixed))
         logits = np.zeros(len(queries))
