@@ -17,6 +17,7 @@ class ErrorKind(enum.Enum):
     """What went wrong, in the words of gRPC's status codes."""
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
     FAILED_PRECONDITION = "FAILED_PRECONDITION"
     NOT_FOUND = "NOT_FOUND"
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
@@ -47,6 +48,12 @@ class FieldError(DomainError, ValueError):
         self.problem = problem
 
 
+class Unauthenticated(DomainError, PermissionError):
+    """No credentials, or credentials that name no caller (UNAUTHENTICATED)."""
+
+    kind = ErrorKind.UNAUTHENTICATED
+
+
 class FailedPrecondition(DomainError):
     """The request is well formed but the system is not in a state to do it."""
 
@@ -60,9 +67,17 @@ class NotFound(DomainError, LookupError):
 
 
 class Overloaded(DomainError, RuntimeError):
-    """No capacity right now; the caller may retry later (RESOURCE_EXHAUSTED)."""
+    """No capacity right now; the caller may retry later (RESOURCE_EXHAUSTED).
+
+    `retry_after_s`, when known, is carried as data so each door can say it its own
+    way (gRPC trailer `retry-after-ms`, HTTP `Retry-After`) without parsing the text.
+    """
 
     kind = ErrorKind.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(DomainError, RuntimeError):

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from core.errors import FieldError, Overloaded
 from protos.broker.v1 import broker_pb2
 from services.broker.client import BrokerClient, JobError
 from services.common.convert import finish_reason_from_proto, sampling_to_proto
+from services.common.errors import error_from
+from services.gateway.clients import tier_error
 from services.gateway.convert import conversation_pb
-from services.gateway.domain import DeadlineExceeded, TierChunk, TierJob, TierUnavailable
+from services.gateway.domain import TierChunk, TierJob
 
 
 def job_error(tier: str, err: JobError) -> Exception:
-    """The domain error for a failed or refused job."""
-    if err.code == "DEADLINE_EXCEEDED":
-        return DeadlineExceeded(f"tier {tier!r}: {err.message}")
-    if err.code == "INVALID_ARGUMENT":
-        name, _, problem = err.message.partition(": ")
-        return FieldError(name if problem else "request", problem or err.message)
-    if err.code == "RESOURCE_EXHAUSTED":
-        after = f"; retry after {err.retry_after_ms} ms" if err.retry_after_ms else ""
-        return Overloaded(f"tier {tier!r} queue is full{after}")
-    return TierUnavailable(tier, f"{err.code}: {err.message}")
+    """The domain error for a failed or refused job, through the one error table.
+
+    A JobError carries no field (broker.proto's JobError has code, message and
+    retry_after_ms), so a backend's bad-field error arrives as field `request`
+    with the backend's whole message; the gateway checks every field before a
+    job is sent, so this is a backstop only."""
+    retry = err.retry_after_ms / 1000 if err.retry_after_ms else None
+    return tier_error(tier, error_from(err.kind, err.message, retry_after_s=retry))
 
 
 class BrokerTier:

@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 import grpc
 
 from cache.keys import Scope
-from core.errors import FieldError, Overloaded
+from core.errors import DomainError, ErrorKind, FieldError, Overloaded
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
 from services.common.convert import finish_reason_from_proto, sampling_to_proto
+from services.common.errors import error_from_rpc
 from services.gateway.convert import conversation_pb, scope_to_pb
 from services.gateway.domain import (
     CacheLookup,
@@ -73,17 +74,17 @@ class GrpcClassifier:
         return float(reply.scores[0])
 
 
-def tier_error(tier: str, err: grpc.aio.AioRpcError) -> Exception:
-    """The domain error for a failed tier call."""
-    code, detail = err.code(), err.details() or ""
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+def tier_error(tier: str, err: DomainError) -> Exception:
+    """What a tier's failure means to the gateway's caller (either tier client): the
+    peer's bad-field and overload errors pass on with their data, a passed deadline
+    stays one, anything else is that tier being unavailable, named."""
+    if isinstance(err, FieldError):
+        return err
+    if isinstance(err, Overloaded):
+        return Overloaded(f"tier {tier!r} is overloaded: {err}", err.retry_after_s)
+    if err.kind is ErrorKind.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"tier {tier!r}: deadline passed while generating")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        name, _, problem = detail.partition(": ")
-        return FieldError(name if problem else "request", problem or detail)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return Overloaded(f"tier {tier!r} is overloaded: {detail}")
-    return TierUnavailable(tier, f"{code.name}: {detail}")
+    return TierUnavailable(tier, f"{err.kind.value}: {err}")
 
 
 class BackendTier:
@@ -107,6 +108,6 @@ class BackendTier:
                     prompt_tokens=chunk.usage.prompt_tokens,
                     completion_tokens=chunk.usage.completion_tokens)
         except grpc.aio.AioRpcError as err:
-            raise tier_error(self.tier, err) from err
+            raise tier_error(self.tier, error_from_rpc(err)) from err
         finally:
             call.cancel()

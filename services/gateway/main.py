@@ -1,4 +1,10 @@
-"""Gateway wiring: settings -> peer channels -> orchestrator -> servicer + auth -> server.
+"""Gateway wiring: settings -> peer channels -> orchestrator + admission -> doors.
+
+Both doors (gRPC `Ask`, and the OpenAI-compatible HTTP door when `http_port`
+is set) are translators over the same orchestrator and admission. The HTTP
+door starts after the build, before the node reports SERVING, and stops
+(draining its open requests) before the gRPC server and the orchestrator's
+in-flight answers are closed.
 
 `GatewayNode` is the whole service as one async context manager (tests run it
 in-process against real peers); `main()` runs one until SIGTERM/SIGINT.
@@ -18,12 +24,15 @@ from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.node import Registration, ServiceNode, full_name, serve
-from services.gateway.auth import AuthInterceptor, RequestIdFilter, load_keys
+from services.gateway.admission import Admission, RequestIdFilter
+from services.gateway.auth import load_keys
 from services.gateway.clients import BackendTier, GrpcCache, GrpcClassifier
 from services.gateway.domain import CacheClient, ClassifierClient, Limits, TierClient
+from services.gateway.frontends.grpc import GatewayServicer
+from services.gateway.frontends.http import HttpServer
+from services.gateway.frontends.openai import OpenAIDoor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.orchestrator import Orchestrator, OrchestratorConfig
-from services.gateway.servicer import GatewayServicer
 from services.gateway.settings import GatewaySettings
 
 SERVICE_NAME = full_name(gateway_pb2, "Gateway")
@@ -55,7 +64,9 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         super().__init__(settings)
         self._tiers = tiers
         self.orchestrator: Orchestrator | None = None
+        self.admission: Admission | None = None
         self.metrics: GatewayMetrics | None = None
+        self.http: HttpServer | None = None
 
     async def _channel(self, address: str) -> grpc.aio.Channel:
         """A channel to an internal service: TLS (mutual with mesh_cert) when mesh_ca is set."""
@@ -105,11 +116,27 @@ class GatewayNode(ServiceNode[GatewaySettings]):
             policy, cache, classifier, tiers, orchestrator_config(s), observer=metrics)
         # Closed before the channels: answers in flight finish and their stores land.
         self.stack.push_async_callback(orchestrator.flights.drain, s.grace_seconds)
-        self.interceptors.append(AuthInterceptor(
-            keys, s.rate_limit_per_s, s.rate_limit_burst,
-            on_reject=lambda code: metrics.errors.labels(code).inc()))
-        return [Registration(GatewayServicer(orchestrator, metrics),
+        self.admission = admission = Admission(keys, s.rate_limit_per_s, s.rate_limit_burst)
+        return [Registration(GatewayServicer(orchestrator, admission, metrics),
                              gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)]
+
+    async def warm_up(self) -> None:
+        """Start the HTTP door (when `http_port` is set); it closes first on the way out."""
+        s = self.settings
+        if s.http_port is None:
+            return
+        assert self.orchestrator is not None and self.admission is not None
+        door = OpenAIDoor(self.orchestrator, self.admission, self.metrics,
+                          ready=lambda: not self._draining)
+        self.http = await self.stack.enter_async_context(HttpServer(
+            door.app(), s.host, s.http_port, grace_s=s.grace_seconds,
+            tls_cert=s.tls_cert, tls_key=s.tls_key, port_file=s.http_port_file))
+
+    @property
+    def http_base_url(self) -> str:
+        """The HTTP door's OpenAI base URL (…/v1)."""
+        assert self.http is not None, "no HTTP door (http_port unset)"
+        return self.http.base_url
 
 
 def main(argv: Sequence[str] | None = None) -> None:

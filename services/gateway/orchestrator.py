@@ -143,8 +143,7 @@ class Orchestrator:
                 raise ThresholdError(
                     f"force_tier: unknown tier {question.force_tier!r}; known: {policy.tiers}")
         except ThresholdError as exc:
-            name, _, problem = str(exc).partition(": ")
-            raise FieldError(f"policy.{name}", problem) from exc
+            raise FieldError(f"policy.{exc.field}", exc.problem) from exc
         rid = question.request_id or uuid.uuid4().hex
         return replace(question, sampling=sampling, request_id=rid), policy
 

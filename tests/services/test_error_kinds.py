@@ -36,6 +36,7 @@ RAISERS: dict[str, tuple[Callable[[], object], Code]] = {
     "precondition": (lambda: _raise(errors.FailedPrecondition("not now")),
                      Code.FAILED_PRECONDITION),
     "not-found": (lambda: _raise(errors.NotFound("no entry e1")), Code.NOT_FOUND),
+    "unauthenticated": (lambda: _raise(errors.Unauthenticated("no key")), Code.UNAUTHENTICATED),
     "overloaded": (lambda: _raise(errors.Overloaded("full")), Code.RESOURCE_EXHAUSTED),
     "unavailable": (lambda: _raise(errors.Unavailable("engine died")), Code.UNAVAILABLE),
     "not-ready": (lambda: _raise(errors.NotReady("warming up")), Code.UNAVAILABLE),
