@@ -72,6 +72,13 @@ class GatewaySettings(ServiceSettings):
                           "two run side by side, each embedding the prompt.")
     confidence_method: Literal["mean", "min"] = Field(
         "mean", description="How an answer's confidence comes from its token logprobs.")
+    http_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Port of the OpenAI-compatible HTTP door (/v1/chat/completions, ...) on "
+                    "`host`; 0 picks a free one; unset: no HTTP door. TLS with tls_cert/"
+                    "tls_key, as the gRPC port.")
+    http_port_file: Path | None = Field(
+        None, description="Where the HTTP door writes its bound port (for http_port 0).")
     mesh_ca: Path | None = Field(None, description=(
         "PEM CA the internal services' certificates are signed by; set it to call cache, "
         "classifier and backends over TLS."))

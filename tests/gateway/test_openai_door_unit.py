@@ -1,0 +1,198 @@
+"""The HTTP door over real HTTP (uvicorn on port 0, inside a real GatewayNode) with fake
+tiers, driven by the official `openai` client: shapes, streaming, errors, draining.
+The same door on the real mesh is in test_openai_door_e2e.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from services.gateway.auth import add_key
+from services.gateway.main import GatewayNode
+from services.gateway.settings import GatewaySettings
+from tests.gateway.fakes import FakeTier
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    path = tmp_path_factory.mktemp("keys") / "api-keys"
+    return path, add_key(path, "acme")
+
+
+@pytest.fixture(scope="module")
+async def node(keys: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
+               ) -> AsyncIterator[GatewayNode]:
+    tiers = {"small": FakeTier("small", 0.95), "large": FakeTier("large", 0.95)}
+    port_file = tmp_path_factory.mktemp("ports") / "gateway.http.port"
+    settings = GatewaySettings(port=0, http_port=0, http_port_file=port_file,
+                               api_keys_file=keys[0], policy="cascade",
+                               rate_limit_per_s=1000, rate_limit_burst=1000)
+    async with GatewayNode(settings, tiers=tiers) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(node: GatewayNode, keys: tuple[Path, str]
+                 ) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=node.http_base_url, api_key=keys[1],
+                                  max_retries=0, timeout=20) as c:
+        yield c
+
+
+async def test_port_file_names_the_bound_port(node: GatewayNode) -> None:
+    assert node.settings.http_port_file is not None
+    port = int(node.settings.http_port_file.read_text())
+    assert node.http_base_url == f"http://127.0.0.1:{port}/v1"
+
+
+async def test_chat_completion_has_text_usage_and_cascade_metadata(client) -> None:
+    raw = await client.chat.completions.with_raw_response.create(
+        model="cascade-mesh", messages=[{"role": "user", "content": "hello there"}])
+    reply = raw.parse()
+    assert reply.choices[0].message.content == "small: hello there "
+    assert reply.choices[0].finish_reason == "stop"
+    assert reply.usage.completion_tokens == 3
+    cascade = reply.model_extra["cascade"]
+    assert cascade["tier"] == "small" and cascade["tiers_tried"] == ["small"]
+    assert raw.headers["x-cmesh-tier"] == "small"
+    assert raw.headers["x-cmesh-request-id"] == cascade["request_id"]
+    assert float(raw.headers["x-cmesh-latency-total-ms"]) >= 0
+
+
+async def test_naming_a_tier_forces_it(client) -> None:
+    reply = await client.chat.completions.create(
+        model="large", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content.startswith("large:")
+    assert reply.model_extra["cascade"]["tiers_tried"] == ["large"]
+
+
+async def test_stream_reassembles_to_the_unary_text_with_usage_last(client) -> None:
+    messages = [{"role": "system", "content": "be brief"},
+                {"role": "user", "content": "count to three"}]
+    unary = await client.chat.completions.create(model="small", messages=messages)
+    stream = await client.chat.completions.create(
+        model="small", messages=messages, stream=True,
+        stream_options={"include_usage": True})
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == unary.choices[0].message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    finished = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finished[0].model_extra["cascade"]["tier"] == "small"
+
+
+async def test_completions_and_models(client) -> None:
+    reply = await client.completions.create(model="cascade-mesh", prompt="one two",
+                                            max_tokens=8)
+    assert reply.choices[0].text == "small: one two "
+    stream = await client.completions.create(model="small", prompt="one two", stream=True)
+    assert "".join([c.choices[0].text async for c in stream]) == reply.choices[0].text
+    models = [m.id async for m in client.models.list()]
+    assert models == ["cascade-mesh", "small", "large"]
+    assert (await client.models.retrieve("large")).id == "large"
+
+
+async def test_responses_unary_and_streamed(client) -> None:
+    reply = await client.responses.create(model="small", input="tell me",
+                                          instructions="be kind")
+    assert reply.output_text == "small: tell me "
+    assert reply.usage.output_tokens == 3 and reply.status == "completed"
+    stream = await client.responses.create(model="small", input=[
+        {"role": "user", "content": [{"type": "input_text", "text": "tell me"}]}], stream=True)
+    events = [e async for e in stream]
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == reply.output_text and events[-1].type == "response.completed"
+
+
+@pytest.mark.parametrize(("kwargs", "param"), [
+    ({"n": 2}, "n"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logprobs": True}, "logprobs"),
+    ({"temperature": -1}, "temperature"),
+    ({"top_p": 0}, "top_p"),
+    ({"max_completion_tokens": 100000}, "max_completion_tokens"),
+    ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
+    ({"extra_body": {"cascade": {"force_tier": "huge"}}}, "cascade.force_tier"),
+    ({"extra_body": {"cascade": {"thresholds": {"route.large": 2}}}},
+     "cascade.thresholds.route.large"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
+     "messages[0].content[0].type"),
+    ({"messages": [{"role": "assistant", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": ""}]}, "messages"),
+])
+async def test_bad_bodies_are_400_naming_the_param(client, kwargs, param) -> None:
+    body = {"model": "cascade-mesh", "messages": [{"role": "user", "content": "hi"}], **kwargs}
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.chat.completions.create(**body)
+    assert err.value.status_code == 400
+    assert err.value.param == param, err.value.body
+    assert err.value.type == "invalid_request_error"
+
+
+async def test_wrong_key_unknown_model_and_bad_deadline(node, client) -> None:
+    async with openai.AsyncOpenAI(base_url=node.http_base_url, api_key="cm_wrong",
+                                  max_retries=0) as wrong:
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.models.list()
+    with pytest.raises(openai.NotFoundError) as err:
+        await client.chat.completions.create(model="gpt-9", messages=[
+            {"role": "user", "content": "hi"}])
+    assert err.value.code == "model_not_found" and err.value.param == "model"
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.chat.completions.create(
+            model="small", messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-cmesh-timeout-s": "soon"})
+    assert err.value.param == "x-cmesh-timeout-s"
+
+
+async def test_deadline_header_shorter_than_the_tier_is_504(node, client) -> None:
+    slow = node.orchestrator.tiers["large"]
+    slow.delay = 0.5
+    try:
+        with pytest.raises(openai.APIStatusError) as err:
+            await client.chat.completions.create(
+                model="large", messages=[{"role": "user", "content": "a b c d e"}],
+                extra_headers={"x-cmesh-timeout-s": "0.3"})
+        assert err.value.status_code == 504
+    finally:
+        slow.delay = 0.0
+
+
+async def test_dead_tier_is_503_naming_it(node, client) -> None:
+    tier = node.orchestrator.tiers["large"]
+    tier.down = True
+    try:
+        with pytest.raises(openai.InternalServerError) as err:
+            await client.chat.completions.create(
+                model="large", messages=[{"role": "user", "content": "hi"}])
+        assert err.value.status_code == 503
+        assert err.value.body["tier"] == "large" and "'large'" in err.value.message
+    finally:
+        tier.down = False
+
+
+async def test_unknown_route_is_an_openai_error(node) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        reply = await http.get(node.http_base_url + "/nothing")
+    assert reply.status_code == 404 and reply.json()["error"]["type"] == "not_found_error"
+
+
+async def test_rate_limit_is_429_with_retry_after(keys, tmp_path: Path) -> None:
+    tiers = {"small": FakeTier("small"), "large": FakeTier("large")}
+    settings = GatewaySettings(port=0, http_port=0, api_keys_file=keys[0],
+                               rate_limit_per_s=0.5, rate_limit_burst=2)
+    async with GatewayNode(settings, tiers=tiers) as node, openai.AsyncOpenAI(
+            base_url=node.http_base_url, api_key=keys[1], max_retries=0) as client:
+        await client.models.list()
+        await client.models.list()
+        with pytest.raises(openai.RateLimitError) as err:
+            await client.chat.completions.create(
+                model="small", messages=[{"role": "user", "content": "hi"}])
+        assert int(err.value.response.headers["retry-after"]) >= 1
+        assert err.value.code == "resource_exhausted"
