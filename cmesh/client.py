@@ -63,6 +63,14 @@ def read_stack(state_dir: Path = DEFAULT_STATE, tenant: str = "dev") -> tuple[st
     return addresses["gateway"], read_key(state_dir, tenant)
 
 
+def read_door(state_dir: Path = DEFAULT_STATE) -> str:
+    """The OpenAI base URL (http://127.0.0.1:PORT/v1) of the gateway `cmesh up` started."""
+    from cmesh.stack import DOOR_PORT_FILE
+
+    port = (state_dir / DOOR_PORT_FILE).read_text().strip()
+    return f"http://127.0.0.1:{port}/v1"
+
+
 async def ask(address: str, key: str, request: gateway_pb2.AskRequest,
               on_text: Callable[[str], None] | None = None, timeout: float = 300.0,
               channel: grpc.aio.Channel | None = None,

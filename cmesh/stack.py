@@ -60,18 +60,21 @@ def default_specs(large_model: str | None = None,
     return specs
 
 
+DOOR_PORT_FILE = "gateway-http.port"  # the OpenAI-compatible door's port, in the state dir
 GATEWAY_PEERS = ("backend-small", "backend-large", "cache", "classifier", "broker")
 
 
 def gateway_spec(keys_file: Path, via_broker: bool = True) -> ServiceSpec:
-    """The gateway, started once its peers are SERVING, pointed at their addresses;
-    `via_broker`: tiers through the broker's JetStream queues (it gets `--nats_url`),
-    else straight to the backends."""
+    """The gateway, started once its peers are SERVING, pointed at their addresses, with
+    its OpenAI-compatible HTTP door on a free port (written to `DOOR_PORT_FILE` beside
+    the keys); `via_broker`: tiers through the broker's JetStream queues (it gets
+    `--nats_url`), else straight to the backends."""
 
     def peers(addresses: Mapping[str, str]) -> list[str]:
         tiers = {name.removeprefix("backend-"): address for name, address in addresses.items()
                  if name.startswith("backend-")}
-        args = ["--backend_addresses", json.dumps(tiers), "--api_keys_file", str(keys_file)]
+        args = ["--backend_addresses", json.dumps(tiers), "--api_keys_file", str(keys_file),
+                "--http_port", "0", "--http_port_file", str(keys_file.parent / DOOR_PORT_FILE)]
         for flag, name in (("--cache_address", "cache"), ("--classifier_address", "classifier")):
             if name in addresses:
                 args += [flag, addresses[name]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -42,6 +43,7 @@ def up(
 ) -> None:
     """Bring the local stack up (nats-server + services), print addresses, run until Ctrl-C."""
     from cmesh import demo as demo_mod
+    from cmesh.client import read_door
     from cmesh.output import console
     from cmesh.stack import LocalStack, default_specs, ensure_dev_keys, select_specs
     from services.common.server import wait_for_signal
@@ -65,6 +67,9 @@ def up(
             if "gateway" in addresses:
                 console.print(f"dev API key in {state_dir / 'dev-api-key'}; try "
                               "`cmesh ask \"What is the capital of France?\"`")
+                with contextlib.suppress(OSError):
+                    console.print(f"OpenAI-compatible door: {read_door(state_dir)} "
+                                  "(same dev key; see the README's 'HTTP door')")
             if demo:
                 await demo_mod.run(addresses, state_dir)
             else:

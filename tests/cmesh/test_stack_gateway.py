@@ -26,6 +26,8 @@ def test_gateway_starts_last_through_the_broker_with_every_peer(tmp_path: Path) 
     assert flags["--cache_address"] == "127.0.0.1:3"
     assert flags["--classifier_address"] == "127.0.0.1:4"
     assert Path(flags["--api_keys_file"]) == keys
+    assert flags["--http_port"] == "0"  # the OpenAI-compatible door, on a free port
+    assert Path(flags["--http_port_file"]) == tmp_path / "gateway-http.port"
 
 
 def test_without_the_broker_the_gateway_calls_the_backends(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ backend (both SmolLM2 on this CPU), and a gateway in this process."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -62,28 +63,30 @@ async def spans() -> AsyncIterator[SpanCollector]:
         yield collector
 
 
-@pytest.fixture(scope="session")
-async def mesh(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path,
-               spans: SpanCollector) -> AsyncIterator[Mesh]:
-    """Both tiers are SmolLM2 engines (no bigger model fits here), started with the
-    other services at once; every service exports its traces to `spans`."""
-    keys_file = tmp_path_factory.mktemp("gateway") / "api-keys"
+@contextlib.asynccontextmanager
+async def running_mesh(keys_dir: Path, model: Path, spans: SpanCollector,
+                       engines: int = 2) -> AsyncIterator[Mesh]:
+    """The mesh's services as child processes; `engines` 1 serves both tiers from one
+    vLLM engine (half the CPU and memory, for suites that need real tiers, not two)."""
+    keys_file = keys_dir / "api-keys"
     key, other_key = add_key(keys_file, "acme"), add_key(keys_file, "globex")
     traced = ("--otlp_endpoint", spans.endpoint)
-    backends = [start_service("services.backend", "--model", str(smollm2_path),
+    backends = [start_service("services.backend", "--model", str(model),
                               "--served_name", tier, "--max_tokens_limit", "512",
-                              "--drain_seconds", "0", *traced) for tier in ("small", "large")]
+                              "--drain_seconds", "0", *traced)
+                for tier in ("small", "large")[:engines]]
+    small, large = backends[0], backends[-1]
     async with NatsServer() as nats:
         cache = start_service("services.cache", "--nats_url", nats.url, *traced)
         classifier = start_service("services.classifier", *traced)
         broker = start_service(
             "services.broker", "--nats_url", nats.url, "--load_poll_s", "0.05",
-            "--backends", f"small={backends[0].address};large={backends[1].address}", *traced)
+            "--backends", f"small={small.address};large={large.address}", *traced)
         started = [*backends, cache, classifier, broker]
         try:
             for service in started:
                 service.wait_serving(timeout=600)
-            yield Mesh(nats, cache, classifier, backends[0], backends[1], keys_file,
+            yield Mesh(nats, cache, classifier, small, large, keys_file,
                        key, other_key, spans, broker)
         finally:
             for service in started:  # all at once: engines take seconds to shut down
@@ -91,6 +94,24 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path,
                     service.proc.send_signal(signal.SIGTERM)
             for service in started:
                 service.stop()
+
+
+@pytest.fixture(scope="session")
+async def mesh(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path,
+               spans: SpanCollector) -> AsyncIterator[Mesh]:
+    """Both tiers are SmolLM2 engines (no bigger model fits here), started with the
+    other services at once; every service exports its traces to `spans`."""
+    async with running_mesh(tmp_path_factory.mktemp("gateway"), smollm2_path, spans) as m:
+        yield m
+
+
+@pytest.fixture(scope="session")
+async def lean_mesh(tmp_path_factory: pytest.TempPathFactory, smollm2_path: Path,
+                    spans: SpanCollector) -> AsyncIterator[Mesh]:
+    """The same mesh with one SmolLM2 engine behind both tiers."""
+    async with running_mesh(tmp_path_factory.mktemp("lean"), smollm2_path, spans,
+                            engines=1) as m:
+        yield m
 
 
 @pytest.fixture(scope="session")

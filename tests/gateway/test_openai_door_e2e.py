@@ -1,0 +1,136 @@
+"""The HTTP door on the real mesh (nats-server, cache, classifier, broker, one vLLM
+SmolLM2 engine behind both tiers), driven by the official `openai` client.
+
+The gateway runs in this process with tiers through the broker's JetStream
+queues, and both doors open, so one test shows that a cache entry made through
+one door answers the other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import openai
+import pytest
+
+from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from services.gateway.main import GatewayNode
+from tests.gateway.conftest import Mesh
+
+pytestmark = [pytest.mark.vllm, pytest.mark.nats, pytest.mark.timeout(600)]
+
+SKIP = {"x-cmesh-skip-cache": "1"}
+
+
+@pytest.fixture(scope="module")
+async def door(lean_mesh: Mesh) -> AsyncIterator[GatewayNode]:
+    settings = lean_mesh.settings(nats_url=lean_mesh.nats.url, backend_addresses={},
+                                  http_port=0)
+    async with GatewayNode(settings) as node:
+        yield node
+
+
+@pytest.fixture
+async def client(door: GatewayNode, lean_mesh: Mesh) -> AsyncIterator[openai.AsyncOpenAI]:
+    async with openai.AsyncOpenAI(base_url=door.http_base_url, api_key=lean_mesh.key,
+                                  max_retries=0, timeout=120) as c:
+        yield c
+
+
+async def test_chat_completion_answers_with_cascade_metadata(client) -> None:
+    raw = await client.chat.completions.with_raw_response.create(
+        model="cascade-mesh", messages=[{"role": "user", "content": "What is the capital "
+                                                                    "of France?"}],
+        temperature=0, max_completion_tokens=24, user="end-user-1")
+    reply = raw.parse()
+    assert "Paris" in reply.choices[0].message.content
+    cascade = reply.model_extra["cascade"]
+    assert cascade["tier"] in ("small", "large") and cascade["classifier_status"] == "scored"
+    assert cascade["completion_tokens"] == reply.usage.completion_tokens > 0
+    assert raw.headers["x-cmesh-cache-status"] in ("miss", "hit")
+    assert raw.headers["x-cmesh-tier"] == cascade["tier"]
+
+
+async def test_streamed_chunks_reassemble_to_the_unary_greedy_text(client) -> None:
+    ask = {"model": "small", "temperature": 0, "max_tokens": 32, "extra_headers": SKIP,
+           "messages": [{"role": "user", "content": "Name three primary colours."}]}
+    unary = await client.chat.completions.create(**ask)
+    stream = await client.chat.completions.create(
+        **ask, stream=True, stream_options={"include_usage": True})
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == unary.choices[0].message.content and text
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) > 1
+    assert chunks[-1].usage.completion_tokens == unary.usage.completion_tokens
+    last = next(c for c in chunks if c.choices and c.choices[0].finish_reason)
+    assert last.model_extra["cascade"]["cache_status"] == "skipped"
+
+
+async def test_models_completions_and_responses(client) -> None:
+    assert [m.id async for m in client.models.list()] == ["cascade-mesh", "small", "large"]
+    completion = await client.completions.create(
+        model="large", prompt="What is 2 + 2?", max_tokens=16, temperature=0,
+        extra_headers=SKIP)
+    assert completion.choices[0].text and completion.usage.completion_tokens > 0
+    assert completion.model_extra["cascade"]["tiers_tried"] == ["large"]
+    response = await client.responses.create(
+        model="cascade-mesh", instructions="Answer in one word.",
+        input="What colour is the sky on a clear day?", max_output_tokens=16,
+        temperature=0)
+    assert response.output_text and response.usage.output_tokens > 0
+    assert response.model_extra["cascade"]["policy"]
+
+
+async def test_wrong_key_and_bad_body(door: GatewayNode, client) -> None:
+    async with openai.AsyncOpenAI(base_url=door.http_base_url, api_key="cm_nope",
+                                  max_retries=0) as wrong:
+        with pytest.raises(openai.AuthenticationError):
+            await wrong.chat.completions.create(
+                model="cascade-mesh", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.chat.completions.create(
+            model="cascade-mesh", messages=[{"role": "user", "content": "hi"}], top_p=1.5)
+    assert err.value.param == "top_p"
+    with pytest.raises(openai.BadRequestError) as err:
+        await client.chat.completions.create(
+            model="cascade-mesh", messages=[{"role": "user", "content": "hi"}], n=2)
+    assert err.value.param == "n"
+
+
+async def test_an_answer_through_one_door_is_a_cache_hit_through_the_other(
+        door: GatewayNode, lean_mesh: Mesh, client) -> None:
+    prompt = "What is the capital of Italy?"  # a short answer: finished, so stored
+    first = await client.chat.completions.create(
+        model="cascade-mesh", messages=[{"role": "user", "content": prompt}], max_tokens=64)
+    assert first.model_extra["cascade"]["cache_status"] == "miss"
+    assert first.choices[0].finish_reason == "stop"
+    await asyncio.sleep(0.5)  # the store follows the answer
+    async with grpc.aio.insecure_channel(door.address) as channel:
+        reply = await gateway_pb2_grpc.GatewayStub(channel).Ask(
+            gateway_pb2.AskRequest(prompt=prompt, sampling={"max_tokens": 64}),
+            metadata=(("authorization", f"Bearer {lean_mesh.key}"),), timeout=60)
+    assert reply.metadata.cache_status == "hit"
+    assert reply.text == first.choices[0].message.content
+    raw = await client.chat.completions.with_raw_response.create(
+        model="cascade-mesh", messages=[{"role": "user", "content": prompt}], max_tokens=64)
+    assert raw.headers["x-cmesh-cache-status"] == "hit"
+    assert raw.headers["x-cmesh-cost"] == "0"
+
+
+async def test_over_the_tenants_rate_is_rate_limit_error_with_retry_after(
+        lean_mesh: Mesh) -> None:
+    settings = lean_mesh.settings(http_port=0, rate_limit_per_s=0.2, rate_limit_burst=2)
+    async with GatewayNode(settings) as node, openai.AsyncOpenAI(
+            base_url=node.http_base_url, api_key=lean_mesh.key, max_retries=0) as client:
+        ask = {"model": "small", "max_tokens": 4,
+               "messages": [{"role": "user", "content": "Say hi."}]}
+        await client.chat.completions.create(**ask)
+        await client.chat.completions.create(**ask)
+        with pytest.raises(openai.RateLimitError) as err:
+            await client.chat.completions.create(**ask)
+        assert int(err.value.response.headers["retry-after"]) == 5
+        async with openai.AsyncOpenAI(base_url=node.http_base_url, api_key=lean_mesh.other_key,
+                                      max_retries=0) as other:
+            assert [m.id async for m in other.models.list()]  # its own bucket
