@@ -17,12 +17,13 @@ from dataclasses import replace
 
 import grpc
 
-from core.errors import FieldError, Overloaded
+from core.errors import DeadlineExceeded, FieldError, Overloaded
 from core.generation import Delta, GenerationRequest
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from services.broker.dispatch import Replica
 from services.broker.jobs import ReplicaFailed
 from services.common.convert import chunk_to_delta, generation_request_to_proto
+from services.common.errors import error_from_rpc
 
 log = logging.getLogger(__name__)
 
@@ -89,12 +90,11 @@ class GrpcBackends:
 
 
 def _mapped(exc: grpc.aio.AioRpcError) -> Exception:
-    code, details = exc.code(), exc.details() or exc.code().name
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        field, _, problem = details.partition(": ")
-        return FieldError(field, problem or details)
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return Overloaded(details)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return TimeoutError(details)
-    return ReplicaFailed(f"{code.name}: {details}")
+    """A backend's failure through the one error table: bad fields and overload keep
+    their data (field, retry-after from the trailers), anything else is the replica's."""
+    err = error_from_rpc(exc)
+    if isinstance(err, (FieldError, Overloaded)):
+        return err
+    if isinstance(err, DeadlineExceeded):
+        return TimeoutError(str(err))
+    return ReplicaFailed(f"{exc.code().name}: {exc.details() or exc.code().name}")
