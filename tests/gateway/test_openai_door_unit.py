@@ -4,6 +4,7 @@ The same door on the real mesh is in test_openai_door_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -196,3 +197,30 @@ async def test_rate_limit_is_429_with_retry_after(keys, tmp_path: Path) -> None:
                 model="small", messages=[{"role": "user", "content": "hi"}])
         assert int(err.value.response.headers["retry-after"]) >= 1
         assert err.value.code == "resource_exhausted"
+
+
+async def test_leaving_the_node_refuses_new_requests_and_lets_an_open_stream_finish(
+        keys) -> None:
+    tiers = {"small": FakeTier("small", delay=0.1), "large": FakeTier("large")}
+    settings = GatewaySettings(port=0, http_port=0, api_keys_file=keys[0], drain_seconds=0.6,
+                               grace_seconds=5)
+    node = GatewayNode(settings, tiers=tiers)
+    await node.__aenter__()
+    base = node.http_base_url
+    async with openai.AsyncOpenAI(base_url=base, api_key=keys[1], max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model="small", stream=True,
+            messages=[{"role": "user", "content": "one two three four five six"}])
+        leaving = asyncio.create_task(node.__aexit__(None, None, None))
+        await asyncio.sleep(0.2)  # draining: NOT_SERVING for drain_seconds
+        async with httpx.AsyncClient(timeout=5) as http:
+            assert (await http.get(base.removesuffix("/v1") + "/health")).status_code == 503
+        with pytest.raises(openai.InternalServerError) as err:
+            await client.models.list()
+        assert err.value.status_code == 503
+        text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert text == "small: one two three four five six "
+        await asyncio.wait_for(leaving, 15)
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient(timeout=2) as http:
+            await http.get(base + "/models")
