@@ -42,7 +42,8 @@ class BrokerTier:
             job_id=job.request_id, tier=self.tier, tenant=job.tenant, prompt=job.prompt,
             conversation=conversation_pb(job.system_prompt, job.turns),
             sampling=sampling_to_proto(job.sampling), return_logprobs=job.logprobs,
-            stream=True, chat=True, priority=broker_pb2.PRIORITY_INTERACTIVE)
+            stream=True, chat=True,
+            priority=broker_pb2.PRIORITY_BATCH if job.batch else broker_pb2.PRIORITY_INTERACTIVE)
         try:
             stream = await self.client.submit(message, deadline_s=job.timeout_s)
             async for chunk in stream:

@@ -45,6 +45,7 @@ class Question:
     skip_cache: bool = False
     no_store: bool = False
     request_id: str = ""
+    batch: bool = False  # a Batch API line: the broker's batch class, after interactive work
 
     @property
     def threshold_overrides(self) -> dict[str, Any]:
@@ -61,7 +62,7 @@ class Question:
         """Everything that makes two concurrent requests the same request."""
         return (self.tenant, self.prompt, self.system_prompt, self.turns, self.sampling,
                 self.policy, tuple(sorted(self.thresholds)), self.force_tier,
-                self.skip_cache, self.no_store)
+                self.skip_cache, self.no_store, self.batch)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class TierJob:
     sampling: Sampling
     timeout_s: float
     logprobs: bool = True
+    batch: bool = False
 
 
 @dataclass(frozen=True)

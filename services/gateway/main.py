@@ -19,6 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 import grpc
+from fastapi import FastAPI
 
 from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
@@ -26,6 +27,7 @@ from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.node import Registration, ServiceNode, full_name, serve
 from services.gateway.admission import Admission, RequestIdFilter
 from services.gateway.auth import load_keys
+from services.gateway.batch.runner import BatchRunner
 from services.gateway.clients import BackendTier, GrpcCache, GrpcClassifier
 from services.gateway.domain import CacheClient, ClassifierClient, Limits, TierClient
 from services.gateway.frontends.grpc import GatewayServicer
@@ -67,6 +69,7 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         self.admission: Admission | None = None
         self.metrics: GatewayMetrics | None = None
         self.http: HttpServer | None = None
+        self.batches: BatchRunner | None = None
 
     async def _channel(self, address: str) -> grpc.aio.Channel:
         """A channel to an internal service: TLS (mutual with mesh_cert) when mesh_ca is set."""
@@ -128,9 +131,31 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         assert self.orchestrator is not None and self.admission is not None
         door = OpenAIDoor(self.orchestrator, self.admission, self.metrics,
                           ready=lambda: not self._draining)
+        app = door.app()
+        if s.nats_url:
+            await self._batch_api(app, door)
         self.http = await self.stack.enter_async_context(HttpServer(
-            door.app(), s.host, s.http_port, grace_s=s.grace_seconds,
+            app, s.host, s.http_port, grace_s=s.grace_seconds,
             tls_cert=s.tls_cert, tls_key=s.tls_key, port_file=s.http_port_file))
+
+    async def _batch_api(self, app: FastAPI, door: OpenAIDoor) -> None:
+        """Files and batches in JetStream; unfinished batches resume here. The runner stops
+        after the HTTP door (no new batch), and leaves its batches resumable."""
+        import nats
+
+        from services.gateway.batch.store import BatchStore
+        from services.gateway.frontends.openai_batch import add_batch_routes
+
+        assert self.settings.nats_url and self.orchestrator is not None
+        nc = await nats.connect(servers=[u.strip() for u in self.settings.nats_url.split(",")],
+                                max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        self.stack.push_async_callback(nc.close)
+        store = await BatchStore(nc.jetstream()).open()
+        self.batches = runner = BatchRunner(store, self.orchestrator,
+                                            self.settings.batch_concurrency)
+        self.stack.push_async_callback(runner.close)
+        add_batch_routes(app, door, store, runner)
+        await runner.resume()
 
     @property
     def http_base_url(self) -> str:

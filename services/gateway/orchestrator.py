@@ -331,7 +331,7 @@ class Orchestrator:
             raise DeadlineExceeded(f"deadline passed before tier {tier!r} could start")
         job = TierJob(request_id=f"{q.request_id}-{tier}", tier=tier, tenant=q.tenant,
                       prompt=q.prompt, system_prompt=q.system_prompt, turns=q.turns,
-                      sampling=q.sampling, timeout_s=remaining)
+                      sampling=q.sampling, timeout_s=remaining, batch=q.batch)
         self.observer.generation(tier)
         parts: list[str] = []
         logprobs: list[float] = []

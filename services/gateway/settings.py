@@ -79,6 +79,9 @@ class GatewaySettings(ServiceSettings):
                     "tls_key, as the gRPC port.")
     http_port_file: Path | None = Field(
         None, description="Where the HTTP door writes its bound port (for http_port 0).")
+    batch_concurrency: int = Field(
+        4, ge=1, le=256, description="Lines of Batch API batches this gateway runs at once "
+                                     "(the Batch API needs nats_url and http_port).")
     mesh_ca: Path | None = Field(None, description=(
         "PEM CA the internal services' certificates are signed by; set it to call cache, "
         "classifier and backends over TLS."))
