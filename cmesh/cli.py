@@ -10,7 +10,7 @@ import os
 
 import typer
 
-from cmesh.commands import bench, cache, cascade, gateway, models, serve, tune
+from cmesh.commands import batch, bench, cache, cascade, gateway, models, serve, tune
 
 app = typer.Typer(
     name="cmesh",
@@ -28,6 +28,7 @@ app.command("up")(serve.up)
 app.command("ask")(gateway.ask)
 app.command("status")(gateway.status)
 app.add_typer(gateway.keys_app, name="keys")
+app.add_typer(batch.app, name="batch")
 
 
 def main() -> None:
