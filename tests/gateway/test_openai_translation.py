@@ -67,6 +67,7 @@ def test_unknown_model_is_not_found_and_a_conflicting_force_is_a_field() -> None
 @pytest.mark.parametrize(("body", "param"), [
     ({"n": 3}, "n"), ({"presence_penalty": 0.5}, "presence_penalty"),
     ({"tool_choice": "auto"}, "tool_choice"), ({"messages": []}, "messages"),
+    ({"ignore_eos": True}, "ignore_eos"),
     ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),

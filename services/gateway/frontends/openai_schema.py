@@ -81,6 +81,7 @@ class _Common(_Strict):
     tool_choice: Any = None
     parallel_tool_calls: bool | None = None
     service_tier: str | None = None
+    ignore_eos: bool | None = None  # vLLM's extension, which load tools send
 
 
 class ChatRequest(_Common):
@@ -130,7 +131,7 @@ def _neutral(name: str, value: Any) -> bool:
         return bool(value == 1)
     if name in ("frequency_penalty", "presence_penalty", "top_logprobs"):
         return bool(value == 0)
-    if name in ("logprobs", "echo", "store", "background"):
+    if name in ("logprobs", "echo", "store", "background", "ignore_eos"):
         return value is False or value == 0
     if name == "tool_choice":
         return bool(value == "none")
@@ -169,6 +170,8 @@ REFUSED: dict[str, str] = {
     "previous_response_id": "responses are not stored, so none can be continued",
     "include": "no extra output can be included",
     "reasoning": "reasoning options are not supported",
+    "ignore_eos": "answers end where the model ends them; vLLM's benchmark sets this for "
+                  "its random dataset, so use a prompt file (--dataset-name custom)",
 }
 
 
