@@ -153,3 +153,28 @@ async def test_a_gateway_restart_mid_batch_resumes_and_runs_each_line_once(
     assert sorted(output) == sorted(f"c{i}" for i in range(30))  # each exactly once
     assert done.request_counts.completed == 30
     assert before + after <= 30 + 2  # at most the lines in flight at the restart re-ran
+
+
+async def test_nats_restart_mid_batch_completes_with_each_line_once(keys) -> None:
+    nats = NatsServer()
+    await nats.start()
+    try:
+        async with node(keys, nats.url, delay=0.05, concurrency=2) as gateway, \
+                client_of(gateway, keys[1]) as client:
+            upload = await client.files.create(file=("in.jsonl", batch_file(30)),
+                                               purpose="batch")
+            batch = await client.batches.create(input_file_id=upload.id,
+                                                completion_window="24h",
+                                                endpoint="/v1/chat/completions")
+            await wait_for(client, batch.id, {"in_progress"})
+            await asyncio.sleep(0.5)
+            await nats.stop()
+            await asyncio.sleep(6.0)  # longer than a JetStream request's timeout (5 s)
+            await nats.start()
+            done = await wait_for(client, batch.id, {"completed"}, timeout=90)
+            output = [json.loads(x)["custom_id"] for x in (await client.files.content(
+                done.output_file_id)).text.splitlines()]
+    finally:
+        await nats.__aexit__(None, None, None)  # stops it and removes its store
+    assert sorted(output) == sorted(f"c{i}" for i in range(30))
+    assert done.request_counts.completed == 30

@@ -147,12 +147,24 @@ class BatchRunner:
         self._tasks.clear()
 
     async def _guarded(self, batch_id: str) -> None:
+        """Run the batch; after a failure (NATS away for a moment, say) start it over from
+        its stored state, which skips every stored line, with a growing pause."""
+        pause = 0.5
         try:
-            await self._run(batch_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("batch %s stopped; it resumes at the next start", batch_id)
+            while True:
+                try:
+                    await self._run(batch_id)
+                    return
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if kind_of(exc) is ErrorKind.NOT_FOUND:
+                        log.error("batch %s cannot run: %s", batch_id, exc)
+                        return
+                    log.warning("batch %s stopped (%s: %s); going on from its stored state "
+                                "in %.1fs", batch_id, type(exc).__name__, exc, pause)
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 10.0)
         finally:
             self._live.pop(batch_id, None)
 
@@ -210,14 +222,22 @@ class BatchRunner:
                     stats["cost"] += meta.get("cost", 0.0)
                     stats["saving"] += meta.get("saving", 0.0)
 
-        async def report() -> None:
+        async def report() -> None:  # progress only: a failed write waits for the next
             while True:
                 await asyncio.sleep(0.5)
-                await self._progress(batch, tenant, counts, stats)
+                try:
+                    await self._progress(batch, tenant, counts, stats)
+                except Exception as exc:
+                    log.warning("batch %s: progress not saved (%s)", batch["id"], exc)
 
         reporter = asyncio.create_task(report())
         try:
-            await asyncio.gather(*(one(i, *line) for i, line in enumerate(lines)))
+            # A TaskGroup, so one failed line store stops its siblings before a restart.
+            async with asyncio.TaskGroup() as group:
+                for i, line in enumerate(lines):
+                    group.create_task(one(i, *line))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
         finally:
             reporter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
