@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 import openai
 import pytest
+from langchain_openai import ChatOpenAI
 
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.main import GatewayNode
@@ -236,3 +237,11 @@ async def test_vllms_own_benchmark_client_runs_against_the_door_without_failures
     assert lines, text[-3000:]
     result = json.loads(lines[-1].removeprefix("RESULT "))
     assert (result["completed"], result["failed"]) == (6, 0), result
+
+
+async def test_langchains_chat_openai_gets_an_answer(door: GatewayNode, lean_mesh: Mesh) -> None:
+    chat = ChatOpenAI(base_url=door.http_base_url, api_key=lean_mesh.key,
+                      model="cascade-mesh", max_tokens=24, temperature=0, max_retries=0,
+                      timeout=120)
+    reply = await chat.ainvoke("What is the capital of France?")
+    assert "Paris" in reply.content

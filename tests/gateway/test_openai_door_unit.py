@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from langchain_openai import ChatOpenAI
 
 from services.gateway.auth import add_key
 from services.gateway.main import GatewayNode
@@ -224,3 +225,12 @@ async def test_leaving_the_node_refuses_new_requests_and_lets_an_open_stream_fin
     with pytest.raises(httpx.ConnectError):
         async with httpx.AsyncClient(timeout=2) as http:
             await http.get(base + "/models")
+
+
+async def test_langchains_chat_openai_gets_an_answer_unary_and_streamed(node, keys) -> None:
+    chat = ChatOpenAI(base_url=node.http_base_url, api_key=keys[1],
+                                       model="small", max_retries=0, timeout=20)
+    reply = await chat.ainvoke("hello there")
+    assert reply.content == "small: hello there "
+    parts = [chunk.content async for chunk in chat.astream("hello there")]
+    assert "".join(parts) == reply.content
