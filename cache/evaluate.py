@@ -90,7 +90,7 @@ def by_label(rep: Replay, bound: float) -> dict:
     labels = np.array([p.label for p in rep.pairs])
     hit = rep.prob >= bound
     pos, neg = labels == 1, labels == 0
-    out = {"paraphrases": int(pos.sum()), "look_alikes": int(neg.sum())}
+    out: dict[str, float] = {"paraphrases": int(pos.sum()), "look_alikes": int(neg.sum())}
     out["paraphrase_right_hit_rate"] = float((hit & rep.right & pos).sum() / max(pos.sum(), 1))
     out["look_alike_hit_rate"] = float((hit & neg).sum() / max(neg.sum(), 1))
     kinds = sorted({p.kind for p in rep.pairs if p.label == 0 and p.kind})

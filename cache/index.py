@@ -18,7 +18,8 @@ import numpy as np
 
 
 @lru_cache(maxsize=1)
-def _gpu_resources() -> Any | None:
+def _gpu_resources() -> Any:
+    """faiss.StandardGpuResources, or None without a GPU build and a GPU."""
     if not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() < 1:
         return None
     return faiss.StandardGpuResources()

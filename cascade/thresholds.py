@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from core.errors import FieldError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 _FIELD_PREFIX = re.compile(r"([A-Za-z_][\w.\-]*): ")
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]

@@ -55,7 +55,7 @@ class Head:
         x = feats if self.columns is None else feats[:, self.columns]
         if self.projection is None:
             return x
-        if embeddings is None:
+        if embeddings is None or self.mean is None:
             raise ValueError("this classifier needs the prompts' embeddings")
         projected = (np.asarray(embeddings, np.float32) - self.mean) @ self.projection
         return np.hstack([x, projected.astype(np.float32)])

@@ -45,7 +45,7 @@ class Target:
             raise ValueError(f"--target: {raw!r} is not a number") from None
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"--target: {name} must be in [0, 1], got {value}")
-        return cls(name, value)  # type: ignore[arg-type]
+        return cls("quality" if name == "quality" else "strong-fraction", value)
 
 
 def threshold_for_share(scores: np.ndarray, share: float) -> float:

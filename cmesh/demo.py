@@ -23,7 +23,7 @@ from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.common.v1 import common_pb2
 
 QUESTION = "What is the capital of France?"
-PARAPHRASE = "Which city is the capital of France?"
+PARAPHRASE = "Can you tell me what the capital of France is?"
 
 
 async def ask_backend(address: str, prompt: str, max_tokens: int = 64) -> str:

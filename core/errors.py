@@ -90,6 +90,10 @@ class NotReady(Unavailable):
     """The component is still warming up or draining (UNAVAILABLE)."""
 
 
+class StartupCheckFailed(Unavailable):
+    """A service's start-up check found it unfit to serve; it exits instead of SERVING."""
+
+
 class DeadlineExceeded(DomainError, TimeoutError):
     """The work could not finish within the time it was given (DEADLINE_EXCEEDED)."""
 

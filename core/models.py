@@ -99,7 +99,10 @@ def _build_smollm2(out: Path) -> None:
     if missing or unexpected:
         raise RuntimeError(f"GGUF weights do not fit: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    # nn.Module.to directly: transformers wraps PreTrainedModel.to in a decorator
+    # that type checkers read as taking the model twice.
+    torch.nn.Module.to(model, torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
 
 
@@ -116,5 +119,7 @@ def _build_tiny(smollm2: Path, out: Path) -> None:
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
+    model = LlamaForCausalLM(config)
+    torch.nn.Module.to(model, torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)

@@ -84,9 +84,27 @@ def status(state_dir: Path = STATE) -> None:
         table.add_column(column)
     for name, info in services.items():
         healthy = probe(info["address"], timeout=2.0)
+        metrics = _key_metrics(info.get("metrics_port"))
+        if healthy and name.startswith("backend-"):
+            metrics = f"{_engine_line(info['address'])}\n{metrics}"
         table.add_row(name, info["address"], "SERVING" if healthy else "[red]down[/red]",
-                      _key_metrics(info.get("metrics_port")))
+                      metrics)
     console.print(table)
+
+
+def _engine_line(address: str) -> str:
+    """Which dtype a backend runs and why, and its start-up self-check verdict."""
+    import grpc
+
+    from protos.backend.v1 import backend_pb2, backend_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            info = backend_pb2_grpc.BackendStub(channel).GetModelInfo(
+                backend_pb2.GetModelInfoRequest(), timeout=2.0)
+        except grpc.RpcError as err:
+            return f"model info unavailable ({err.code().name})"
+    return f"dtype {info.dtype} ({info.dtype_reason}); self-check {info.self_check}"
 
 
 _KEY_METRICS = ("gateway_requests_total", "gateway_escalations_total", "gateway_cost_total",

@@ -20,8 +20,9 @@ class BackendSettings(ServiceSettings):
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="vLLM tensor parallelism.")
     pipeline_parallel_size: int = Field(1, ge=1, le=64, description="vLLM pipeline stages.")
     dtype: str = Field(
-        "auto", description="Weights/activations dtype; auto is float32 on CPUs without "
-        "native bf16, the model's own dtype elsewhere.",
+        "auto", description="Weights/activations dtype; auto is float32 on every CPU "
+        "(vLLM 0.32's CPU bf16 path answers with degenerate text where the CPU has native "
+        "bf16, and is emulated and 4x slower where not), the model's own dtype on CUDA.",
     )
     quantization: str | None = Field(None, description="vLLM quantization method, e.g. awq, fp8.")
     kv_cache_dtype: str = Field("auto", description="KV-cache dtype (auto, fp8...).")
@@ -47,6 +48,21 @@ class BackendSettings(ServiceSettings):
     )
     cpu_threads_bind: str | None = Field(
         None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0|1' for TP=2 on two cores."
+    )
+    self_check: bool = Field(
+        True, description="Judge the warm-up answer and refuse to serve (exit) when it is "
+        "degenerate; turn off for base or random models it does not fit.",
+    )
+    self_check_prompt: str = Field(
+        "What is the capital of France? Answer in one sentence.", min_length=1,
+        description="Greedy chat prompt asked at warm-up (always, to warm the engine).",
+    )
+    self_check_expect: str = Field(
+        "Paris", description="A word the warm-up answer must contain; empty checks none.",
+    )
+    self_check_max_tokens: int = Field(
+        48, ge=8, le=512, description="Token budget of the warm-up answer; hitting it fails "
+        "the check (a one-sentence answer stops well before).",
     )
     drain_seconds: float = Field(
         1.0, ge=0, le=60,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
@@ -62,13 +62,17 @@ class BrokerNode(ServiceNode[BrokerSettings]):
 
     name = "broker"
 
+    def _backends_changed(self) -> None:
+        for worker in self.workers:
+            worker.changed.fire()
+
     async def build(self) -> list[Registration]:
         s = self.settings
         metrics = BrokerMetrics(self.registry)
         self.queue = await self.stack.enter_async_context(
             JobQueue(s.nats_servers, s.limits()))
         self.workers: list[TierWorker] = []
-        backends = GrpcBackends(on_change=lambda: [w.changed.fire() for w in self.workers])
+        backends = GrpcBackends(on_change=self._backends_changed)
         self.stack.push_async_callback(backends.close)
         self.backends = backends
         self.workers += [TierWorker(tier, addresses, self.queue, backends, s, metrics)
@@ -93,7 +97,7 @@ class BrokerNode(ServiceNode[BrokerSettings]):
         await asyncio.gather(*(w.drain() for w in self.workers))
 
 
-def _cancel_all(workers: list[TierWorker]):  # type: ignore[no-untyped-def]
+def _cancel_all(workers: list[TierWorker]) -> Callable[[str], Awaitable[None]]:
     async def cancel(job_id: str) -> None:
         for w in workers:
             await w.cancel(job_id)

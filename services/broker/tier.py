@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -22,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from core.errors import FieldError
 from protos.broker.v1 import broker_pb2
+from protos.common.v1 import common_pb2
 from services.broker.backends import GrpcBackends
 from services.broker.dispatch import POLICIES, Replica, affinity_key, pick, total_free
 from services.broker.jetstream import JobQueue, delivery_count, settle
@@ -93,7 +95,7 @@ class TierWorker:
         self._subs: dict[JobClass, Any] = {}
         for r in self.replicas:
             metrics.in_flight.labels(tier, r.address).set_function(
-                lambda r=r: r.local_in_flight)
+                functools.partial(getattr, r, "local_in_flight"))
 
     async def prepare(self, timeout_s: float = 60.0) -> None:
         """Create the stream and the shared consumers (retried through leader elections)."""
@@ -114,7 +116,7 @@ class TierWorker:
         """Pull, dispatch and heartbeat until cancelled (after `prepare()`)."""
         async with asyncio.TaskGroup() as group:
             for c in CLASSES:
-                group.create_task(self._forever(lambda c=c: self._pull(c, self._subs[c])))
+                group.create_task(self._forever(self._puller(c)))
             for loop in (self._dispatch, self._heartbeat, self._depth):
                 group.create_task(self._forever(loop))
 
@@ -137,6 +139,12 @@ class TierWorker:
             await self.changed.wait(0.5)
 
     # ---- pulling ------------------------------------------------------------------------
+    def _puller(self, job_class: JobClass) -> Callable[[], Awaitable[None]]:
+        """One pull round of `job_class`, reading its consumer when it runs."""
+        async def pull() -> None:
+            await self._pull(job_class, self._subs[job_class])
+        return pull
+
     async def _pull(self, job_class: JobClass, sub: Any) -> None:
         while True:
             if not self.fetching:
@@ -180,7 +188,7 @@ class TierWorker:
                 await self.queue.reply(job.reply_subject, broker_pb2.JobChunk(
                     job_id=job.job_id, error=broker_pb2.JobError(code=INVALID_ARGUMENT,
                                                                  message=str(exc)),
-                    finish_reason=4))
+                    finish_reason=common_pb2.FINISH_REASON_ERROR))
             await settle(msg, "term")
             return
         if attempt > 1:

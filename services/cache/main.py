@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from cache.core import SemanticCache
+from cache.keys import Sampling, Scope
 from cache.lookup import LookupWorker
 from cache.verifier import FeatureVerifier
 from core.batcher import BatchedEmbedder
@@ -45,13 +47,16 @@ class CacheNode(ServiceNode[CacheSettings]):
 
     async def build(self) -> list[Registration]:
         s = self.settings
-        embedder = self._embedder or await asyncio.to_thread(Embedder, s.model_path)
+        embedder = self._embedder
+        if embedder is None:
+            embedder = await asyncio.to_thread(Embedder, s.model_path)
         self._embedder = embedder
         verifier = self._verifier or FeatureVerifier.load(s.verifier_path, s.calibration_path)
         metrics = CacheMetrics(self.registry)
         batched = await self.stack.enter_async_context(BatchedEmbedder(
             embedder, s.max_batch, s.max_wait_ms / 1000, on_batch=metrics.batch.observe,
             threads=s.lookup_threads))
+        self._encode_one = batched.encode_one
         self.cache = SemanticCache(batched.encode_one, verifier, embedder.dim, s.cache_config())
         await self.stack.enter_async_context(LookupWorker(  # embed + verify lookups
             self.cache, lambda texts: embedder.encode(texts, batch_size=max(len(texts), 1)),
@@ -75,8 +80,26 @@ class CacheNode(ServiceNode[CacheSettings]):
     async def warm_up(self) -> None:
         assert self._embedder is not None
         await asyncio.to_thread(self._warm_embedder, self._embedder)
+        await self._warm_hit_path()
         sweeper = asyncio.create_task(self._sweep(), name="cache-ttl-sweep")
         self.stack.push_async_callback(cancel_task, sweeper)
+
+    async def _warm_hit_path(self) -> None:
+        """Run every part of a hit once before SERVING, so the first lookup is not the slow
+        one: a store and a paraphrase lookup in a throwaway cache (same encoder and
+        verifier, no log: FAISS, the rules and the cross-encoder), then one lookup of an
+        empty namespace through the real lookup worker (its thread's first encode). The
+        throwaway keeps the warm-up out of every tenant's entries and the event log; the
+        real cache's counters are put back as they were."""
+        assert self.cache is not None
+        cache = self.cache
+        scope = Scope(tenant="cache-warm-up", sampling=Sampling(temperature=0.0))
+        spare = SemanticCache(self._encode_one, cache.verifier, cache.dim, cache.config)
+        await spare.store(scope, "What is the capital of France?", "Paris.")
+        await spare.lookup(scope, "Which city is the capital of France?")
+        counters = replace(cache.counters)
+        await cache.lookup_with_vector(scope, "What is the capital of France?")
+        cache.counters = counters
 
     def _warm_embedder(self, embedder: Embedder) -> None:
         limit_threads(self.settings.lookup_threads)  # warm what serving will run

@@ -41,13 +41,16 @@ class ClassifierNode(ServiceNode[ClassifierSettings]):
 
     async def build(self) -> list[Registration]:
         s = self.settings
-        classifier = self.classifier or await asyncio.to_thread(self._make)
+        classifier = self.classifier
+        if classifier is None:
+            classifier = await asyncio.to_thread(self._make)
         self.classifier = classifier
         metrics = ClassifierMetrics(self.registry)
-        self._batcher = batcher = await self.stack.enter_async_context(
+        batcher: MicroBatcher[str, float] = await self.stack.enter_async_context(
             MicroBatcher(lambda texts: classifier.score(texts).tolist(),
                          max_batch=s.max_batch, max_wait=s.max_wait_ms / 1000,
                          on_batch=metrics.batch.observe))
+        self._batcher = batcher
         servicer = ClassifierServicer(classifier, batcher, metrics, s.max_prompts,
                                       s.max_prompt_chars, s.context_turns)
         return [Registration(servicer, classifier_pb2_grpc.add_ClassifierServicer_to_server,

@@ -82,6 +82,7 @@ class ClassifierServicer(classifier_pb2_grpc.ClassifierServicer):
         started = time.perf_counter()
         vectors = self._embedded(request, texts)
         if vectors is not None:
+            # Optional on the DifficultyClassifier protocol; `_embedded` checked it exists.
             score_embedded = self.classifier.score_embedded  # type: ignore[attr-defined]
             scores = [float(s) for s in score_embedded(texts, vectors)]
             self.metrics.prescored.inc(len(scores))

@@ -68,12 +68,12 @@ def conversation_to_proto(conversation: Conversation) -> common_pb2.Conversation
 def sampling_from_proto(msg: common_pb2.SamplingParams) -> Sampling:
     """Unset optional fields stay None (the serving side's default)."""
 
-    def opt(name: str) -> float | int | None:
-        return getattr(msg, name) if msg.HasField(name) else None
-
-    return Sampling(temperature=opt("temperature"), top_p=opt("top_p"),  # type: ignore[arg-type]
-                    top_k=opt("top_k"), max_tokens=opt("max_tokens"),  # type: ignore[arg-type]
-                    seed=opt("seed"), stop=tuple(msg.stop))  # type: ignore[arg-type]
+    has = msg.HasField
+    return Sampling(temperature=msg.temperature if has("temperature") else None,
+                    top_p=msg.top_p if has("top_p") else None,
+                    top_k=msg.top_k if has("top_k") else None,
+                    max_tokens=msg.max_tokens if has("max_tokens") else None,
+                    seed=msg.seed if has("seed") else None, stop=tuple(msg.stop))
 
 
 def sampling_to_proto(sampling: Sampling) -> common_pb2.SamplingParams:
@@ -95,14 +95,14 @@ def usage_from_proto(msg: common_pb2.Usage) -> Usage:
     return Usage(prompt_tokens=msg.prompt_tokens, completion_tokens=msg.completion_tokens)
 
 
-def finish_reason_to_proto(reason: str | None) -> common_pb2.FinishReason.ValueType:
+def finish_reason_to_proto(reason: str | None) -> common_pb2.FinishReason:
     """None (not finished) is UNSPECIFIED; an unknown engine reason is ERROR."""
     if reason is None:
         return common_pb2.FINISH_REASON_UNSPECIFIED
     return _FINISH_TO_PROTO.get(reason, common_pb2.FINISH_REASON_ERROR)
 
 
-def finish_reason_from_proto(value: common_pb2.FinishReason.ValueType) -> str | None:
+def finish_reason_from_proto(value: common_pb2.FinishReason) -> str | None:
     return _FINISH_FROM_PROTO.get(value)
 
 

@@ -32,11 +32,14 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 import grpc
 from prometheus_client import CollectorRegistry
 
+from core.errors import StartupCheckFailed
 from services.common.server import GrpcService, wait_for_signal
 from services.common.settings import ServiceSettings
 from services.common.tracing import init_tracing
 
 log = logging.getLogger(__name__)
+STARTUP_CHECK_EXIT = 3
+"""Exit status of a service whose start-up check refused to serve (1 is any crash)."""
 S = TypeVar("S", bound=ServiceSettings)
 
 
@@ -180,5 +183,11 @@ def run_service(node_type: Callable[[S], ServiceNode[S]], settings_type: type[S]
     """A service's `main()`: flags (and its environment variables) -> settings -> serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
+    # pydantic-settings reads `_cli_parse_args` at run time; the generated __init__
+    # signature lists only the model's fields, hence the ignore.
     settings = settings_type(_cli_parse_args=args)  # type: ignore[call-arg]
-    asyncio.run(serve(node_type(settings)))
+    try:
+        asyncio.run(serve(node_type(settings)))
+    except StartupCheckFailed as exc:
+        log.error("%s: %s", settings_type.__name__.removesuffix("Settings").lower(), exc)
+        sys.exit(STARTUP_CHECK_EXIT)

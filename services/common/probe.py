@@ -24,4 +24,4 @@ def probe(address: str, service: str = "", timeout: float = 3.0) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if probe(*sys.argv[1:3]) else 1)
+    sys.exit(0 if probe(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "") else 1)

@@ -12,6 +12,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from typing import Self
+from wsgiref.simple_server import WSGIServer
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -66,7 +67,7 @@ class GrpcService:
         self._service_names = list(service_names)
         self._health = HealthServicer()
         self._server: grpc.aio.Server | None = None
-        self._metrics_server: object | None = None
+        self._metrics_server: WSGIServer | None = None
 
     @property
     def address(self) -> str:
@@ -120,7 +121,7 @@ class GrpcService:
         self._server = None
         flush_tracing()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()  # type: ignore[attr-defined]
+            self._metrics_server.shutdown()
             self._metrics_server = None
         log.info("%s stopped", self.name)
 
@@ -131,8 +132,12 @@ async def wait_for_signal(
     """Block until one of `signals` arrives; return which one."""
     loop = asyncio.get_running_loop()
     received: asyncio.Future[signal.Signals] = loop.create_future()
+    def receive(sig: signal.Signals) -> None:
+        if not received.done():
+            received.set_result(sig)
+
     for sig in signals:
-        loop.add_signal_handler(sig, lambda s=sig: received.done() or received.set_result(s))
+        loop.add_signal_handler(sig, receive, sig)
     try:
         return await received
     finally:

@@ -13,9 +13,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported lazily: without an endpoint nothing of the SDK loads
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
-_provider: object | None = None
+_provider: TracerProvider | None = None
 
 
 def init_tracing(service: str, endpoint: str | None, delay_ms: int = 500) -> bool:
@@ -50,7 +54,7 @@ def init_tracing(service: str, endpoint: str | None, delay_ms: int = 500) -> boo
 def flush_tracing(timeout_ms: int = 5000) -> None:
     """Export the spans still buffered (on shutdown)."""
     if _provider is not None:
-        _provider.force_flush(timeout_ms)  # type: ignore[attr-defined]
+        _provider.force_flush(timeout_ms)
 
 
 def trace_headers() -> dict[str, str]:

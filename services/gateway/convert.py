@@ -61,7 +61,9 @@ def metadata_to_pb(m: Metadata) -> gateway_pb2.ResponseMetadata:
         latency=gateway_pb2.LatencyBreakdown(
             cache_ms=lat.get("cache_ms", 0.0), classifier_ms=lat.get("classifier_ms", 0.0),
             queue_ms=lat.get("queue_ms", 0.0), first_token_ms=lat.get("first_token_ms", 0.0),
-            generation_ms=lat.get("generation_ms", 0.0), total_ms=lat.get("total_ms", 0.0)),
+            generation_ms=lat.get("generation_ms", 0.0), total_ms=lat.get("total_ms", 0.0),
+            store_ms=lat.get("store_ms", 0.0)),
         finish_reason=finish_reason_to_proto(m.finish_reason),
         cache_status=m.cache_status, classifier_status=m.classifier_status,
-        coalesced=m.coalesced)
+        coalesced=m.coalesced, cache_stored=m.cache_stored,
+        cache_store_reason=m.cache_store_reason)

@@ -193,6 +193,9 @@ class Metadata:
     saving: float = 0.0
     finish_reason: str = "stop"
     coalesced: bool = False
+    cache_stored: bool = False
+    cache_store_reason: str = ""
+    """Why the answer was not stored (empty when it was): see `store_refusal`."""
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 

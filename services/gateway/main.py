@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 import grpc
 from fastapi import FastAPI
 
+from cache.keys import Sampling, Scope
 from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
@@ -39,6 +40,7 @@ from services.gateway.settings import GatewaySettings
 
 SERVICE_NAME = full_name(gateway_pb2, "Gateway")
 log = logging.getLogger("services.gateway")
+WARM_UP_TIMEOUT_S = 30.0
 
 
 def orchestrator_config(s: GatewaySettings) -> OrchestratorConfig:
@@ -124,7 +126,28 @@ class GatewayNode(ServiceNode[GatewaySettings]):
                              gateway_pb2_grpc.add_GatewayServicer_to_server, SERVICE_NAME)]
 
     async def warm_up(self) -> None:
-        """Start the HTTP door (when `http_port` is set); it closes first on the way out."""
+        """One lookup and one score through the real clients before SERVING: the first
+        request then finds the channels connected and the client paths warm. Read-only
+        (a lookup of a tenant no key maps to, nothing stored); a peer that does not answer
+        is logged, not fatal: side calls are best-effort at run time too."""
+        assert self.orchestrator is not None
+        o = self.orchestrator
+        scope = Scope(tenant="gateway-warm-up", sampling=Sampling(temperature=0.0))
+        prompt = "What is the capital of France?"
+        timeout = WARM_UP_TIMEOUT_S
+        vector: tuple[float, ...] = ()
+        try:
+            if o.cache is not None:
+                vector = (await o.cache.lookup(scope, prompt, timeout, True)).vector
+            if o.classifier is not None:
+                await o.classifier.score(scope, prompt, timeout, vector)
+        except Exception as exc:
+            log.warning("gateway warm-up: a side call failed (%r); serving anyway", exc)
+        await self._start_http_door()
+
+    async def _start_http_door(self) -> None:
+        """The HTTP door (when `http_port` is set), after the warm-up; it closes first on
+        the way out."""
         s = self.settings
         if s.http_port is None:
             return
@@ -172,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = list(sys.argv[1:] if argv is None else argv)
+    # pydantic-settings reads `_cli_parse_args` at run time (see services.common.node).
     settings = GatewaySettings(_cli_parse_args=args)  # type: ignore[call-arg]
     asyncio.run(serve(GatewayNode(settings)))
 

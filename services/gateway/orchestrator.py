@@ -32,7 +32,9 @@ from cascade.thresholds import ThresholdError
 from services.gateway.domain import (
     CacheClient,
     CacheLookup,
+    CacheStatus,
     ClassifierClient,
+    ClassifierStatus,
     DeadlineExceeded,
     Event,
     FieldError,
@@ -172,9 +174,9 @@ class Orchestrator:
     async def _run(self, q: Question, policy: Policy, deadline: float) -> AsyncIterator[Event]:
         started = time.perf_counter()
         latency: dict[str, float] = {}
-        cache_status = "skipped"
+        cache_status: CacheStatus = "skipped"
         lookup = CacheLookup(hit=False)
-        scoring: asyncio.Task[tuple[float | None, str]] | None = None
+        scoring: asyncio.Task[tuple[float | None, ClassifierStatus]] | None = None
         wants_score = policy.needs_score() and not q.force_tier
         use_cache = self.cache is not None and not q.skip_cache
         # Embed once: when the scored text is the prompt itself (no earlier user turn),
@@ -239,22 +241,42 @@ class Orchestrator:
             tier = step
         assert kept is not None and tiers_tried
         latency["generation_ms"] = (time.perf_counter() - gen_started) * 1000
+        # Stored before the metadata goes out, so the metadata can say whether it was:
+        # the client has every delta already; only the closing message waits for the ack.
+        store_reason = self._store_refusal(q, kept)
+        if not store_reason:
+            t0 = time.perf_counter()
+            if not await self._store(q, kept, tiers_tried[-1], deadline):
+                store_reason = "cache unavailable"
+            latency["store_ms"] = (time.perf_counter() - t0) * 1000
         latency["total_ms"] = (time.perf_counter() - started) * 1000
         top_price = self.config.tier_prices[policy.tiers[-1]]
         meta = Metadata(
             request_id=q.request_id, tier=tiers_tried[-1], tiers_tried=tiers_tried,
-            policy=plan.policy, cache_status=cache_status,  # type: ignore[arg-type]
+            policy=plan.policy, cache_status=cache_status,
             cache_similarity=lookup.similarity, cache_probability=lookup.probability,
-            classifier_status=classifier_status,  # type: ignore[arg-type]
+            classifier_status=classifier_status,
             classifier_score=score, confidence=kept.confidence,
             prompt_tokens=used[0], completion_tokens=used[1], cost=cost,
             saving=kept.tokens / 1000 * top_price - cost, finish_reason=kept.finish_reason,
+            cache_stored=not store_reason, cache_store_reason=store_reason,
             latency_ms=latency)
         self.observer.answered(meta)
         yield meta
-        if (self.cache is not None and not q.no_store and kept.finish_reason == "stop"
-                and kept.text.strip()):
-            await self._store(q, kept, tiers_tried[-1])
+
+    def _store_refusal(self, q: Question, answer: _Answer) -> str:
+        """Why `answer` must not be stored, or '' when it may."""
+        if self.cache is None:
+            return "no cache configured"
+        if q.no_store:
+            return "no_store"
+        if answer.finish_reason == "length":
+            return "truncated at max_tokens"
+        if answer.finish_reason != "stop":
+            return f"finished by {answer.finish_reason}"
+        if not answer.text.strip():
+            return "empty answer"
+        return ""
 
     def _hit_metadata(self, q: Question, policy: Policy, lookup: CacheLookup,
                       latency: dict[str, float], started: float) -> Metadata:
@@ -267,7 +289,7 @@ class Orchestrator:
             prompt_tokens=lookup.prompt_tokens, completion_tokens=lookup.completion_tokens,
             cost=0.0,
             saving=(lookup.prompt_tokens + lookup.completion_tokens) / 1000 * top_price,
-            latency_ms=latency)
+            cache_store_reason="served from the cache", latency_ms=latency)
         self.observer.answered(meta)
         return meta
 
@@ -275,7 +297,7 @@ class Orchestrator:
         return max(0.0, min(limit, (deadline - time.monotonic()) * self.config.side_share))
 
     async def _lookup(self, q: Question, deadline: float,
-                      want_vector: bool = False) -> tuple[CacheLookup, str]:
+                      want_vector: bool = False) -> tuple[CacheLookup, CacheStatus]:
         assert self.cache is not None
         timeout = self._side_timeout(self.config.cache_timeout_s, deadline)
         try:
@@ -289,7 +311,7 @@ class Orchestrator:
         return found, "hit" if found.hit and found.answer is not None else "miss"
 
     async def _timed_score(self, q: Question, deadline: float, latency: dict[str, float],
-                           vector: tuple[float, ...] = ()) -> tuple[float | None, str]:
+                           vector: tuple[float, ...] = ()) -> tuple[float | None, ClassifierStatus]:
         t0 = time.perf_counter()
         try:
             return await self._score(q, deadline, vector)
@@ -297,7 +319,7 @@ class Orchestrator:
             latency["classifier_ms"] = (time.perf_counter() - t0) * 1000
 
     async def _score(self, q: Question, deadline: float,
-                     vector: tuple[float, ...] = ()) -> tuple[float | None, str]:
+                     vector: tuple[float, ...] = ()) -> tuple[float | None, ClassifierStatus]:
         if self.classifier is None:
             return None, "unavailable"
         timeout = self._side_timeout(self.config.classifier_timeout_s, deadline)
@@ -311,17 +333,22 @@ class Orchestrator:
             self.observer.side_call_failed("classifier", "score")
             return None, "unavailable"
 
-    async def _store(self, q: Question, answer: _Answer, tier: str) -> None:
+    async def _store(self, q: Question, answer: _Answer, tier: str, deadline: float) -> bool:
+        """Store the answer within its share of the deadline; False when the cache failed
+        or was too slow."""
         assert self.cache is not None
+        timeout = self._side_timeout(self.config.store_timeout_s, deadline)
         try:
-            async with asyncio.timeout(self.config.store_timeout_s):
+            async with asyncio.timeout(timeout):
                 await self.cache.store(q.scope(), q.prompt, answer.text, tier,
                                        answer.prompt_tokens, answer.completion_tokens,
-                                       self.config.store_timeout_s)
-        except Exception as exc:  # logged and counted; the answer is already out
+                                       timeout)
+        except Exception as exc:  # logged and counted; the text is already out
             log.warning("request %s: cache store failed (%s)", q.request_id,
                         type(exc).__name__)
             self.observer.side_call_failed("cache", "store")
+            return False
+        return True
 
     async def _generate(self, q: Question, tier: str, live: bool, deadline: float,
                         started: float, latency: dict[str, float],

@@ -65,6 +65,14 @@ def test_model_info_reports_the_engine(stub, smollm2_path) -> None:
     assert info.enable_prefix_caching
 
 
+def test_auto_dtype_is_float32_on_cpu_and_says_why(stub) -> None:
+    """Whatever this CPU's flags, `auto` gives float32 here, and the warm-up answer passed."""
+    info = stub.GetModelInfo(backend_pb2.GetModelInfoRequest(), timeout=10)
+    assert info.dtype == "float32"
+    assert info.dtype_reason.startswith("auto on CPU -> float32: ")
+    assert info.self_check.startswith("passed: ") and "Paris" in info.self_check
+
+
 def long_request() -> backend_pb2.GenerateRequest:
     overrides = struct_pb2.Struct()
     overrides.update({"ignore_eos": True})

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from cmesh.cli import app
+
+pytestmark = pytest.mark.slow  # trains, evaluates or starts a process: not in --unit
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 HAND = DATA / "cache" / "handwritten_pairs.json"

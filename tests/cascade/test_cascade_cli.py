@@ -20,6 +20,8 @@ from cascade.thresholds import load_thresholds
 from cascade.training import Artifact
 from cmesh.cli import app
 
+pytestmark = pytest.mark.slow  # trains, evaluates or starts a process: not in --unit
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "data" / "routellm"
 CHEAP = "length-ridge,form-ridge,open-length-ridge,open-form-ridge-100"

@@ -12,6 +12,8 @@ from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
 from cmesh.cli import app
 
+pytestmark = pytest.mark.slow  # trains, evaluates or starts a process: not in --unit
+
 GSM8K = Path(__file__).resolve().parents[2] / "data" / "routellm" / "gsm8k_responses.csv"
 
 

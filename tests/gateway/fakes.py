@@ -70,6 +70,7 @@ class FakeTier:
     probability: float = 0.9
     delay: float = 0.0
     down: bool = False
+    finish: str = "stop"
     calls: int = 0
     cancelled: int = 0
     jobs: list[TierJob] = field(default_factory=list)
@@ -88,4 +89,4 @@ class FakeTier:
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        yield TierChunk(finish_reason="stop", prompt_tokens=10, completion_tokens=len(words))
+        yield TierChunk(finish_reason=self.finish, prompt_tokens=10, completion_tokens=len(words))

@@ -148,6 +148,33 @@ async def test_a_repeat_during_the_store_waits_for_it_and_hits() -> None:
     assert not again.coalesced and tiers["small"].calls == 1
 
 
+async def test_the_metadata_says_whether_the_answer_was_stored_and_why_not() -> None:
+    orch, cache, _, tiers = make()
+    _, stored, _ = await ask(orch, q("stored"))
+    assert (stored.cache_stored, stored.cache_store_reason) == (True, "")
+    assert cache.stores == 1 and stored.latency_ms["store_ms"] >= 0  # stored before the reply
+    _, hit, _ = await ask(orch, q("stored"))
+    assert (hit.cache_stored, hit.cache_store_reason) == (False, "served from the cache")
+    _, asked_not, _ = await ask(orch, q("keep out", no_store=True))
+    assert (asked_not.cache_stored, asked_not.cache_store_reason) == (False, "no_store")
+    tiers["small"].finish = "length"
+    _, cut, _ = await ask(orch, q("cut short"))
+    assert (cut.cache_stored, cut.cache_store_reason) == (False, "truncated at max_tokens")
+    tiers["small"].finish = "stop"
+    cache.broken = True
+    _, down, _ = await ask(orch, q("cache down"))
+    assert (down.cache_stored, down.cache_store_reason) == (False, "cache unavailable")
+    assert cache.stores == 1
+
+
+async def test_without_a_cache_the_reason_is_that_there_is_none() -> None:
+    tiers = {"small": FakeTier("small"), "large": FakeTier("large")}
+    orch = Orchestrator(Policy("route", THRESHOLDS), None, FakeClassifier(), tiers,
+                        OrchestratorConfig(tier_prices={"small": 0.1, "large": 1.0}))
+    _, meta, _ = await ask(orch, q("anything"))
+    assert (meta.cache_stored, meta.cache_store_reason) == (False, "no cache configured")
+
+
 async def test_conversations_are_separate_namespaces() -> None:
     orch, _, _, tiers = make()
     one = (Turn("user", "Tell me about Paris"), Turn("assistant", "Paris is in France."))

@@ -102,6 +102,7 @@ async def test_bad_requests_are_invalid_argument_naming_the_field(
     assert (err.value.details() or "").startswith(f"{field}:")
 
 
+@pytest.mark.slow  # starts the service as a process
 def test_runs_as_a_process_with_metrics_and_stops_on_sigterm() -> None:
     from tests.support import start_service
 

@@ -61,7 +61,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "served_name", "dtype", "quantization", "kv_cache_dtype", "tensor_parallel_size", "pipeline_parallel_size", "max_model_len", "max_tokens_limit", "enable_prefix_caching", "max_num_seqs", "engine_version")
+    __slots__ = ("model", "served_name", "dtype", "quantization", "kv_cache_dtype", "tensor_parallel_size", "pipeline_parallel_size", "max_model_len", "max_tokens_limit", "enable_prefix_caching", "max_num_seqs", "engine_version", "dtype_reason", "self_check")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SERVED_NAME_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,8 @@ class ModelInfo(_message.Message):
     ENABLE_PREFIX_CACHING_FIELD_NUMBER: _ClassVar[int]
     MAX_NUM_SEQS_FIELD_NUMBER: _ClassVar[int]
     ENGINE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_REASON_FIELD_NUMBER: _ClassVar[int]
+    SELF_CHECK_FIELD_NUMBER: _ClassVar[int]
     model: str
     served_name: str
     dtype: str
@@ -86,7 +88,9 @@ class ModelInfo(_message.Message):
     enable_prefix_caching: bool
     max_num_seqs: int
     engine_version: str
-    def __init__(self, model: _Optional[str] = ..., served_name: _Optional[str] = ..., dtype: _Optional[str] = ..., quantization: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., pipeline_parallel_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., max_tokens_limit: _Optional[int] = ..., enable_prefix_caching: _Optional[bool] = ..., max_num_seqs: _Optional[int] = ..., engine_version: _Optional[str] = ...) -> None: ...
+    dtype_reason: str
+    self_check: str
+    def __init__(self, model: _Optional[str] = ..., served_name: _Optional[str] = ..., dtype: _Optional[str] = ..., quantization: _Optional[str] = ..., kv_cache_dtype: _Optional[str] = ..., tensor_parallel_size: _Optional[int] = ..., pipeline_parallel_size: _Optional[int] = ..., max_model_len: _Optional[int] = ..., max_tokens_limit: _Optional[int] = ..., enable_prefix_caching: _Optional[bool] = ..., max_num_seqs: _Optional[int] = ..., engine_version: _Optional[str] = ..., dtype_reason: _Optional[str] = ..., self_check: _Optional[str] = ...) -> None: ...
 
 class GetLoadRequest(_message.Message):
     __slots__ = ()

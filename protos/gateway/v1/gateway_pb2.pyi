@@ -35,23 +35,25 @@ class PolicyOverrides(_message.Message):
     def __init__(self, policy: _Optional[str] = ..., thresholds: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., force_tier: _Optional[str] = ..., skip_cache: _Optional[bool] = ..., no_store: _Optional[bool] = ...) -> None: ...
 
 class LatencyBreakdown(_message.Message):
-    __slots__ = ("cache_ms", "classifier_ms", "queue_ms", "first_token_ms", "generation_ms", "total_ms")
+    __slots__ = ("cache_ms", "classifier_ms", "queue_ms", "first_token_ms", "generation_ms", "total_ms", "store_ms")
     CACHE_MS_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_MS_FIELD_NUMBER: _ClassVar[int]
     QUEUE_MS_FIELD_NUMBER: _ClassVar[int]
     FIRST_TOKEN_MS_FIELD_NUMBER: _ClassVar[int]
     GENERATION_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    STORE_MS_FIELD_NUMBER: _ClassVar[int]
     cache_ms: float
     classifier_ms: float
     queue_ms: float
     first_token_ms: float
     generation_ms: float
     total_ms: float
-    def __init__(self, cache_ms: _Optional[float] = ..., classifier_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., first_token_ms: _Optional[float] = ..., generation_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    store_ms: float
+    def __init__(self, cache_ms: _Optional[float] = ..., classifier_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., first_token_ms: _Optional[float] = ..., generation_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., store_ms: _Optional[float] = ...) -> None: ...
 
 class ResponseMetadata(_message.Message):
-    __slots__ = ("request_id", "tier", "tiers_tried", "cache_hit", "cache_similarity", "cache_verifier_probability", "classifier_score", "confidence", "policy", "usage", "cost", "latency", "finish_reason", "saving", "cache_status", "classifier_status", "coalesced")
+    __slots__ = ("request_id", "tier", "tiers_tried", "cache_hit", "cache_similarity", "cache_verifier_probability", "classifier_score", "confidence", "policy", "usage", "cost", "latency", "finish_reason", "saving", "cache_status", "classifier_status", "coalesced", "cache_stored", "cache_store_reason")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     TIERS_TRIED_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +71,8 @@ class ResponseMetadata(_message.Message):
     CACHE_STATUS_FIELD_NUMBER: _ClassVar[int]
     CLASSIFIER_STATUS_FIELD_NUMBER: _ClassVar[int]
     COALESCED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_STORED_FIELD_NUMBER: _ClassVar[int]
+    CACHE_STORE_REASON_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tier: str
     tiers_tried: _containers.RepeatedScalarFieldContainer[str]
@@ -86,7 +90,9 @@ class ResponseMetadata(_message.Message):
     cache_status: str
     classifier_status: str
     coalesced: bool
-    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., cache_hit: _Optional[bool] = ..., cache_similarity: _Optional[float] = ..., cache_verifier_probability: _Optional[float] = ..., classifier_score: _Optional[float] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost: _Optional[float] = ..., latency: _Optional[_Union[LatencyBreakdown, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., saving: _Optional[float] = ..., cache_status: _Optional[str] = ..., classifier_status: _Optional[str] = ..., coalesced: _Optional[bool] = ...) -> None: ...
+    cache_stored: bool
+    cache_store_reason: str
+    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., cache_hit: _Optional[bool] = ..., cache_similarity: _Optional[float] = ..., cache_verifier_probability: _Optional[float] = ..., classifier_score: _Optional[float] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost: _Optional[float] = ..., latency: _Optional[_Union[LatencyBreakdown, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., saving: _Optional[float] = ..., cache_status: _Optional[str] = ..., classifier_status: _Optional[str] = ..., coalesced: _Optional[bool] = ..., cache_stored: _Optional[bool] = ..., cache_store_reason: _Optional[str] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("text", "metadata")
