@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import grpc
+import httpx
+import openai
 import pytest
 
 from cascade.classifiers import make_classifier
@@ -57,3 +60,25 @@ async def test_internal_service_takes_only_mesh_callers_and_gateway_port_is_tls(
             with pytest.raises(grpc.aio.AioRpcError):
                 await gateway_pb2_grpc.GatewayStub(plain).Ask(
                     gateway_pb2.AskRequest(prompt="hello"), metadata=auth, timeout=5)
+
+
+async def test_http_door_serves_tls_with_the_gateway_certificate(tmp_path: Path) -> None:
+    pki = make_ca(tmp_path)
+    key = add_key(tmp_path / "keys", "acme")
+    tiers = {"small": FakeTier("small"), "large": FakeTier("large")}
+    settings = GatewaySettings(port=0, http_port=0, api_keys_file=tmp_path / "keys",
+                               tls_cert=pki["server_cert"], tls_key=pki["server_key"])
+    async with GatewayNode(settings, tiers=tiers) as node:
+        assert node.http_base_url.startswith("https://")
+        url = f"https://localhost:{node.http.port}/v1"
+        trusted = httpx.AsyncClient(verify=ssl.create_default_context(cafile=pki["ca"]))
+        async with openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0,
+                                      http_client=trusted) as client:
+            reply = await client.chat.completions.create(
+                model="small", messages=[{"role": "user", "content": "hello there"}])
+            assert reply.choices[0].message.content == "small: hello there "
+        async with httpx.AsyncClient(timeout=5) as plain:
+            with pytest.raises(httpx.HTTPError):  # plain HTTP, or an untrusted certificate
+                await plain.get(f"http://localhost:{node.http.port}/health")
+            with pytest.raises(httpx.ConnectError):
+                await plain.get(f"https://localhost:{node.http.port}/health")
