@@ -24,6 +24,7 @@ from langchain_openai import ChatOpenAI
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.main import GatewayNode
 from tests.gateway.conftest import Mesh
+from tests.support import start_service
 
 pytestmark = [pytest.mark.vllm, pytest.mark.nats, pytest.mark.timeout(600)]
 
@@ -245,3 +246,37 @@ async def test_langchains_chat_openai_gets_an_answer(door: GatewayNode, lean_mes
                       timeout=120)
     reply = await chat.ainvoke("What is the capital of France?")
     assert "Paris" in reply.content
+
+
+async def test_killing_the_broker_mid_batch_loses_no_line_and_repeats_none(
+        client, lean_mesh: Mesh) -> None:
+    """SIGKILL the broker while a batch of 100 runs, start a new one: the jobs it held
+    unacknowledged are delivered again, and every custom_id is in the output once."""
+    lines = [json.dumps({"custom_id": f"k{i}", "method": "POST", "url": "/v1/completions",
+                         "body": {"model": "small", "prompt": f"Write the number {i} in words.",
+                                  "max_tokens": 8, "temperature": 0}}) for i in range(100)]
+    upload = await client.files.create(file=("kill.jsonl", "\n".join(lines).encode()),
+                                       purpose="batch")
+    batch = await client.batches.create(input_file_id=upload.id, completion_window="24h",
+                                        endpoint="/v1/completions")
+    give_up = time.monotonic() + 300
+    while batch.request_counts is None or batch.request_counts.completed < 10:
+        assert time.monotonic() < give_up, batch
+        assert batch.status in ("validating", "in_progress"), batch
+        await asyncio.sleep(0.5)
+        batch = await client.batches.retrieve(batch.id)
+    old = lean_mesh.broker
+    old.kill()
+    replacement = start_service(
+        "services.broker", "--nats_url", lean_mesh.nats.url, "--load_poll_s", "0.05",
+        "--backends", f"small={lean_mesh.small.address};large={lean_mesh.large.address}")
+    lean_mesh.broker = replacement  # the session's teardown stops this one
+    await asyncio.to_thread(replacement.wait_serving, 300)
+    while batch.status not in ("completed", "failed"):
+        assert time.monotonic() < give_up + 300, batch
+        await asyncio.sleep(1)
+        batch = await client.batches.retrieve(batch.id)
+    assert batch.status == "completed" and batch.request_counts.completed == 100, batch
+    output = [json.loads(x) for x in (await client.files.content(
+        batch.output_file_id)).text.splitlines()]
+    assert sorted(o["custom_id"] for o in output) == sorted(f"k{i}" for i in range(100))
