@@ -234,3 +234,24 @@ async def test_langchains_chat_openai_gets_an_answer_unary_and_streamed(node, ke
     assert reply.content == "small: hello there "
     parts = [chunk.content async for chunk in chat.astream("hello there")]
     assert "".join(parts) == reply.content
+
+
+async def test_a_client_leaving_a_stream_cancels_the_tiers_generation(node, keys) -> None:
+    tier = node.orchestrator.tiers["small"]
+    tier.delay, before = 0.2, tier.cancelled
+    try:
+        async with httpx.AsyncClient(timeout=10) as http, http.stream(
+                "POST", node.http_base_url + "/chat/completions",
+                headers={"authorization": f"Bearer {keys[1]}"},
+                json={"model": "small", "stream": True, "messages": [
+                    {"role": "user", "content": "a b c d e f g h i j k l"}]}) as reply:
+            async for line in reply.aiter_lines():
+                if '"content":"small:' in line.replace(" ", ""):
+                    break  # leave after the first word
+        for _ in range(50):
+            if tier.cancelled > before:
+                break
+            await asyncio.sleep(0.1)
+        assert tier.cancelled == before + 1
+    finally:
+        tier.delay = 0.0
