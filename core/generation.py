@@ -18,6 +18,9 @@ ROLES: tuple[Role, ...] = ("user", "assistant")
 FinishReason = Literal["stop", "length", "abort", "error"]
 FINISH_REASONS: tuple[FinishReason, ...] = ("stop", "length", "abort", "error")
 
+MAX_TEMPERATURE = 2.0
+"""vLLM refuses a temperature above 2 (as OpenAI's API does), so every door checks it."""
+
 
 @dataclass(frozen=True)
 class Turn:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from core.errors import FieldError, NotReady, Overloaded, Unavailable
-from core.generation import Delta, GenerationRequest, TokenLogprob
+from core.generation import MAX_TEMPERATURE, Delta, GenerationRequest, TokenLogprob
 from services.backend.dtype import DtypeChoice, resolve_here
 from services.backend.selfcheck import SelfCheck, run_self_check
 from services.backend.settings import BackendSettings
@@ -234,13 +234,17 @@ class VllmEngine:
         if done >= max_tokens:
             raise FieldError("continue_token_ids", f"{done} tokens; max_tokens is {max_tokens}")
         max_tokens -= done  # a continuation counts what the earlier attempt made
-        if sampling.temperature is not None and not sampling.temperature >= 0:
-            raise FieldError("sampling.temperature", "must be >= 0")
+        if sampling.temperature is not None and not 0 <= sampling.temperature <= MAX_TEMPERATURE:
+            raise FieldError("sampling.temperature", f"must be in [0, {MAX_TEMPERATURE:g}]")
         if sampling.top_p is not None and not 0 < sampling.top_p <= 1:
             raise FieldError("sampling.top_p", "must be in (0, 1]")
         if sampling.top_k is not None and sampling.top_k < -1:
             raise FieldError("sampling.top_k", "must be -1, 0 or positive")
+        if any(not stop for stop in sampling.stop):
+            raise FieldError("sampling.stop", "must not contain an empty string")
         extra = _checked_extra(request.extra)
+        from vllm.exceptions import VLLMValidationError
+
         try:
             return SamplingParams(
                 temperature=0.0 if sampling.temperature is None else sampling.temperature,
@@ -253,8 +257,8 @@ class VllmEngine:
                 output_kind=RequestOutputKind.DELTA,
                 **extra,
             )
-        except ValueError as exc:  # vLLM's own range checks (e.g. repetition_penalty <= 0)
-            raise FieldError("sampling_overrides", str(exc)) from exc
+        except (ValueError, VLLMValidationError) as exc:  # vLLM's own checks: final, not retried
+            raise FieldError(_refused_field(exc), str(exc)) from exc
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
         """Stream deltas; leaving the loop early (cancel, deadline) aborts in the engine."""
@@ -270,6 +274,7 @@ class VllmEngine:
         self._in_flight += 1
         finished = False
         completion = len(done)
+        from vllm.exceptions import VLLMValidationError
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
@@ -287,10 +292,23 @@ class VllmEngine:
                 )
         except EngineDeadError as exc:
             raise Unavailable("the vLLM engine core died during this request") from exc
+        except VLLMValidationError as exc:  # refused while queued: final, never retried
+            raise FieldError(_refused_field(exc), str(exc)) from exc
         finally:
             self._in_flight -= 1
             if not finished and not self.errored:
                 await llm.abort(request_id)
+
+
+def _refused_field(exc: Exception) -> str:
+    """The request field a vLLM validation error is about: vLLM names the parameter
+    (`exc.parameter`) or starts its message with it ("presence_penalty must be ...")."""
+    name = getattr(exc, "parameter", None) or (str(exc).split(" ", 1) or [""])[0]
+    if name in ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop"):
+        return f"sampling.{name}"
+    if name in EXTRA_SAMPLING_FIELDS:
+        return f"sampling_overrides.{name}"
+    return "sampling_overrides"
 
 
 def _checked_extra(extra: Mapping[str, Any]) -> dict[str, Any]:

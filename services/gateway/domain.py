@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol
 
 from cache.keys import Scope
 from core.errors import DeadlineExceeded, FieldError, Unavailable
-from core.generation import Sampling, Turn
+from core.generation import MAX_TEMPERATURE, Sampling, Turn
 
 CacheStatus = Literal["hit", "miss", "skipped", "unavailable"]
 ClassifierStatus = Literal["scored", "skipped", "unavailable"]
@@ -88,8 +88,10 @@ def check_question(q: Question, limits: Limits) -> None:
         if turn.role not in ("user", "assistant"):
             raise FieldError(f"conversation.turns[{i}].role", "must be user or assistant")
     s = q.sampling
-    if s.temperature is not None and not (math.isfinite(s.temperature) and s.temperature >= 0):
-        raise FieldError("sampling.temperature", f"must be >= 0, got {s.temperature}")
+    if s.temperature is not None and not (math.isfinite(s.temperature)
+                                          and 0 <= s.temperature <= MAX_TEMPERATURE):
+        raise FieldError("sampling.temperature",
+                         f"must be in [0, {MAX_TEMPERATURE:g}], got {s.temperature}")
     if s.top_p is not None and not (math.isfinite(s.top_p) and 0 < s.top_p <= 1):
         raise FieldError("sampling.top_p", f"must be in (0, 1], got {s.top_p}")
     if s.top_k is not None and s.top_k < -1:
@@ -99,6 +101,8 @@ def check_question(q: Question, limits: Limits) -> None:
                          f"must be in [1, {limits.max_tokens_limit}], got {s.max_tokens}")
     if len(s.stop) > limits.max_stop:
         raise FieldError("sampling.stop", f"more than {limits.max_stop} stop strings")
+    if any(not stop for stop in s.stop):
+        raise FieldError("sampling.stop", "must not contain an empty string")
 
 
 @dataclass(frozen=True)

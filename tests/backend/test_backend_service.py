@@ -65,6 +65,26 @@ def test_model_info_reports_the_engine(stub, smollm2_path) -> None:
     assert info.enable_prefix_caching
 
 
+@pytest.mark.parametrize(("sampling", "overrides", "field"), [
+    ({"temperature": 5.0}, {}, "sampling.temperature"),
+    ({"stop": [""]}, {}, "sampling.stop"),
+    ({}, {"presence_penalty": 3.0}, "sampling_overrides.presence_penalty"),  # vLLM's own check
+])
+def test_what_vllm_refuses_is_invalid_argument_naming_the_field(
+        stub, sampling: dict, overrides: dict, field: str) -> None:
+    request = greedy(CAPITAL, sampling_overrides=struct_pb2.Struct())
+    for key, value in sampling.items():
+        if key == "stop":
+            request.sampling.stop.extend(value)
+        else:
+            setattr(request.sampling, key, value)
+    request.sampling_overrides.update(overrides)
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Complete(request, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith(f"{field}:"), err.value.details()
+
+
 def test_auto_dtype_is_float32_on_cpu_and_says_why(stub) -> None:
     """Whatever this CPU's flags, `auto` gives float32 here, and the warm-up answer passed."""
     info = stub.GetModelInfo(backend_pb2.GetModelInfoRequest(), timeout=10)

@@ -163,6 +163,10 @@ BAD = [
      "policy.thresholds.route.tiny"),
     (gateway_pb2.AskRequest(prompt="hi", sampling=common_pb2.SamplingParams(temperature=-1)),
      "sampling.temperature"),
+    (gateway_pb2.AskRequest(prompt="hi", sampling=common_pb2.SamplingParams(temperature=5)),
+     "sampling.temperature"),  # vLLM's bound, refused before any side call
+    (gateway_pb2.AskRequest(prompt="hi", sampling=common_pb2.SamplingParams(stop=[""])),
+     "sampling.stop"),
     (gateway_pb2.AskRequest(prompt="hi", sampling=common_pb2.SamplingParams(top_p=0)),
      "sampling.top_p"),
     (gateway_pb2.AskRequest(prompt="hi", sampling=common_pb2.SamplingParams(max_tokens=5000)),
@@ -172,11 +176,13 @@ BAD = [
 
 async def test_bad_input_and_bad_keys_get_the_right_code_and_the_stack_keeps_serving(
         stub, mesh: Mesh) -> None:
+    before = mesh.backend_requests()
     for request, field in BAD:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Ask(request, metadata=auth(mesh.key))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
         assert err.value.details().startswith(f"{field}:"), err.value.details()
+    assert mesh.backend_requests() == before  # refused at the gateway: no backend call
     for metadata in ((), auth("cm_not-a-key"), (("authorization", mesh.key),)):
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Ask(gateway_pb2.AskRequest(prompt=EASY), metadata=metadata)

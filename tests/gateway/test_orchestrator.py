@@ -212,6 +212,10 @@ async def test_deadline_shorter_than_generation_cancels_the_tier() -> None:
     (q("a", sampling=Sampling(top_p=0)), "sampling.top_p"),
     (q("a", sampling=Sampling(max_tokens=100_000)), "sampling.max_tokens"),
     (q("a", sampling=Sampling(top_k=-5)), "sampling.top_k"),
+    (q("a", sampling=Sampling(temperature=5)), "sampling.temperature"),
+    (q("a", sampling=Sampling(temperature=float("nan"))), "sampling.temperature"),
+    (q("a", sampling=Sampling(stop=("",))), "sampling.stop"),
+    (q("a", thresholds=(("route.large", float("nan")),)), "policy.thresholds.route.large"),
 ])
 async def test_bad_input_names_the_field(question: Question, field: str) -> None:
     orch, *_ = make()
