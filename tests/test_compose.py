@@ -89,7 +89,10 @@ def test_gateway_peers_are_the_compose_services_and_ports(compose) -> None:
     from cascade.thresholds import load_thresholds
 
     assert set(load_thresholds().tiers) <= set(peers), "a tier of the thresholds has no backend"
-    assert services["gateway"]["ports"] == [f"{port_of('gateway')}:{port_of('gateway')}"]
+    command = services["gateway"]["command"]
+    http = command[command.index("--http_port") + 1]
+    assert services["gateway"]["ports"] == [f"{port_of('gateway')}:{port_of('gateway')}",
+                                            f"{http}:{http}"]
     broker_backends = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1",
                              services["broker"]["environment"]["CMESH_BROKER_BACKENDS"])
     for part in broker_backends.split(";"):
