@@ -47,6 +47,14 @@ def gateway(quick: bool = QUICK, as_json: bool = JSON) -> None:
     impl.main(quick=quick, as_json=as_json)
 
 
+@app.command("openai")
+def openai_door(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """HTTP door against gRPC Ask: added TTFT, throughput ratio, TTFT while a batch runs."""
+    from cmesh.bench import openai as impl
+
+    impl.main(quick=quick, as_json=as_json)
+
+
 @app.command("broker")
 def broker(quick: bool = QUICK, as_json: bool = JSON) -> None:
     """Broker against direct gRPC: throughput ratio, added TTFT, affinity TTFT ratio."""
