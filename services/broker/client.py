@@ -30,11 +30,9 @@ from nats.js.errors import APIError, NoStreamResponseError
 from core.errors import DomainError, ErrorKind
 from protos.broker.v1 import broker_pb2
 from services.broker.subjects import CANCEL_SUBJECT, job_subject
+from services.common.errors import status_of_code
 from services.common.tracing import trace_headers
 
-# grpc.StatusCode names by value, so callers need not import grpc to read them.
-CODES = {1: "CANCELLED", 3: "INVALID_ARGUMENT", 4: "DEADLINE_EXCEEDED", 8: "RESOURCE_EXHAUSTED",
-         9: "FAILED_PRECONDITION", 13: "INTERNAL", 14: "UNAVAILABLE"}
 _FULL = 10077  # JetStream: maximum messages (per subject) exceeded
 
 
@@ -45,11 +43,13 @@ class JobError(DomainError):
 
     kind = ErrorKind.UNAVAILABLE
 
-    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None,
+                 field: str = "") -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.retry_after_ms = retry_after_ms
+        self.field = field  # the request field an INVALID_ARGUMENT names, when it names one
         self.kind = ErrorKind.__members__.get(code, ErrorKind.UNAVAILABLE)  # type: ignore[misc]
 
 
@@ -80,8 +80,9 @@ class JobStream:
                 self.attempts.add(chunk.attempt)
                 if chunk.HasField("error") and chunk.error.code:
                     self._done = True
-                    raise JobError(CODES.get(chunk.error.code, str(chunk.error.code)),
-                                   chunk.error.message, chunk.error.retry_after_ms or None)
+                    raise JobError(status_of_code(chunk.error.code).name,
+                                   chunk.error.message, chunk.error.retry_after_ms or None,
+                                   chunk.error.field)
                 if self.job.stream:
                     skip = self._have - chunk.offset  # text a dead broker's attempt sent
                     if skip > 0:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from core.errors import FieldError, Overloaded
+from core.errors import ErrorKind, FieldError, Overloaded
 from core.generation import Delta, GenerationRequest
 from protos.broker.v1 import broker_pb2
 from services.broker.dispatch import Replica
@@ -30,6 +30,7 @@ from services.common.convert import (
     job_to_generation_request,
     logprobs_to_proto,
 )
+from services.common.errors import wire_code
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,9 @@ class JobRun:
         self.seq += 1
         return chunk
 
-    def error(self, code: int, message: str) -> broker_pb2.JobChunk:
-        return self.chunk(error=broker_pb2.JobError(code=code, message=message),
+    def error(self, code: int, message: str, field_name: str = "") -> broker_pb2.JobChunk:
+        return self.chunk(error=broker_pb2.JobError(code=code, message=message,
+                                                    field=field_name),
                           finish_reason=4)  # FINISH_REASON_ERROR
 
 
@@ -156,10 +158,12 @@ async def run_job(run: JobRun, first: Replica, backend: BackendCalls, sink: Chun
                     return Outcome.DONE
             raise ReplicaFailed("stream ended without a finish reason")
         except FieldError as exc:
-            await sink.send(run.error(3, str(exc)))  # INVALID_ARGUMENT
+            await sink.send(run.error(wire_code(ErrorKind.INVALID_ARGUMENT), exc.problem,
+                                      exc.field))
             return Outcome.INVALID
         except TimeoutError:
-            await sink.send(run.error(4, "deadline passed during generation"))
+            await sink.send(run.error(wire_code(ErrorKind.DEADLINE_EXCEEDED),
+                                      "deadline passed during generation"))
             return Outcome.EXPIRED
         except (ReplicaFailed, Overloaded) as exc:
             if isinstance(exc, ReplicaFailed):
@@ -170,7 +174,8 @@ async def run_job(run: JobRun, first: Replica, backend: BackendCalls, sink: Chun
         finally:
             replica.local_in_flight -= 1
         if run.expired():
-            await sink.send(run.error(4, "deadline passed during generation"))
+            await sink.send(run.error(wire_code(ErrorKind.DEADLINE_EXCEEDED),
+                                      "deadline passed during generation"))
             return Outcome.EXPIRED
         replica = await choose(run, tried)
     return Outcome.RETRY

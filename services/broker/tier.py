@@ -19,9 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf.message import DecodeError
 
-from core.errors import FieldError
+from core.errors import ErrorKind, FieldError
 from protos.broker.v1 import broker_pb2
 from protos.common.v1 import common_pb2
 from services.broker.backends import GrpcBackends
@@ -31,11 +32,14 @@ from services.broker.jobs import JobRun, Outcome, check_job, run_job
 from services.broker.metrics import BrokerMetrics
 from services.broker.scheduler import CLASSES, JobClass, Scheduler
 from services.broker.settings import BrokerSettings
+from services.common.errors import wire_code
 from services.common.tracing import continued_trace
 
 log = logging.getLogger(__name__)
 
-CANCELLED, DEADLINE_EXCEEDED, INVALID_ARGUMENT = 1, 4, 3  # grpc.StatusCode values
+CANCELLED = int(grpc.StatusCode.CANCELLED.value[0])  # not an error kind: the client left
+DEADLINE_EXCEEDED = wire_code(ErrorKind.DEADLINE_EXCEEDED)
+INVALID_ARGUMENT = wire_code(ErrorKind.INVALID_ARGUMENT)
 _READY_WAIT_S = 0.01  # a fetch of what is already queued (the server answers at once)
 
 
@@ -186,8 +190,9 @@ class TierWorker:
             self._count_term("poison")
             if job is not None and job.reply_subject and " " not in job.reply_subject:
                 await self.queue.reply(job.reply_subject, broker_pb2.JobChunk(
-                    job_id=job.job_id, error=broker_pb2.JobError(code=INVALID_ARGUMENT,
-                                                                 message=str(exc)),
+                    job_id=job.job_id, error=broker_pb2.JobError(
+                        code=INVALID_ARGUMENT, message=getattr(exc, "problem", str(exc)),
+                        field=getattr(exc, "field", "")),
                     finish_reason=common_pb2.FINISH_REASON_ERROR))
             await settle(msg, "term")
             return

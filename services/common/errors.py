@@ -74,11 +74,22 @@ TABLE: dict[ErrorKind, WireError] = {row.kind: row for row in (
     WireError(ErrorKind.INTERNAL, grpc.StatusCode.INTERNAL, 500, "server_error", DomainError),
 )}
 _BY_STATUS = {row.grpc: row.kind for row in TABLE.values()}
+_BY_NUMBER = {int(code.value[0]): code for code in grpc.StatusCode}
 
 
 def status_code(kind: ErrorKind) -> grpc.StatusCode:
     """The gRPC status code of an error kind."""
     return TABLE[kind].grpc
+
+
+def wire_code(kind: ErrorKind) -> int:
+    """The numeric gRPC status of a kind (what broker.proto's JobError.code holds)."""
+    return int(TABLE[kind].grpc.value[0])
+
+
+def status_of_code(code: int) -> grpc.StatusCode:
+    """The gRPC status of a numeric code; an unknown number is UNKNOWN."""
+    return _BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN)
 
 
 def kind_for_status(code: grpc.StatusCode) -> ErrorKind:

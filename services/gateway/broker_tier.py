@@ -20,14 +20,11 @@ from services.gateway.domain import TierChunk, TierJob
 
 
 def job_error(tier: str, err: JobError) -> Exception:
-    """The domain error for a failed or refused job, through the one error table.
-
-    A JobError carries no field (broker.proto's JobError has code, message and
-    retry_after_ms), so a backend's bad-field error arrives as field `request`
-    with the backend's whole message; the gateway checks every field before a
-    job is sent, so this is a backstop only."""
+    """The domain error for a failed or refused job, through the one error table, with
+    the field and the wait the job error carries as data."""
     retry = err.retry_after_ms / 1000 if err.retry_after_ms else None
-    return tier_error(tier, error_from(err.kind, err.message, retry_after_s=retry))
+    return tier_error(tier, error_from(err.kind, err.message, field=err.field or None,
+                                       retry_after_s=retry))
 
 
 class BrokerTier:

@@ -85,3 +85,16 @@ def test_error_from_makes_the_kinds_class(kind: ErrorKind, cls: type) -> None:
     err = error_from(kind, "why")
     assert isinstance(err, cls) and str(err) == "why"
     assert kind_of(err) is (ErrorKind.UNAVAILABLE if kind is ErrorKind.INTERNAL else kind)
+
+
+def test_a_broker_job_error_keeps_its_field_and_wait_as_data() -> None:
+    from services.broker.client import JobError
+    from services.gateway.broker_tier import job_error
+
+    err = job_error("small", JobError("INVALID_ARGUMENT", "must be <= 2",
+                                      field="sampling.temperature"))
+    assert isinstance(err, FieldError)
+    assert (err.field, err.problem) == ("sampling.temperature", "must be <= 2")
+    busy = job_error("small", JobError("RESOURCE_EXHAUSTED", "queue full", 750))
+    assert isinstance(busy, Overloaded) and busy.retry_after_s == 0.75
+    assert "'small'" in str(busy)

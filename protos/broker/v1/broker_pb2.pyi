@@ -55,14 +55,16 @@ class GenerateJob(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., tier: _Optional[str] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., return_logprobs: _Optional[bool] = ..., reply_subject: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., affinity_key: _Optional[str] = ..., stream: _Optional[bool] = ..., chat: _Optional[bool] = ..., partial_token_ids: _Optional[_Iterable[int]] = ..., partial_text: _Optional[str] = ...) -> None: ...
 
 class JobError(_message.Message):
-    __slots__ = ("code", "message", "retry_after_ms")
+    __slots__ = ("code", "message", "retry_after_ms", "field")
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     RETRY_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     retry_after_ms: int
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ...) -> None: ...
+    field: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., field: _Optional[str] = ...) -> None: ...
 
 class JobChunk(_message.Message):
     __slots__ = ("job_id", "seq", "text_delta", "logprobs", "finish_reason", "usage", "error", "attempt", "offset", "token_ids")
