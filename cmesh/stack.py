@@ -11,15 +11,16 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from cmesh.nats_users import mesh_users
+from services.common.natsauth import NatsCredentials, connect_options, write_credentials
 from services.common.natscluster import NatsCluster
-from services.common.natsd import NatsServer, free_port
+from services.common.natsd import NatsServer, NatsUser, free_port
 from services.common.probe import probe
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,16 @@ def select_specs(specs: Sequence[ServiceSpec], wanted: set[str]) -> list[Service
     return out
 
 
+def broker_tiers(specs: Sequence[ServiceSpec]) -> list[str]:
+    """Every tier a broker of `specs` serves (from its `--backends` flag)."""
+    tiers: set[str] = set()
+    for spec in specs:
+        if spec.module == "services.broker" and "--backends" in spec.args:
+            value = spec.args[spec.args.index("--backends") + 1]
+            tiers |= {p.partition("=")[0].strip() for p in value.split(";") if p.strip()}
+    return sorted(tiers)
+
+
 @dataclass
 class RunningService:
     spec: ServiceSpec
@@ -147,11 +158,22 @@ class LocalStack:
     nats_cluster: int = 1  # >1: a clustered JetStream with replicated streams
     cluster: NatsCluster | None = None
 
+    nats_users: dict[str, NatsUser] = field(default_factory=dict)
+
     @property
     def nats_url(self) -> str | None:
+        """The NATS address(es), without credentials (those are in `nats_credentials`)."""
         if self.cluster is not None:
             return self.cluster.url
-        return self.nats.url if self.nats is not None else None
+        return self.nats.public_url if self.nats is not None else None
+
+    def nats_credentials(self, service: str) -> Path | None:
+        """The credentials file of `service`'s NATS user (gateway, broker, cache)."""
+        return self.state_dir / "nats" / f"{service}.nats-auth" if self.nats_users else None
+
+    def nats_options(self, service: str) -> dict[str, object]:
+        """`nats.connect` keyword arguments for a client acting as `service`."""
+        return connect_options(service, self.nats_credentials(service))
 
     async def __aenter__(self) -> LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -207,11 +229,17 @@ class LocalStack:
             log.info("nats-server cluster (JetStream, %d nodes) on %s", self.nats_cluster,
                      self.cluster.url)
         else:
-            # Credentials on, as in compose: every service gets them in its nats_url.
-            self.nats = NatsServer(store_dir=self.state_dir / "jetstream", user="cmesh",
-                                   password=secrets.token_urlsafe(18))
+            # One user per service, each limited to its subjects (cmesh.nats_users); the
+            # passwords reach the server in its 0600 config file and each service in its
+            # 0600 credentials file, never on a command line.
+            self.nats_users = mesh_users(broker_tiers(self.specs))
+            for name, user in self.nats_users.items():
+                write_credentials(self.nats_credentials(name),  # type: ignore[arg-type]
+                                  NatsCredentials(user.user, user.password))
+            self.nats = NatsServer(store_dir=self.state_dir / "jetstream",
+                                   users=list(self.nats_users.values()))
             await self.nats.start()
-            log.info("nats-server (JetStream, user/password) on %s", self.nats.public_url)
+            log.info("nats-server (JetStream, a user per service) on %s", self.nats.public_url)
 
     async def _spawn(self, spec: ServiceSpec) -> RunningService:
         port_file = self.state_dir / f"{spec.name}.port"
@@ -228,6 +256,9 @@ class LocalStack:
             broker = spec.module == "services.broker"
             url = self.nats_url if broker else self.nats_url.split(",")[0]
             args += ["--nats_url", url]
+            credentials = self.nats_credentials(spec.module.removeprefix("services."))
+            if credentials is not None:
+                args += ["--nats_credentials_file", str(credentials)]
             if broker and self.cluster is not None:
                 args += ["--stream_replicas", str(min(3, self.nats_cluster))]
         with log_path.open("wb") as out:

@@ -73,7 +73,8 @@ async def _bench(quick: bool, state: Path) -> dict[str, Any]:
         del b
         channel = grpc.aio.insecure_channel(a)
         stub = backend_pb2_grpc.BackendStub(channel)
-        client = await BrokerClient(stack.nats_url or "").__aenter__()
+        client = await BrokerClient(stack.nats_url or "",
+                                    connect_options=stack.nats_options("gateway")).__aenter__()
         max_tokens = 24 if quick else 48
 
         def sampling(n: int) -> common_pb2.SamplingParams:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -9,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.broker.jetstream import QueueLimits
 from services.broker.subjects import check_tier
-from services.common.settings import ServiceSettings
+from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings
 
 
 def parse_backends(spec: str) -> dict[str, list[str]]:
@@ -33,6 +34,7 @@ class BrokerSettings(ServiceSettings):
 
     nats_url: str = Field(
         "nats://127.0.0.1:4222", description="NATS server(s), comma-separated for a cluster.")
+    nats_credentials_file: Path | None = Field(None, description=NATS_CREDENTIALS_DOC)
     backends: str = Field(
         ..., min_length=3,
         description="Backend replicas per tier: 'small=host:port,host:port;large=host:port'.")

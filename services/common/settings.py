@@ -7,6 +7,11 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+NATS_CREDENTIALS_DOC = (
+    "File holding this service's NATS user and password as one line '<user>:<password>' "
+    "(mode 0600; the local stack writes one per service). Credentials never go on a command "
+    "line: a --nats_url with a password is refused (the environment variable is fine).")
+
 
 class ServiceSettings(BaseSettings):
     """Listen address, metrics port and shutdown grace of one service."""
