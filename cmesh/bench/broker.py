@@ -68,7 +68,7 @@ async def _bench(quick: bool, state: Path) -> dict[str, Any]:
                     needs_nats=True, needs=("backend-a", "backend-b")),
     ]
     console.print("starting nats-server, two SmolLM2 backends and two brokers...")
-    async with LocalStack(specs, state) as stack:
+    async with LocalStack(specs, state, mesh_tls=False) as stack:  # it dials a backend
         a, b = stack.services["backend-a"].address, stack.services["backend-b"].address
         del b
         channel = grpc.aio.insecure_channel(a)

@@ -72,7 +72,7 @@ def status(state_dir: Path = STATE) -> None:
     from rich.table import Table
 
     from cmesh.output import console
-    from services.common.probe import probe
+    from cmesh.stack import probe_stack
 
     path = state_dir / "services.json"
     if not path.is_file():
@@ -83,7 +83,7 @@ def status(state_dir: Path = STATE) -> None:
     for column in ("service", "address", "health", "key metrics"):
         table.add_column(column)
     for name, info in services.items():
-        healthy = probe(info["address"], timeout=2.0)
+        healthy = probe_stack(info["address"], state_dir, timeout=2.0)
         metrics = _key_metrics(info.get("metrics_port"))
         if healthy and name.startswith("backend-"):
             metrics = f"{_engine_line(info['address'])}\n{metrics}"
@@ -98,7 +98,7 @@ def _engine_line(address: str) -> str:
 
     from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with grpc.insecure_channel(address) as channel:  # refused where the mesh is mutual TLS
         try:
             info = backend_pb2_grpc.BackendStub(channel).GetModelInfo(
                 backend_pb2.GetModelInfoRequest(), timeout=2.0)
