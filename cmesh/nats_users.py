@@ -18,11 +18,13 @@ cache log to the cache's inbox and a shared `_INBOX.>` would hand it to anyone.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
-from services.common.natsauth import inbox_prefix
-from services.common.natsd import NatsUser
+from services.common.natsauth import NatsCredentials, inbox_prefix, write_credentials
+from services.common.natsd import NatsUser, server_config
 
 API = "$JS.API"
 
@@ -75,6 +77,24 @@ def gateway_permissions() -> tuple[list[str], list[str]]:
     for bucket in (FILE_META, BATCHES, LINES):
         publish += [f"$KV.{bucket}.>", *_stream_ops(f"KV_{bucket}", consume=True, get=True)]
     return publish, [f"{inbox_prefix('gateway')}.>"]
+
+
+def write_mesh_users(folder: Path, tiers: Sequence[str], host: str = "0.0.0.0",
+                     port: int = 4222, store_dir: str = "/data",
+                     monitor_port: int | None = 8222) -> dict[str, Path]:
+    """A server config (`nats.conf`) and one credentials file per service
+    (`<service>.nats-auth`) in `folder`, all 0600, for a NATS server run apart from the
+    stack (compose: `cmesh keys nats --dir secrets`). Fresh passwords each time."""
+    users = mesh_users(tiers)
+    paths = {name: write_credentials(folder / f"{name}.nats-auth",
+                                     NatsCredentials(user.user, user.password))
+             for name, user in users.items()}
+    config = folder / "nats.conf"
+    config.unlink(missing_ok=True)
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(server_config(port, store_dir, list(users.values()), host, monitor_port))
+    return {"nats": config, **paths}
 
 
 def mesh_users(tiers: Sequence[str]) -> dict[str, NatsUser]:

@@ -142,3 +142,17 @@ def keys_add(
         raise typer.BadParameter(str(exc), param_hint="tenant") from exc
     os.chmod(keys_file, 0o600)
     print(key)
+
+
+@keys_app.command("nats")
+def keys_nats(
+    folder: Path = typer.Option(Path("secrets"), "--dir", help="Where the files go."),
+    tiers: str = typer.Option("small,large", help="Comma-separated tiers the broker serves."),
+) -> None:
+    """Write nats.conf (users, passwords, permissions) and one <service>.nats-auth per
+    service (all 0600) for a NATS server run apart from `cmesh up`, e.g. compose's."""
+    from cmesh.nats_users import write_mesh_users
+
+    paths = write_mesh_users(folder, [t.strip() for t in tiers.split(",") if t.strip()])
+    for name, path in paths.items():
+        print(f"{name}: {path}")

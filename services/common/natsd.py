@@ -64,10 +64,13 @@ class NatsUser:
         return entry
 
 
-def server_config(port: int, store_dir: Path, users: Sequence[NatsUser]) -> str:
+def server_config(port: int, store_dir: Path | str, users: Sequence[NatsUser],
+                  host: str = "127.0.0.1", monitor_port: int | None = None) -> str:
     """nats-server's config (its syntax takes JSON) for one JetStream server."""
-    config: dict[str, object] = {"listen": f"127.0.0.1:{port}",
+    config: dict[str, object] = {"listen": f"{host}:{port}",
                                  "jetstream": {"store_dir": str(store_dir)}}
+    if monitor_port is not None:
+        config["http"] = f"{host}:{monitor_port}"
     if users:
         config["authorization"] = {"users": [u.config() for u in users]}
     return json.dumps(config, indent=2)

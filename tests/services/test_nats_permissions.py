@@ -167,3 +167,20 @@ async def test_the_gateway_user_cannot_read_or_write_the_cache_log(
         assert any("subscription to" in e.lower() for e in broker_errors), broker_errors
     finally:
         await nc.close()
+
+
+def test_compose_secrets_are_written_0600_with_a_user_per_service(tmp_path: Path) -> None:
+    import json
+
+    from cmesh.nats_users import write_mesh_users
+
+    paths = write_mesh_users(tmp_path, ["small", "large"])
+    assert set(paths) == {"nats", "gateway", "broker", "cache"}
+    for path in paths.values():
+        assert path.stat().st_mode & 0o777 == 0o600
+    config = json.loads(paths["nats"].read_text())
+    assert config["listen"] == "0.0.0.0:4222" and config["http"] == "0.0.0.0:8222"
+    users = {u["user"]: u for u in config["authorization"]["users"]}
+    for name in ("gateway", "broker", "cache"):
+        assert paths[name].read_text().strip() == f"{name}:{users[name]['password']}"
+    assert "gen.large.>" in users["broker"]["permissions"]["publish"]["allow"]
