@@ -59,6 +59,7 @@ def broker_permissions(tiers: Iterable[str]) -> tuple[list[str], list[str]]:
     from services.broker.subjects import CANCEL_SUBJECT, stream_name
 
     publish = [f"{inbox_prefix('gateway')}.>", f"$KV.{DONE_BUCKET}.>",
+               f"{API}.INFO",  # account usage, no data (a cluster's readiness check)
                *_stream_ops(f"KV_{DONE_BUCKET}", get=True)]
     for tier in sorted(tiers):
         publish += [f"gen.{tier}.>", *_stream_ops(stream_name(tier), consume=True)]

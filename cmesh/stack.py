@@ -252,19 +252,21 @@ class LocalStack:
             await self.cluster.stop()
 
     async def _start_nats(self) -> None:
+        # One user per service, each limited to its subjects (cmesh.nats_users); the
+        # passwords reach the server in its 0600 config file and each service in its
+        # 0600 credentials file, never on a command line.
+        self.nats_users = mesh_users(broker_tiers(self.specs))
+        for name, user in self.nats_users.items():
+            write_credentials(self.state_dir / "nats" / f"{name}.nats-auth",
+                              NatsCredentials(user.user, user.password))
         if self.nats_cluster > 1:
-            self.cluster = NatsCluster(self.nats_cluster, self.state_dir / "jetstream-cluster")
+            self.cluster = NatsCluster(self.nats_cluster, self.state_dir / "jetstream-cluster",
+                                       users=list(self.nats_users.values()),
+                                       connect_options=self.nats_options("broker"))
             await self.cluster.start()
-            log.info("nats-server cluster (JetStream, %d nodes) on %s", self.nats_cluster,
-                     self.cluster.url)
+            log.info("nats-server cluster (JetStream, %d nodes, a user per service) on %s",
+                     self.nats_cluster, self.cluster.url)
         else:
-            # One user per service, each limited to its subjects (cmesh.nats_users); the
-            # passwords reach the server in its 0600 config file and each service in its
-            # 0600 credentials file, never on a command line.
-            self.nats_users = mesh_users(broker_tiers(self.specs))
-            for name, user in self.nats_users.items():
-                write_credentials(self.nats_credentials(name),  # type: ignore[arg-type]
-                                  NatsCredentials(user.user, user.password))
             self.nats = NatsServer(store_dir=self.state_dir / "jetstream",
                                    users=list(self.nats_users.values()))
             await self.nats.start()
@@ -312,15 +314,17 @@ class LocalStack:
         pki, name = self.pki, spec.name
         client = ["--mesh_ca", str(pki.ca), "--mesh_cert", str(pki.cert(name)),
                   "--mesh_key", str(pki.key(name))]
-        callers = {"services.cache": self._callers("services.gateway"),
-                   "services.classifier": self._callers("services.gateway"),
-                   "services.backend": self._callers("services.gateway", "services.broker"),
-                   "services.broker": [*self._callers("services.gateway"), STACK_IDENTITY]}
+        # Without a gateway in the stack (`cmesh up --only ...`), the stack's own
+        # certificate (its demo) stands in for one; an empty list would let in any.
+        gateways = self._callers("services.gateway") or [STACK_IDENTITY]
+        callers = {"services.cache": gateways, "services.classifier": gateways,
+                   "services.backend": sorted({*gateways, *self._callers("services.broker")}),
+                   "services.broker": sorted({*gateways, STACK_IDENTITY})}
         if spec.module == "services.gateway":
             return client
         server = ["--tls_cert", str(pki.cert(name)), "--tls_key", str(pki.key(name)),
                   "--tls_client_ca", str(pki.ca),
-                  "--tls_allowed_callers", json.dumps(callers.get(spec.module, []))]
+                  "--tls_allowed_callers", json.dumps(callers.get(spec.module, gateways))]
         return server + (client if spec.module == "services.broker" else [])
 
     def probe_credentials(self, spec: ServiceSpec) -> grpc.ChannelCredentials | None:

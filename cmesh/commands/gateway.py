@@ -86,19 +86,23 @@ def status(state_dir: Path = STATE) -> None:
         healthy = probe_stack(info["address"], state_dir, timeout=2.0)
         metrics = _key_metrics(info.get("metrics_port"))
         if healthy and name.startswith("backend-"):
-            metrics = f"{_engine_line(info['address'])}\n{metrics}"
+            metrics = f"{_engine_line(info['address'], state_dir)}\n{metrics}"
         table.add_row(name, info["address"], "SERVING" if healthy else "[red]down[/red]",
                       metrics)
     console.print(table)
 
 
-def _engine_line(address: str) -> str:
+def _engine_line(address: str, state_dir: Path) -> str:
     """Which dtype a backend runs and why, and its start-up self-check verdict."""
     import grpc
 
+    from cmesh.pki import stack_pki
     from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:  # refused where the mesh is mutual TLS
+    pki = stack_pki(state_dir)  # GetModelInfo is open to any mesh certificate
+    channel = (grpc.secure_channel(address, pki.channel_credentials()) if pki is not None
+               else grpc.insecure_channel(address))
+    with channel:
         try:
             info = backend_pb2_grpc.BackendStub(channel).GetModelInfo(
                 backend_pb2.GetModelInfoRequest(), timeout=2.0)

@@ -7,8 +7,8 @@ PERMISSION_DENIED before the servicer runs. One CA with names checked here,
 rather than one CA per callee, keeps an operator's PKI to one CA and one
 certificate per service, and the policy readable in each service's settings
 (the local stack: cache and classifier <- gateway; backends <- broker and
-gateway). Health and reflection stay open to every mesh certificate, so
-probes need no business rights.
+gateway). Health, reflection and a backend's model info stay open to every
+mesh certificate, so probes and `cmesh status` need no business rights.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from typing import Any
 
 import grpc
 
-OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Open to every mesh certificate: health, reflection, and a backend's model description
+# (`cmesh status` shows it; it costs nothing and tells no tenant's data).
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.",
+                 "/cascademesh.backend.v1.Backend/GetModelInfo")
 
 
 def caller_names(context: grpc.aio.ServicerContext) -> set[str]:

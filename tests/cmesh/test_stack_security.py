@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cmesh.stack import LocalStack, default_specs, ensure_dev_keys, select_specs
+from cmesh.stack import LocalStack, default_specs, ensure_dev_keys, probe_stack, select_specs
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from protos.common.v1 import common_pb2
@@ -125,6 +125,14 @@ async def test_no_local_process_without_the_gateway_certificate_reaches_the_cach
                     assert set(codes.values()) <= turned_away, (who, codes)
                 else:
                     assert await complete(channel) in turned_away, who
+    # The stack's own certificate probes every service and reads a backend's model info
+    # (`cmesh status`), nothing more.
+    for service in stack.services.values():
+        assert probe_stack(service.address, stack.state_dir), service.spec.name
+    async with grpc.aio.secure_channel(backend, stack.pki.channel_credentials()) as ch:
+        info = await backend_pb2_grpc.BackendStub(ch).GetModelInfo(
+            backend_pb2.GetModelInfoRequest(), timeout=10)
+        assert info.model
     # The broker's certificate may call the backends, not the cache.
     async with grpc.aio.secure_channel(backend, stack.pki.channel_credentials("broker")) as ch:
         assert await complete(ch) == grpc.StatusCode.OK

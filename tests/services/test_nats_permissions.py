@@ -184,3 +184,27 @@ def test_compose_secrets_are_written_0600_with_a_user_per_service(tmp_path: Path
     for name in ("gateway", "broker", "cache"):
         assert paths[name].read_text().strip() == f"{name}:{users[name]['password']}"
     assert "gen.large.>" in users["broker"]["permissions"]["publish"]["allow"]
+
+
+async def test_a_clustered_jetstream_takes_the_same_users(tmp_path: Path) -> None:
+    from services.common.natscluster import NatsCluster
+
+    users = mesh_users(["small"])
+    options = {name: connect_options(name, write_credentials(
+        tmp_path / f"{name}.nats-auth", NatsCredentials(u.user, u.password)))
+        for name, u in users.items()}
+    async with NatsCluster(3, tmp_path / "c", users=list(users.values()),
+                           connect_options=options["broker"]) as cluster:
+        for node in cluster.nodes:
+            assert node.config_path.stat().st_mode & 0o777 == 0o600
+        async with JobQueue(cluster.urls, QueueLimits(replicas=3),
+                            connect_options=options["broker"]) as queue, \
+                BrokerClient(cluster.urls, connect_options=options["gateway"]) as client:
+            await queue.ensure("small")
+            sub = await queue.consumer("small", "interactive")
+            await client.submit(broker_pb2.GenerateJob(tier="small", prompt="hi"),
+                                deadline_s=30)
+            [msg] = await queue.fetch(sub, 1, 10)
+            await settle(msg, "ack")
+        with pytest.raises(Exception, match=r"(?i)authoriz"):
+            await nats.connect(servers=cluster.urls, allow_reconnect=False, connect_timeout=2)
