@@ -182,10 +182,9 @@ class LocalStack:
     nats: NatsServer | None = None
     nats_cluster: int = 1  # >1: a clustered JetStream with replicated streams
     cluster: NatsCluster | None = None
-    mesh_tls: bool = True
+    mesh_tls: bool = True  # internal services on mutual TLS with the stack's own CA
     pki: MeshPki | None = None
-
-    nats_users: dict[str, NatsUser] = field(default_factory=dict)
+    nats_users: dict[str, NatsUser] = field(default_factory=dict)  # by service, once started
 
     @property
     def nats_url(self) -> str | None:

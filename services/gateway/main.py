@@ -27,6 +27,7 @@ from cascade.thresholds import load_thresholds
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.common.natsauth import connect_options, refuse_passwords_in_argv
 from services.common.node import Registration, ServiceNode, full_name, serve
+from services.common.settings import channel_credentials
 from services.gateway.admission import Admission, RequestIdFilter
 from services.gateway.auth import load_keys
 from services.gateway.batch.runner import BatchRunner
@@ -80,10 +81,7 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         if s.mesh_ca is None:
             channel = grpc.aio.insecure_channel(address)
         else:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=s.mesh_ca.read_bytes(),
-                private_key=s.mesh_key.read_bytes() if s.mesh_key else None,
-                certificate_chain=s.mesh_cert.read_bytes() if s.mesh_cert else None)
+            creds = channel_credentials(s.mesh_ca, s.mesh_cert, s.mesh_key)
             channel = grpc.aio.secure_channel(address, creds)
         return await self.stack.enter_async_context(channel)
 
