@@ -48,7 +48,6 @@ class NatsUser:
     password: str
     publish: Sequence[str] | None = None
     subscribe: Sequence[str] | None = None
-    allow_responses: bool = False
 
     def config(self) -> dict[str, object]:
         entry: dict[str, object] = {"user": self.user, "password": self.password}
@@ -57,8 +56,6 @@ class NatsUser:
             permissions["publish"] = {"allow": list(self.publish)}
         if self.subscribe is not None:
             permissions["subscribe"] = {"allow": list(self.subscribe)}
-        if self.allow_responses:
-            permissions["allow_responses"] = True
         if permissions:
             entry["permissions"] = permissions
         return entry
