@@ -11,12 +11,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 
 from core.errors import FailedPrecondition, FieldError
 from core.generation import Sampling, Turn
 
-__all__ = ["Sampling", "Scope", "Turn", "Uncacheable", "fingerprint", "namespace_of"]
+__all__ = ["Sampling", "Scope", "Turn", "Uncacheable", "check_tenant", "fingerprint",
+           "namespace_of"]
+
+TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""What a tenant name may be: it starts every namespace key (`<tenant>/...`), so a `/`
+or a path-like name could reach into another tenant's namespaces."""
+
+
+def check_tenant(tenant: str, field: str = "tenant") -> str:
+    """`tenant` when it matches `TENANT`, else FieldError naming `field`."""
+    if not TENANT.fullmatch(tenant):
+        raise FieldError(field, "must be 1-64 characters of A-Z a-z 0-9 . _ -")
+    return tenant
 
 
 class Uncacheable(FailedPrecondition, ValueError):

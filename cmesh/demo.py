@@ -7,7 +7,8 @@ a conversation, then a summary table. Without it (`cmesh up --only ...`), the
 demo drives the services one by one: a backend answers (streamed); the cache
 answers a repeat without a model, and a paraphrase only where the verifier's
 bound for the configured δ allows it while a different question misses; the
-classifier scores an easy and a hard prompt.
+classifier scores an easy and a hard prompt. It calls them with the stack's own
+certificate, which a stack without a gateway lets stand in for one.
 """
 
 from __future__ import annotations
@@ -23,12 +24,20 @@ from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.common.v1 import common_pb2
 
 QUESTION = "What is the capital of France?"
+Credentials = grpc.ChannelCredentials | None
+
+
+def _channel(address: str, credentials: Credentials) -> grpc.aio.Channel:
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials)
+    return grpc.aio.insecure_channel(address)
 PARAPHRASE = "Can you tell me what the capital of France is?"
 
 
-async def ask_backend(address: str, prompt: str, max_tokens: int = 64) -> str:
+async def ask_backend(address: str, prompt: str, max_tokens: int = 64,
+                      credentials: Credentials = None) -> str:
     """Stream one greedy answer from a backend to the console; return it."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _channel(address, credentials) as channel:
         stub = backend_pb2_grpc.BackendStub(channel)
         request = backend_pb2.GenerateRequest(
             prompt=prompt, chat=True,
@@ -56,28 +65,32 @@ async def run(addresses: Mapping[str, str], state_dir: Path | None = None) -> No
 
         await run_session(addresses["gateway"], state_dir)
         return
+    from cmesh.pki import stack_pki
+
+    pki = stack_pki(state_dir) if state_dir is not None else None
+    credentials = pki.channel_credentials() if pki is not None else None
     for name in ("backend-small", "backend-large"):
         if name in addresses:
-            async with grpc.aio.insecure_channel(addresses[name]) as channel:
+            async with _channel(addresses[name], credentials) as channel:
                 info = await backend_pb2_grpc.BackendStub(channel).GetModelInfo(
                     backend_pb2.GetModelInfoRequest(), timeout=10)
             console.rule(f"{name}: {info.model} (TP={info.tensor_parallel_size}, "
                          f"{info.dtype})")
             console.print(f"[bold]> {QUESTION}[/bold]")
-            answer = await ask_backend(addresses[name], QUESTION)
+            answer = await ask_backend(addresses[name], QUESTION, credentials=credentials)
             if "cache" in addresses and name == "backend-small":
-                await _cache_demo(addresses["cache"], answer)
+                await _cache_demo(addresses["cache"], answer, credentials)
     if "classifier" in addresses:
-        await _classifier_demo(addresses["classifier"])
+        await _classifier_demo(addresses["classifier"], credentials)
 
 
-async def _cache_demo(address: str, answer: str) -> None:
+async def _cache_demo(address: str, answer: str, credentials: Credentials) -> None:
     from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 
     console.rule("cache: store the answer, then ask again, a paraphrase, another question")
     scope = cache_pb2.Scope(tenant="demo",
                             sampling=common_pb2.SamplingParams(temperature=0))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _channel(address, credentials) as channel:
         stub = cache_pb2_grpc.CacheStub(channel)
         await stub.Store(cache_pb2.StoreRequest(scope=scope, prompt=QUESTION, answer=answer,
                                                 tier="small"), timeout=30)
@@ -91,7 +104,7 @@ async def _cache_demo(address: str, answer: str) -> None:
                           f"verifier {reply.verifier_probability:.3f}, {ms:.1f} ms)")
 
 
-async def _classifier_demo(address: str) -> None:
+async def _classifier_demo(address: str, credentials: Credentials) -> None:
     from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
 
     console.rule("classifier: P(small model is not enough)")
@@ -100,7 +113,7 @@ async def _classifier_demo(address: str) -> None:
         "Janet has 3 boxes with 17 apples each; she gives away 40% and buys 12 more. "
         "How many apples does she have? Show each step.",
     ]
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with _channel(address, credentials) as channel:
         reply = await classifier_pb2_grpc.ClassifierStub(channel).Score(
             classifier_pb2.ScoreRequest(prompts=prompts), timeout=30)
     for prompt, score in zip(prompts, reply.scores, strict=True):

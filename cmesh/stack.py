@@ -2,6 +2,16 @@
 
 `cmesh up` uses it to run everything on one machine; services find each other
 through the addresses printed here (and written to <state dir>/addresses.json).
+
+Secure by default: the internal services (backends, cache, classifier,
+broker) listen with mutual TLS on certificates of a local CA made at first
+start (`cmesh.pki`, in <state dir>/tls) and take calls only from the services
+that need them (cache and classifier <- gateway, backends <- broker and
+gateway, the broker's status <- gateway and the stack itself); NATS has one
+user per service limited to its subjects (`cmesh.nats_users`). No password or
+key is on any command line: the files they are in are 0600. The gateway's own
+ports stay plaintext on 127.0.0.1 (API keys guard them); `mesh_tls=False`
+turns the mesh's TLS off (benchmarks that dial internal services directly).
 """
 
 from __future__ import annotations
@@ -11,15 +21,21 @@ import contextlib
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    import grpc
+
+from cmesh.nats_users import mesh_users
+from cmesh.pki import STACK_IDENTITY, MeshPki, ensure_mesh_pki, stack_pki
+from services.common.natsauth import NatsCredentials, connect_options, write_credentials
 from services.common.natscluster import NatsCluster
-from services.common.natsd import NatsServer, free_port
+from services.common.natsd import NatsServer, NatsUser, free_port
 from services.common.probe import probe
 
 log = logging.getLogger(__name__)
@@ -122,6 +138,26 @@ def select_specs(specs: Sequence[ServiceSpec], wanted: set[str]) -> list[Service
     return out
 
 
+def probe_stack(address: str, state_dir: Path, timeout: float = 3.0) -> bool:
+    """Whether a service of the stack in `state_dir` is SERVING: over mutual TLS with the
+    stack's certificate when the stack has one, else (the gateway) in plaintext."""
+    pki = stack_pki(state_dir)
+    if pki is not None and probe(address, timeout=timeout,
+                                 credentials=pki.channel_credentials()):
+        return True
+    return probe(address, timeout=timeout)
+
+
+def broker_tiers(specs: Sequence[ServiceSpec]) -> list[str]:
+    """Every tier a broker of `specs` serves (from its `--backends` flag)."""
+    tiers: set[str] = set()
+    for spec in specs:
+        if spec.module == "services.broker" and "--backends" in spec.args:
+            value = spec.args[spec.args.index("--backends") + 1]
+            tiers |= {p.partition("=")[0].strip() for p in value.split(";") if p.strip()}
+    return sorted(tiers)
+
+
 @dataclass
 class RunningService:
     spec: ServiceSpec
@@ -146,15 +182,29 @@ class LocalStack:
     nats: NatsServer | None = None
     nats_cluster: int = 1  # >1: a clustered JetStream with replicated streams
     cluster: NatsCluster | None = None
+    mesh_tls: bool = True  # internal services on mutual TLS with the stack's own CA
+    pki: MeshPki | None = None
+    nats_users: dict[str, NatsUser] = field(default_factory=dict)  # by service, once started
 
     @property
     def nats_url(self) -> str | None:
+        """The NATS address(es), without credentials (those are in `nats_credentials`)."""
         if self.cluster is not None:
             return self.cluster.url
-        return self.nats.url if self.nats is not None else None
+        return self.nats.public_url if self.nats is not None else None
+
+    def nats_credentials(self, service: str) -> Path | None:
+        """The credentials file of `service`'s NATS user (gateway, broker, cache)."""
+        return self.state_dir / "nats" / f"{service}.nats-auth" if self.nats_users else None
+
+    def nats_options(self, service: str) -> dict[str, object]:
+        """`nats.connect` keyword arguments for a client acting as `service`."""
+        return connect_options(service, self.nats_credentials(service))
 
     async def __aenter__(self) -> LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.mesh_tls:
+            self.pki = ensure_mesh_pki(self.state_dir / "tls", [s.name for s in self.specs])
         try:
             if any(s.needs_nats for s in self.specs):
                 await self._start_nats()
@@ -201,17 +251,25 @@ class LocalStack:
             await self.cluster.stop()
 
     async def _start_nats(self) -> None:
+        # One user per service, each limited to its subjects (cmesh.nats_users); the
+        # passwords reach the server in its 0600 config file and each service in its
+        # 0600 credentials file, never on a command line.
+        self.nats_users = mesh_users(broker_tiers(self.specs))
+        for name, user in self.nats_users.items():
+            write_credentials(self.state_dir / "nats" / f"{name}.nats-auth",
+                              NatsCredentials(user.user, user.password))
         if self.nats_cluster > 1:
-            self.cluster = NatsCluster(self.nats_cluster, self.state_dir / "jetstream-cluster")
+            self.cluster = NatsCluster(self.nats_cluster, self.state_dir / "jetstream-cluster",
+                                       users=list(self.nats_users.values()),
+                                       connect_options=self.nats_options("broker"))
             await self.cluster.start()
-            log.info("nats-server cluster (JetStream, %d nodes) on %s", self.nats_cluster,
-                     self.cluster.url)
+            log.info("nats-server cluster (JetStream, %d nodes, a user per service) on %s",
+                     self.nats_cluster, self.cluster.url)
         else:
-            # Credentials on, as in compose: every service gets them in its nats_url.
-            self.nats = NatsServer(store_dir=self.state_dir / "jetstream", user="cmesh",
-                                   password=secrets.token_urlsafe(18))
+            self.nats = NatsServer(store_dir=self.state_dir / "jetstream",
+                                   users=list(self.nats_users.values()))
             await self.nats.start()
-            log.info("nats-server (JetStream, user/password) on %s", self.nats.public_url)
+            log.info("nats-server (JetStream, a user per service) on %s", self.nats.public_url)
 
     async def _spawn(self, spec: ServiceSpec) -> RunningService:
         port_file = self.state_dir / f"{spec.name}.port"
@@ -223,11 +281,15 @@ class LocalStack:
         args += ["--port", "0", "--port_file", str(port_file), "--metrics_port", str(metrics_port)]
         if spec.peer_args is not None:
             args += list(spec.peer_args(known))
+        args += self._tls_args(spec)
         if spec.needs_nats and self.nats_url is not None:
             # the broker takes every node; other clients learn the rest from the first
             broker = spec.module == "services.broker"
             url = self.nats_url if broker else self.nats_url.split(",")[0]
             args += ["--nats_url", url]
+            credentials = self.nats_credentials(spec.module.removeprefix("services."))
+            if credentials is not None:
+                args += ["--nats_credentials_file", str(credentials)]
             if broker and self.cluster is not None:
                 args += ["--stream_replicas", str(min(3, self.nats_cluster))]
         with log_path.open("wb") as out:
@@ -240,6 +302,36 @@ class LocalStack:
         log.info("started %s (pid %s, log %s)", spec.name, proc.pid, log_path)
         return RunningService(spec, proc, port_file, metrics_port, log_path)
 
+    def _callers(self, *modules: str) -> list[str]:
+        return sorted(s.name for s in self.specs if s.module in modules)
+
+    def _tls_args(self, spec: ServiceSpec) -> list[str]:
+        """Mutual TLS flags of `spec`: its certificate as a server and as a client, and the
+        services allowed to call it (paths only: no secret is on a command line)."""
+        if self.pki is None:
+            return []
+        pki, name = self.pki, spec.name
+        client = ["--mesh_ca", str(pki.ca), "--mesh_cert", str(pki.cert(name)),
+                  "--mesh_key", str(pki.key(name))]
+        # Without a gateway in the stack (`cmesh up --only ...`), the stack's own
+        # certificate (its demo) stands in for one; an empty list would let in any.
+        gateways = self._callers("services.gateway") or [STACK_IDENTITY]
+        callers = {"services.cache": gateways, "services.classifier": gateways,
+                   "services.backend": sorted({*gateways, *self._callers("services.broker")}),
+                   "services.broker": sorted({*gateways, STACK_IDENTITY})}
+        if spec.module == "services.gateway":
+            return client
+        server = ["--tls_cert", str(pki.cert(name)), "--tls_key", str(pki.key(name)),
+                  "--tls_client_ca", str(pki.ca),
+                  "--tls_allowed_callers", json.dumps(callers.get(spec.module, gateways))]
+        return server + (client if spec.module == "services.broker" else [])
+
+    def probe_credentials(self, spec: ServiceSpec) -> grpc.ChannelCredentials | None:
+        """What the stack presents to probe `spec` (None: plaintext)."""
+        if self.pki is None or spec.module == "services.gateway":
+            return None
+        return self.pki.channel_credentials()
+
     async def _wait_serving(self, service: RunningService) -> None:
         deadline = asyncio.get_running_loop().time() + service.spec.start_timeout
         while asyncio.get_running_loop().time() < deadline:
@@ -248,7 +340,8 @@ class LocalStack:
                 raise RuntimeError(f"{service.spec.name} exited:\n{tail}")
             if service.port_file.is_file() and service.port_file.read_text().strip():
                 service.port = int(service.port_file.read_text())
-                if await asyncio.to_thread(probe, service.address):
+                credentials = self.probe_credentials(service.spec)
+                if await asyncio.to_thread(probe, service.address, credentials=credentials):
                     log.info("%s SERVING on %s", service.spec.name, service.address)
                     return
             await asyncio.sleep(0.5)

@@ -109,14 +109,21 @@ def test_gpu_large_tier_is_tensor_parallel_on_gpus(compose) -> None:
     assert large["environment"]["CMESH_BACKEND_MODEL"].startswith("/models/")
 
 
-def test_cache_reaches_the_jetstream_server(compose) -> None:
-    cache = compose["services"]["cache"]
-    url = cache["environment"]["CMESH_CACHE_NATS_URL"]
-    assert url.startswith("nats://${NATS_USER:-cmesh}:${NATS_PASSWORD")
-    assert url.endswith("@nats:4222")
-    command = compose["services"]["nats"]["command"]
-    assert "-js" in command and "--user" in command and "--pass" in command
-    for name, service in compose["services"].items():  # every NATS client has credentials
-        for key, value in service.get("environment", {}).items():
+def test_nats_credentials_come_from_files_never_a_command_line(compose) -> None:
+    services = compose["services"]
+    nats = services["nats"]
+    assert nats["command"] == ["-c", "/etc/nats/nats.conf"]  # users and passwords inside
+    assert "./secrets/nats.conf:/etc/nats/nats.conf:ro" in nats["volumes"]
+    clients = 0
+    for name, service in services.items():  # every NATS client has its own user's file
+        env = service.get("environment", {})
+        for key, value in env.items():
             if key.endswith("NATS_URL"):
-                assert "${NATS_PASSWORD" in value, f"{name}: {key} without credentials"
+                clients += 1
+                assert value == "nats://nats:4222", f"{name}: {key} carries credentials"
+                creds = env[key.replace("NATS_URL", "NATS_CREDENTIALS_FILE")]
+                assert creds == f"/secrets/{name}.nats-auth"
+                assert f"./secrets/{name}.nats-auth:{creds}:ro" in service["volumes"]
+        assert not any("--pass" in str(a) or "PASSWORD" in str(a)
+                       for a in service.get("command", [])), name
+    assert clients == 3  # gateway, broker, cache

@@ -68,12 +68,13 @@ async def _bench(quick: bool, state: Path) -> dict[str, Any]:
                     needs_nats=True, needs=("backend-a", "backend-b")),
     ]
     console.print("starting nats-server, two SmolLM2 backends and two brokers...")
-    async with LocalStack(specs, state) as stack:
+    async with LocalStack(specs, state, mesh_tls=False) as stack:  # it dials a backend
         a, b = stack.services["backend-a"].address, stack.services["backend-b"].address
         del b
         channel = grpc.aio.insecure_channel(a)
         stub = backend_pb2_grpc.BackendStub(channel)
-        client = await BrokerClient(stack.nats_url or "").__aenter__()
+        client = await BrokerClient(stack.nats_url or "",
+                                    connect_options=stack.nats_options("gateway")).__aenter__()
         max_tokens = 24 if quick else 48
 
         def sampling(n: int) -> common_pb2.SamplingParams:

@@ -83,7 +83,7 @@ async def _bench(quick: bool) -> dict[str, float]:
     auth = (("authorization", f"Bearer {key}"),)
     stages: dict[str, list[float]] = {"cache": [], "classifier": [], "tier": []}
     timeouts: list[str] = []  # measured misses whose cache lookup timed out
-    async with LocalStack(specs, state) as stack, \
+    async with LocalStack(specs, state, mesh_tls=False) as stack, \
             grpc.aio.insecure_channel(stack.services["gateway"].address) as gw_channel, \
             grpc.aio.insecure_channel(stack.services["gateway-direct"].address) as gd_channel, \
             grpc.aio.insecure_channel(stack.services["backend-small"].address) as be_channel:

@@ -72,7 +72,7 @@ def status(state_dir: Path = STATE) -> None:
     from rich.table import Table
 
     from cmesh.output import console
-    from services.common.probe import probe
+    from cmesh.stack import probe_stack
 
     path = state_dir / "services.json"
     if not path.is_file():
@@ -83,22 +83,26 @@ def status(state_dir: Path = STATE) -> None:
     for column in ("service", "address", "health", "key metrics"):
         table.add_column(column)
     for name, info in services.items():
-        healthy = probe(info["address"], timeout=2.0)
+        healthy = probe_stack(info["address"], state_dir, timeout=2.0)
         metrics = _key_metrics(info.get("metrics_port"))
         if healthy and name.startswith("backend-"):
-            metrics = f"{_engine_line(info['address'])}\n{metrics}"
+            metrics = f"{_engine_line(info['address'], state_dir)}\n{metrics}"
         table.add_row(name, info["address"], "SERVING" if healthy else "[red]down[/red]",
                       metrics)
     console.print(table)
 
 
-def _engine_line(address: str) -> str:
+def _engine_line(address: str, state_dir: Path) -> str:
     """Which dtype a backend runs and why, and its start-up self-check verdict."""
     import grpc
 
+    from cmesh.pki import stack_pki
     from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    pki = stack_pki(state_dir)  # GetModelInfo is open to any mesh certificate
+    channel = (grpc.secure_channel(address, pki.channel_credentials()) if pki is not None
+               else grpc.insecure_channel(address))
+    with channel:
         try:
             info = backend_pb2_grpc.BackendStub(channel).GetModelInfo(
                 backend_pb2.GetModelInfoRequest(), timeout=2.0)
@@ -142,3 +146,17 @@ def keys_add(
         raise typer.BadParameter(str(exc), param_hint="tenant") from exc
     os.chmod(keys_file, 0o600)
     print(key)
+
+
+@keys_app.command("nats")
+def keys_nats(
+    folder: Path = typer.Option(Path("secrets"), "--dir", help="Where the files go."),
+    tiers: str = typer.Option("small,large", help="Comma-separated tiers the broker serves."),
+) -> None:
+    """Write nats.conf (users, passwords, permissions) and one <service>.nats-auth per
+    service (all 0600) for a NATS server run apart from `cmesh up`, e.g. compose's."""
+    from cmesh.nats_users import write_mesh_users
+
+    paths = write_mesh_users(folder, [t.strip() for t in tiers.split(",") if t.strip()])
+    for name, path in paths.items():
+        print(f"{name}: {path}")

@@ -83,7 +83,7 @@ def stack_table(stack: object, addresses: dict[str, str]) -> object:
     """Services, addresses, metrics ports and states of a running stack."""
     from rich.table import Table
 
-    from services.common.probe import probe
+    from cmesh.stack import probe_stack
 
     table = Table(title="local stack")
     for column in ("service", "address", "metrics", "state"):
@@ -92,6 +92,7 @@ def stack_table(stack: object, addresses: dict[str, str]) -> object:
     for name, address in addresses.items():
         running = services.get(name)
         metrics = str(running.metrics_port) if running is not None else "-"
-        state = "SERVING" if name == "nats" or probe(address) else "NOT SERVING"
+        state = ("SERVING" if name == "nats"
+                 or probe_stack(address, getattr(stack, "state_dir", Path("."))) else "NOT SERVING")
         table.add_row(name, address, metrics, state)
     return table

@@ -31,14 +31,17 @@ log = logging.getLogger(__name__)
 class GrpcBackends:
     """Channels to every replica; `generate()` for the runner, `watch()` keeps loads fresh."""
 
-    def __init__(self, on_change: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_change: Callable[[], None] | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._credentials = credentials  # (mutual) TLS to the backends when set
         self._on_change = on_change or (lambda: None)
 
     def _stub(self, address: str) -> backend_pb2_grpc.BackendStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = (grpc.aio.secure_channel(address, self._credentials)
+                       if self._credentials is not None else grpc.aio.insecure_channel(address))
             self._channels[address] = channel
         return backend_pb2_grpc.BackendStub(channel)
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -130,7 +130,9 @@ class BrokerClient:
 
     def __init__(self, servers: Sequence[str] | str, retry_after_ms: int = 500,
                  publish_timeout_s: float = 2.0, deadline_grace_s: float = 1.0,
-                 publish_retry_s: float = 10.0, nc: Any = None) -> None:
+                 publish_retry_s: float = 10.0, nc: Any = None,
+                 connect_options: Mapping[str, Any] | None = None) -> None:
+        self.connect_options = dict(connect_options or {})  # credentials, inbox prefix
         self.publish_retry_s = publish_retry_s
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.retry_after_ms = retry_after_ms
@@ -143,7 +145,7 @@ class BrokerClient:
     async def __aenter__(self) -> Self:
         if self.nc is None:
             self.nc = await nats.connect(servers=self.servers, max_reconnect_attempts=-1,
-                                         reconnect_time_wait=0.2)
+                                         reconnect_time_wait=0.2, **self.connect_options)
             self.js = self.nc.jetstream()
         return self
 

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,8 +78,10 @@ async def ensure_stream(js: Any, tier: str, limits: QueueLimits) -> None:
 class JobQueue:
     """A NATS connection with the broker's JetStream operations (async context manager)."""
 
-    def __init__(self, servers: Sequence[str], limits: QueueLimits, name: str = "broker") -> None:
+    def __init__(self, servers: Sequence[str], limits: QueueLimits, name: str = "broker",
+                 connect_options: Mapping[str, Any] | None = None) -> None:
         self.servers = list(servers)
+        self.connect_options = dict(connect_options or {})  # credentials, inbox prefix
         self.limits = limits
         self.name = name
         self.nc: Any = None
@@ -91,7 +93,7 @@ class JobQueue:
             servers=self.servers, name=self.name, max_reconnect_attempts=-1,
             reconnect_time_wait=0.2, connect_timeout=5,
             disconnected_cb=_note("disconnected"), reconnected_cb=_note("reconnected"),
-            error_cb=_error,
+            error_cb=_error, **self.connect_options,
         )
         self.js = self.nc.jetstream(timeout=5)
         return self

@@ -22,7 +22,9 @@ from services.broker.metrics import BrokerMetrics
 from services.broker.scheduler import CLASSES
 from services.broker.settings import BrokerSettings
 from services.broker.tier import TierWorker
+from services.common.natsauth import connect_options
 from services.common.node import Registration, ServiceNode, cancel_task, full_name, run_service
+from services.common.settings import channel_credentials
 
 SERVICE_NAME = full_name(broker_pb2, "Broker")
 log = logging.getLogger("services.broker")
@@ -70,9 +72,12 @@ class BrokerNode(ServiceNode[BrokerSettings]):
         s = self.settings
         metrics = BrokerMetrics(self.registry)
         self.queue = await self.stack.enter_async_context(
-            JobQueue(s.nats_servers, s.limits()))
+            JobQueue(s.nats_servers, s.limits(),
+                     connect_options=connect_options("broker", s.nats_credentials_file)))
         self.workers: list[TierWorker] = []
-        backends = GrpcBackends(on_change=self._backends_changed)
+        credentials = (channel_credentials(s.mesh_ca, s.mesh_cert, s.mesh_key)
+                       if s.mesh_ca is not None else None)
+        backends = GrpcBackends(on_change=self._backends_changed, credentials=credentials)
         self.stack.push_async_callback(backends.close)
         self.backends = backends
         self.workers += [TierWorker(tier, addresses, self.queue, backends, s, metrics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -9,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from services.broker.jetstream import QueueLimits
 from services.broker.subjects import check_tier
-from services.common.settings import ServiceSettings
+from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings, check_pem_set
 
 
 def parse_backends(spec: str) -> dict[str, list[str]]:
@@ -33,6 +34,7 @@ class BrokerSettings(ServiceSettings):
 
     nats_url: str = Field(
         "nats://127.0.0.1:4222", description="NATS server(s), comma-separated for a cluster.")
+    nats_credentials_file: Path | None = Field(None, description=NATS_CREDENTIALS_DOC)
     backends: str = Field(
         ..., min_length=3,
         description="Backend replicas per tier: 'small=host:port,host:port;large=host:port'.")
@@ -70,6 +72,13 @@ class BrokerSettings(ServiceSettings):
     cancel_memory_s: float = Field(
         600.0, ge=1, description="How long a cancel for a job not seen yet is remembered.")
 
+    mesh_ca: Path | None = Field(
+        None, description="PEM CA the backends' certificates are signed by: call them over "
+                          "TLS (mutual with mesh_cert/mesh_key).")
+    mesh_cert: Path | None = Field(
+        None, description="PEM client certificate the broker presents to the backends.")
+    mesh_key: Path | None = Field(None, description="PEM private key of mesh_cert.")
+
     @field_validator("backends")
     @classmethod
     def _backends_parse(cls, value: str) -> str:
@@ -78,6 +87,8 @@ class BrokerSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _tenant_fits(self) -> BrokerSettings:
+        check_pem_set(self, cert="mesh_cert", key="mesh_key", ca="mesh_ca",
+                      ca_needs_cert=False)
         if self.tenant_max_jobs > self.queue_max_jobs:
             raise ValueError("tenant_max_jobs must not exceed queue_max_jobs")
         return self

@@ -31,7 +31,7 @@ import heapq
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -105,8 +105,10 @@ class JetStreamLog:
                  publish_timeout_s: float = 2.0, replay_timeout_s: float = 60.0,
                  max_tries: int = 5, dead_subject: str = "", max_event_bytes: int = -1,
                  apply_timeout_s: float = 5.0,
-                 on_rejected: Callable[[Event], object] | None = None) -> None:
+                 on_rejected: Callable[[Event], object] | None = None,
+                 connect_options: Mapping[str, Any] | None = None) -> None:
         self.url, self.stream, self.subject = url, stream, subject
+        self._connect_options = dict(connect_options or {})  # credentials, inbox prefix
         self.dead_subject = dead_subject or f"{subject}.dead"
         self._apply = apply
         self._on_rejected = on_rejected  # told when an event it appended is dead-lettered
@@ -343,7 +345,8 @@ class JetStreamLog:
         self._nc = await nats.connect(self.url, connect_timeout=2, reconnect_time_wait=0.5,
                                       max_reconnect_attempts=-1, reconnected_cb=reconnected,
                                       disconnected_cb=disconnected, error_cb=on_error,
-                                      pending_size=0, name="cmesh-cache")
+                                      pending_size=0, name="cmesh-cache",
+                                      **self._connect_options)
         self._js = self._nc.jetstream()
         self._up.set()
         await self._ensure_stream()

@@ -22,6 +22,7 @@ from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from services.cache.log import JetStreamLog
 from services.cache.servicer import CacheMetrics, CacheServicer
 from services.cache.settings import CacheSettings
+from services.common.natsauth import connect_options
 from services.common.node import (
     Registration,
     ServiceNode,
@@ -69,7 +70,8 @@ class CacheNode(ServiceNode[CacheSettings]):
                 max_pending=s.max_pending_writes, when_unavailable=s.when_log_unavailable,
                 publish_timeout_s=s.publish_timeout_s, max_tries=s.max_publish_tries,
                 dead_subject=s.dead_subject, max_event_bytes=s.max_event_bytes,
-                on_rejected=self.cache.withdraw)
+                on_rejected=self.cache.withdraw,
+                connect_options=connect_options("cache", s.nats_credentials_file))
             await self.stack.enter_async_context(self.log)
             self.cache.log = self.log
             metrics.follow(self.log)

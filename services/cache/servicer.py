@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 from cache.core import SemanticCache
 from cache.entries import Entry
-from cache.keys import Scope, Uncacheable
+from cache.keys import Scope, Uncacheable, check_tenant
 from core.errors import FieldError
 from core.generation import Usage
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
@@ -93,6 +93,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     def _scope(self, msg: cache_pb2.Scope, field: str = "scope") -> Scope:
         if not msg.tenant:
             raise FieldError(f"{field}.tenant", "is required")
+        check_tenant(msg.tenant, f"{field}.tenant")
         conversation = conversation_from_proto(msg.conversation, f"{field}.conversation")
         return Scope(tenant=msg.tenant, system_prompt=conversation.system_prompt,
                      turns=conversation.turns, sampling=sampling_from_proto(msg.sampling),
@@ -151,6 +152,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
                          context: grpc.aio.ServicerContext) -> cache_pb2.InvalidateResponse:
         if not request.tenant:
             raise FieldError("tenant", "is required")
+        check_tenant(request.tenant)
         target = request.WhichOneof("target")
         if target == "entry_id":
             outcome = await self.cache.invalidate_entry(request.tenant, request.entry_id)
@@ -169,6 +171,8 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     @grpc_errors
     async def Stats(self, request: cache_pb2.StatsRequest,
                     context: grpc.aio.ServicerContext) -> cache_pb2.StatsResponse:
+        if request.tenant:
+            check_tenant(request.tenant)
         stats = self.cache.stats(request.tenant or None)
         bound = self.cache.bound
         degraded = bool(getattr(self.log_state, "degraded", False))

@@ -9,7 +9,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from cache.core import CacheConfig
-from services.common.settings import ServiceSettings
+from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings
 
 
 class CacheSettings(ServiceSettings):
@@ -20,6 +20,7 @@ class CacheSettings(ServiceSettings):
 
     nats_url: str | None = Field(
         None, description="JetStream for the event log; unset keeps entries in memory only.")
+    nats_credentials_file: Path | None = Field(None, description=NATS_CREDENTIALS_DOC)
     model_path: Path | None = Field(
         None, description="Local sentence-transformers folder; unset uses the packaged MiniLM.")
     verifier_path: Path | None = Field(

@@ -10,26 +10,31 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from services.common.natsd import NatsServer, free_port
+from services.common.natsd import NatsServer, NatsUser, free_port
 
 
 class NatsCluster:
     """`size` clustered JetStream servers, routes between all of them."""
 
     def __init__(self, size: int = 3, store_dir: str | Path | None = None,
-                 name: str = "cmesh") -> None:
+                 name: str = "cmesh", users: Sequence[NatsUser] = (),
+                 connect_options: Mapping[str, Any] | None = None) -> None:
+        """`users` go into every node's config file; `connect_options` (a user's
+        credentials) are what `wait_ready` connects with."""
         if size < 1:
             raise ValueError("size must be >= 1")
         self._own_dir = store_dir is None
         self.store_dir = Path(store_dir or tempfile.mkdtemp(prefix="cmesh-natsc-"))
         route_ports = [free_port() for _ in range(size)]
         routes = ",".join(f"nats://127.0.0.1:{p}" for p in route_ports)
+        self.connect_options = dict(connect_options or {})
         self.nodes = [
-            NatsServer(store_dir=self.store_dir / f"n{i}", extra_args=[
+            NatsServer(store_dir=self.store_dir / f"n{i}", users=users, extra_args=[
                 "-n", f"{name}-{i}", "--cluster_name", name,
                 "--cluster", f"nats://127.0.0.1:{route_ports[i]}", "--routes", routes,
             ])
@@ -54,7 +59,8 @@ class NatsCluster:
         import nats
 
         deadline = asyncio.get_running_loop().time() + timeout
-        nc = await nats.connect(servers=[n.url for n in self.nodes if n.running])
+        nc = await nats.connect(servers=[n.url for n in self.nodes if n.running],
+                                **self.connect_options)
         try:
             while True:
                 try:

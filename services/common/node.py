@@ -33,6 +33,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from core.errors import StartupCheckFailed
+from services.common.natsauth import refuse_passwords_in_argv
 from services.common.server import GrpcService, wait_for_signal
 from services.common.settings import ServiceSettings
 from services.common.tracing import init_tracing
@@ -183,6 +184,7 @@ def run_service(node_type: Callable[[S], ServiceNode[S]], settings_type: type[S]
     """A service's `main()`: flags (and its environment variables) -> settings -> serve."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     args = list(sys.argv[1:] if argv is None else argv)
+    refuse_passwords_in_argv(args)
     # pydantic-settings reads `_cli_parse_args` at run time; the generated __init__
     # signature lists only the model's fields, hence the ignore.
     settings = settings_type(_cli_parse_args=args)  # type: ignore[call-arg]

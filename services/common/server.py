@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
+from services.common.callers import CallerCheck
 from services.common.settings import ServiceSettings
 from services.common.tracing import flush_tracing, init_tracing
 
@@ -63,6 +64,8 @@ class GrpcService:
         self.metrics_port: int | None = None
         self._register = register
         self._interceptors = list(interceptors)
+        if settings.tls_allowed_callers:  # first: nothing runs for a caller turned away
+            self._interceptors.insert(0, CallerCheck(settings.tls_allowed_callers))
         self._credentials = credentials or settings.server_credentials()
         self._service_names = list(service_names)
         self._health = HealthServicer()

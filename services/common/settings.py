@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+NATS_CREDENTIALS_DOC = (
+    "File holding this service's NATS user and password as one line '<user>:<password>' "
+    "(mode 0600; the local stack writes one per service). Credentials never go on a command "
+    "line: a --nats_url with a password is refused (the environment variable is fine).")
 
 
 class ServiceSettings(BaseSettings):
@@ -36,6 +42,13 @@ class ServiceSettings(BaseSettings):
     tls_client_ca: Path | None = Field(
         None, description="PEM CA of the mesh: with it, only callers presenting a "
                           "certificate it signed get in (mutual TLS).")
+    tls_allowed_callers: list[str] = Field(
+        default_factory=list,
+        description="With tls_client_ca: only callers whose certificate has one of these "
+                    "names (common name or DNS name) may call this service's methods "
+                    "(PERMISSION_DENIED otherwise; health and reflection stay open to any "
+                    "mesh certificate). Empty: any certificate tls_client_ca signed. JSON "
+                    "list, e.g. '[\"gateway\"]'.")
     otlp_endpoint: str | None = Field(
         None, description="OTLP/gRPC collector for OpenTelemetry traces (host:port or URL); "
                           "unset turns tracing off."
@@ -45,6 +58,9 @@ class ServiceSettings(BaseSettings):
     def _tls_complete(self) -> ServiceSettings:
         check_pem_set(self, cert="tls_cert", key="tls_key", ca="tls_client_ca",
                       ca_needs_cert=True)
+        if self.tls_allowed_callers and self.tls_client_ca is None:
+            raise ValueError("tls_allowed_callers needs tls_client_ca (names come from "
+                             "verified client certificates)")
         return self
 
     def server_credentials(self) -> object | None:
@@ -57,6 +73,17 @@ class ServiceSettings(BaseSettings):
         return grpc.ssl_server_credentials(
             [(self.tls_key.read_bytes(), self.tls_cert.read_bytes())],
             root_certificates=ca, require_client_auth=ca is not None)
+
+
+def channel_credentials(ca: Path, cert: Path | None = None,
+                        key: Path | None = None) -> Any:
+    """grpc channel credentials that trust `ca` and, with `cert`/`key`, present that
+    client certificate (mutual TLS)."""
+    import grpc
+
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes(), private_key=key.read_bytes() if key else None,
+        certificate_chain=cert.read_bytes() if cert else None)
 
 
 def check_pem_set(settings: object, *, cert: str, key: str, ca: str,

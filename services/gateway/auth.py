@@ -9,6 +9,8 @@ import hashlib
 import secrets
 from pathlib import Path
 
+from cache.keys import TENANT
+
 
 def hash_key(key: str) -> str:
     """The hex SHA-256 of an API key, as stored in the keys file."""
@@ -22,8 +24,8 @@ def new_key() -> str:
 
 def add_key(path: Path, tenant: str, key: str | None = None) -> str:
     """Append a key for `tenant` to the keys file (made if missing); return the key."""
-    if not tenant or any(c.isspace() for c in tenant):
-        raise ValueError("tenant: must be a non-empty name without spaces")
+    if not TENANT.fullmatch(tenant):  # the cache refuses any other tenant name
+        raise ValueError("tenant: must be 1-64 characters of A-Z a-z 0-9 . _ -")
     key = key or new_key()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:

@@ -25,7 +25,9 @@ from cache.keys import Sampling, Scope
 from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from services.common.natsauth import connect_options, refuse_passwords_in_argv
 from services.common.node import Registration, ServiceNode, full_name, serve
+from services.common.settings import channel_credentials
 from services.gateway.admission import Admission, RequestIdFilter
 from services.gateway.auth import load_keys
 from services.gateway.batch.runner import BatchRunner
@@ -79,10 +81,7 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         if s.mesh_ca is None:
             channel = grpc.aio.insecure_channel(address)
         else:
-            creds = grpc.ssl_channel_credentials(
-                root_certificates=s.mesh_ca.read_bytes(),
-                private_key=s.mesh_key.read_bytes() if s.mesh_key else None,
-                certificate_chain=s.mesh_cert.read_bytes() if s.mesh_cert else None)
+            creds = channel_credentials(s.mesh_ca, s.mesh_cert, s.mesh_key)
             channel = grpc.aio.secure_channel(address, creds)
         return await self.stack.enter_async_context(channel)
 
@@ -94,7 +93,8 @@ class GatewayNode(ServiceNode[GatewaySettings]):
             from services.gateway.broker_tier import BrokerTier
 
             broker = await self.stack.enter_async_context(BrokerClient(
-                [u.strip() for u in s.nats_url.split(",") if u.strip()]))
+                [u.strip() for u in s.nats_url.split(",") if u.strip()],
+                connect_options=connect_options("gateway", s.nats_credentials_file)))
             tiers = {tier: BrokerTier(tier, broker) for tier in policy.tiers}
         for tier in policy.tiers:
             if tier not in tiers:
@@ -171,7 +171,8 @@ class GatewayNode(ServiceNode[GatewaySettings]):
 
         assert self.settings.nats_url and self.orchestrator is not None
         nc = await nats.connect(servers=[u.strip() for u in self.settings.nats_url.split(",")],
-                                max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+                                max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                                **connect_options("gateway", self.settings.nats_credentials_file))
         self.stack.push_async_callback(nc.close)
         store = await BatchStore(nc.jetstream()).open()
         self.batches = runner = BatchRunner(store, self.orchestrator,
@@ -195,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = list(sys.argv[1:] if argv is None else argv)
+    refuse_passwords_in_argv(args)
     # pydantic-settings reads `_cli_parse_args` at run time (see services.common.node).
     settings = GatewaySettings(_cli_parse_args=args)  # type: ignore[call-arg]
     asyncio.run(serve(GatewayNode(settings)))

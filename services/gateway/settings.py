@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.settings import ServiceSettings, check_pem_set
+from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings, check_pem_set
 
 
 class GatewaySettings(ServiceSettings):
@@ -20,6 +20,7 @@ class GatewaySettings(ServiceSettings):
     nats_url: str | None = Field(
         None, description="NATS server(s), comma-separated: tiers are reached through the "
                           "broker's JetStream queues. Unset: straight to backend_addresses.")
+    nats_credentials_file: Path | None = Field(None, description=NATS_CREDENTIALS_DOC)
     backend_addresses: dict[str, str] = Field(
         default_factory=dict,
         description="Tier name -> backend host:port, called directly over gRPC when nats_url "

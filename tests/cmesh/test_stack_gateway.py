@@ -47,3 +47,33 @@ def test_dev_keys_are_kept_across_runs(tmp_path: Path) -> None:
     assert (tmp_path / "dev-api-key").read_text().strip() == dev
     assert load_keys(keys) == {hash_key(dev): "dev", hash_key(
         (tmp_path / "guest-api-key").read_text().strip()): "guest"}
+
+
+def test_internal_services_take_mutual_tls_from_their_callers_only(tmp_path: Path) -> None:
+    from cmesh.pki import ensure_mesh_pki
+    from cmesh.stack import LocalStack
+
+    def flags(wanted: set[str]) -> dict[str, dict[str, str]]:
+        specs = select_specs(default_specs(keys_file=ensure_dev_keys(tmp_path)), wanted)
+        stack = LocalStack(specs, tmp_path)
+        stack.pki = ensure_mesh_pki(tmp_path / "tls", [s.name for s in specs])
+        out = {}
+        for spec in specs:
+            args = stack._tls_args(spec)
+            out[spec.name] = dict(zip(args[::2], args[1::2], strict=True))
+        return out
+
+    full = flags(set())
+    assert json.loads(full["cache"]["--tls_allowed_callers"]) == ["gateway"]
+    assert json.loads(full["classifier"]["--tls_allowed_callers"]) == ["gateway"]
+    for backend in ("backend-small", "backend-large"):
+        assert json.loads(full[backend]["--tls_allowed_callers"]) == ["broker", "gateway"]
+        assert full[backend]["--tls_cert"].endswith(f"{backend}.pem")
+    assert full["broker"]["--mesh_cert"].endswith("broker.pem")  # a client of the backends
+    assert "--tls_cert" not in full["gateway"]  # its doors stay plaintext (API keys)
+    assert full["gateway"]["--mesh_key"].endswith("gateway.key")
+    for name, args in full.items():  # paths only, never a key on a command line
+        assert all("PRIVATE KEY" not in v for v in args.values()), name
+    # Without a gateway the stack's own certificate (its demo) stands in: never "anyone".
+    alone = flags({"cache", "classifier"})
+    assert json.loads(alone["cache"]["--tls_allowed_callers"]) == ["cmesh"]

@@ -59,6 +59,13 @@ async def stub(nats_server: NatsServer, embedder: Embedder
     ("Store", cache_pb2.StoreRequest(scope=scope(""), prompt="hi", answer="a"), "scope.tenant"),
     ("Store", cache_pb2.StoreRequest(scope=scope(), prompt="hi", answer=" "), "answer"),
     ("Invalidate", cache_pb2.InvalidateRequest(entry_id="e1"), "tenant"),
+    # A tenant starts every namespace key: path-like or huge names are refused.
+    ("Store", cache_pb2.StoreRequest(scope=scope("dev/../guest"), prompt="hi", answer="a"),
+     "scope.tenant"),
+    ("Lookup", cache_pb2.LookupRequest(scope=scope("t" * 10_000), prompt="hi"), "scope.tenant"),
+    ("Lookup", cache_pb2.LookupRequest(scope=scope("dev guest"), prompt="hi"), "scope.tenant"),
+    ("Invalidate", cache_pb2.InvalidateRequest(tenant="dev/..", whole_tenant=True), "tenant"),
+    ("Stats", cache_pb2.StatsRequest(tenant="t" * 65), "tenant"),
 ])
 async def test_bad_input_is_invalid_argument(stub: cache_pb2_grpc.CacheStub, call: str,
                                              request_msg: object, field: str) -> None:

@@ -1,0 +1,106 @@
+"""One NATS user per service of the local stack, each allowed only its own subjects.
+
+    gateway  publishes jobs (`gen.>`) and cancels, reads its own inbox (job replies,
+             JetStream acks), keeps the Batch API's buckets (`cmesh_*` KV and object
+             store)
+    broker   creates and consumes its tiers' work queues (`GEN_<TIER>`), its done
+             bucket, answers on the gateway's inboxes, hears cancels
+    cache    creates, writes and follows its event log (`CMESH_CACHE`, dead letters)
+
+JetStream is reached through `$JS.API.<op>.<stream>...` request subjects, so each
+user is granted the operations it uses on its own streams only, never
+`$JS.API.>`: the gateway's credential can neither subscribe to `cmesh.cache.log`
+nor create a consumer on `CMESH_CACHE`. Replies need a subscription on the
+caller's inbox; each service has its own inbox prefix
+(`services.common.natsauth.inbox_prefix`), because a push consumer delivers the
+cache log to the cache's inbox and a shared `_INBOX.>` would hand it to anyone.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from services.common.natsauth import NatsCredentials, inbox_prefix, write_credentials
+from services.common.natsd import NatsUser, server_config
+
+API = "$JS.API"
+
+
+def _stream_ops(stream: str, *, consume: bool = False, get: bool = False) -> list[str]:
+    """JetStream API subjects to create, update and inspect `stream`, and optionally to
+    consume it (consumers, pulls, acks, flow control) or read single messages (KV get)."""
+    subjects = [f"{API}.STREAM.{op}.{stream}" for op in ("CREATE", "UPDATE", "INFO")]
+    if consume:
+        subjects += [f"{API}.CONSUMER.CREATE.{stream}", f"{API}.CONSUMER.CREATE.{stream}.>",
+                     f"{API}.CONSUMER.DURABLE.CREATE.{stream}.>",
+                     f"{API}.CONSUMER.INFO.{stream}.>", f"{API}.CONSUMER.DELETE.{stream}.>",
+                     f"{API}.CONSUMER.MSG.NEXT.{stream}.>", f"$JS.ACK.{stream}.>",
+                     f"$JS.FC.{stream}.>"]
+    if get:
+        subjects += [f"{API}.STREAM.MSG.GET.{stream}", f"{API}.DIRECT.GET.{stream}",
+                     f"{API}.DIRECT.GET.{stream}.>"]
+    return subjects
+
+
+def cache_permissions(stream: str = "CMESH_CACHE", subject: str = "cmesh.cache.log",
+                      dead_subject: str = "cmesh.cache.dead") -> tuple[list[str], list[str]]:
+    """(publish, subscribe) of the cache: its log stream and its dead letters."""
+    publish = [subject, dead_subject, *_stream_ops(stream, consume=True),
+               *_stream_ops(f"{stream}_DEAD")]
+    return publish, [f"{inbox_prefix('cache')}.>"]
+
+
+def broker_permissions(tiers: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(publish, subscribe) of a broker serving `tiers`."""
+    from services.broker.jetstream import DONE_BUCKET
+    from services.broker.subjects import CANCEL_SUBJECT, stream_name
+
+    publish = [f"{inbox_prefix('gateway')}.>", f"$KV.{DONE_BUCKET}.>",
+               f"{API}.INFO",  # account usage, no data (a cluster's readiness check)
+               *_stream_ops(f"KV_{DONE_BUCKET}", get=True)]
+    for tier in sorted(tiers):
+        publish += [f"gen.{tier}.>", *_stream_ops(stream_name(tier), consume=True)]
+    return publish, [CANCEL_SUBJECT, f"{inbox_prefix('broker')}.>"]
+
+
+def gateway_permissions() -> tuple[list[str], list[str]]:
+    """(publish, subscribe) of the gateway: jobs, cancels, the Batch API's buckets."""
+    from services.broker.subjects import CANCEL_SUBJECT
+    from services.gateway.batch.store import BATCHES, FILE_META, FILES, LINES
+
+    publish = ["gen.>", CANCEL_SUBJECT, f"$O.{FILES}.>",
+               *_stream_ops(f"OBJ_{FILES}", consume=True, get=True),
+               f"{API}.STREAM.PURGE.OBJ_{FILES}",
+               f"{API}.STREAM.NAMES"]  # an object's get finds its stream by subject
+    for bucket in (FILE_META, BATCHES, LINES):
+        publish += [f"$KV.{bucket}.>", *_stream_ops(f"KV_{bucket}", consume=True, get=True)]
+    return publish, [f"{inbox_prefix('gateway')}.>"]
+
+
+def write_mesh_users(folder: Path, tiers: Sequence[str], host: str = "0.0.0.0",
+                     port: int = 4222, store_dir: str = "/data",
+                     monitor_port: int | None = 8222) -> dict[str, Path]:
+    """A server config (`nats.conf`) and one credentials file per service
+    (`<service>.nats-auth`) in `folder`, all 0600, for a NATS server run apart from the
+    stack (compose: `cmesh keys nats --dir secrets`). Fresh passwords each time."""
+    users = mesh_users(tiers)
+    paths = {name: write_credentials(folder / f"{name}.nats-auth",
+                                     NatsCredentials(user.user, user.password))
+             for name, user in users.items()}
+    config = folder / "nats.conf"
+    config.unlink(missing_ok=True)
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(server_config(port, store_dir, list(users.values()), host, monitor_port))
+    return {"nats": config, **paths}
+
+
+def mesh_users(tiers: Sequence[str]) -> dict[str, NatsUser]:
+    """The stack's users with fresh random passwords, by service name."""
+    permissions = {"gateway": gateway_permissions(), "broker": broker_permissions(tiers),
+                   "cache": cache_permissions()}
+    return {name: NatsUser(name, secrets.token_urlsafe(24), publish=pub, subscribe=sub)
+            for name, (pub, sub) in permissions.items()}
