@@ -38,11 +38,10 @@ def scope_to_pb(scope: Scope) -> cache_pb2.Scope:
 
 def question_from_pb(req: gateway_pb2.AskRequest, tenant: str, request_id: str) -> Question:
     """The orchestrator's view of an AskRequest; the tenant comes from the API key."""
-    conversation = conversation_from_proto(req.conversation)
     thresholds = json_format.MessageToDict(req.policy.thresholds)
     return Question(
-        tenant=tenant, prompt=req.prompt, system_prompt=conversation.system_prompt,
-        turns=conversation.turns, sampling=sampling_from_proto(req.sampling),
+        tenant=tenant, prompt=req.prompt, conversation=conversation_from_proto(req.conversation),
+        sampling=sampling_from_proto(req.sampling),
         policy=req.policy.policy,
         thresholds=tuple(sorted(thresholds.items())), force_tier=req.policy.force_tier,
         skip_cache=req.policy.skip_cache, no_store=req.policy.no_store, request_id=request_id)
