@@ -14,9 +14,11 @@ import json
 from dataclasses import dataclass, field
 
 from core.errors import FailedPrecondition, FieldError
-from core.generation import Sampling, Turn
+from core.generation import Conversation, Sampling, Turn
 
-__all__ = ["Sampling", "Scope", "Turn", "Uncacheable", "fingerprint", "namespace_of"]
+__all__ = [
+    "Conversation", "Sampling", "Scope", "Turn", "Uncacheable", "fingerprint", "namespace_of",
+]
 
 
 class Uncacheable(FailedPrecondition, ValueError):
@@ -28,17 +30,17 @@ class Scope:
     """Everything around a prompt that decides its namespace."""
 
     tenant: str
-    system_prompt: str = ""
-    turns: tuple[Turn, ...] = ()
+    conversation: Conversation = field(default_factory=Conversation)
     sampling: Sampling = field(default_factory=Sampling)
     policy: str = ""
 
 
 def fingerprint(scope: Scope) -> str:
-    """A stable hash of everything in `scope` except the tenant."""
+    """A stable hash of everything in `scope` except the tenant (the payload's shape is
+    what stored namespaces were keyed by, so it stays as it is)."""
     payload = {
-        "system": scope.system_prompt,
-        "turns": [[t.role, t.content] for t in scope.turns],
+        "system": scope.conversation.system_prompt,
+        "turns": [[t.role, t.content] for t in scope.conversation.turns],
         "sampling": [
             scope.sampling.temperature,
             scope.sampling.top_p,

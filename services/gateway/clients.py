@@ -17,9 +17,13 @@ from core.generation import Delta
 from protos.backend.v1 import backend_pb2_grpc
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
-from services.common.convert import chunk_to_delta, generation_request_to_proto
+from services.common.convert import (
+    chunk_to_delta,
+    conversation_to_proto,
+    generation_request_to_proto,
+)
 from services.common.errors import error_from_rpc
-from services.gateway.convert import conversation_pb, scope_to_pb
+from services.gateway.convert import scope_to_pb
 from services.gateway.domain import CacheLookup, DeadlineExceeded, TierCall, TierUnavailable
 
 
@@ -62,7 +66,7 @@ class GrpcClassifier:
     async def score(self, scope: Scope, prompt: str, timeout: float,
                     vector: tuple[float, ...] = ()) -> float:
         request = classifier_pb2.ScoreRequest(
-            prompts=[prompt], conversation=conversation_pb(scope.system_prompt, scope.turns))
+            prompts=[prompt], conversation=conversation_to_proto(scope.conversation))
         if vector:
             request.embeddings.add(values=vector)
         reply = await self._stub.Score(request, timeout=timeout)

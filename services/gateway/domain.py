@@ -61,8 +61,8 @@ class Question:
         """The cache namespace: tenant, context, sampling, and a forced tier if any
         (an answer forced from one tier must not answer a request forced to another)."""
         policy = f"tier={self.force_tier}" if self.force_tier else ""
-        return Scope(tenant=self.tenant, system_prompt=self.conversation.system_prompt,
-                     turns=self.conversation.turns, sampling=self.sampling, policy=policy)
+        return Scope(tenant=self.tenant, conversation=self.conversation,
+                     sampling=self.sampling, policy=policy)
 
     def flight_key(self) -> tuple[Any, ...]:
         """Everything that makes two concurrent requests the same request."""
