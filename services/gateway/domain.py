@@ -164,7 +164,11 @@ class ClassifierClient(Protocol):
 
 
 class TierClient(Protocol):
-    """One tier: streams the deltas of a call; cancelling the iteration cancels it."""
+    """One tier: streams the deltas of a call; cancelling the iteration cancels it.
+
+    A delta carries no time spent queued (the broker's `JobChunk` has no such field),
+    so the orchestrator reports no `queue_ms`; one would come back as its own field
+    of the job chunk, not as a gateway copy of `Delta`."""
 
     def generate(self, call: TierCall) -> AsyncIterator[Delta]: ...
 
