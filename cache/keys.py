@@ -15,10 +15,12 @@ import re
 from dataclasses import dataclass, field
 
 from core.errors import FailedPrecondition, FieldError
-from core.generation import Sampling, Turn
+from core.generation import Conversation, Sampling, Turn
 
-__all__ = ["Sampling", "Scope", "Turn", "Uncacheable", "check_tenant", "fingerprint",
-           "namespace_of"]
+__all__ = [
+    "Conversation", "Sampling", "Scope", "Turn", "Uncacheable", "check_tenant", "fingerprint",
+    "namespace_of",
+]
 
 TENANT = re.compile(r"[A-Za-z0-9._-]{1,64}")
 """What a tenant name may be: it starts every namespace key (`<tenant>/...`), so a `/`
@@ -41,17 +43,17 @@ class Scope:
     """Everything around a prompt that decides its namespace."""
 
     tenant: str
-    system_prompt: str = ""
-    turns: tuple[Turn, ...] = ()
+    conversation: Conversation = field(default_factory=Conversation)
     sampling: Sampling = field(default_factory=Sampling)
     policy: str = ""
 
 
 def fingerprint(scope: Scope) -> str:
-    """A stable hash of everything in `scope` except the tenant."""
+    """A stable hash of everything in `scope` except the tenant (the payload's shape is
+    what stored namespaces were keyed by, so it stays as it is)."""
     payload = {
-        "system": scope.system_prompt,
-        "turns": [[t.role, t.content] for t in scope.turns],
+        "system": scope.conversation.system_prompt,
+        "turns": [[t.role, t.content] for t in scope.conversation.turns],
         "sampling": [
             scope.sampling.temperature,
             scope.sampling.top_p,

@@ -93,12 +93,12 @@ class GenerationRequest:
 class Delta:
     """New output since the previous delta; the last one has `finish_reason` and usage."""
 
-    text: str
-    token_ids: list[int]
-    logprobs: list[TokenLogprob]
-    finish_reason: str | None
-    prompt_tokens: int
-    completion_tokens: int
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
     @property
     def usage(self) -> Usage:

@@ -12,6 +12,12 @@ puts it into trailing metadata). Iterating yields each chunk once, in order:
 after a broker died and another took the job over, text the client already
 has (by character offset) is dropped. Leaving the loop early, `cancel()`, or the
 deadline passing cancels the job on the broker (its backend call is aborted).
+
+Chunks travel on core NATS, at most once: what the broker sends while the
+connection is down is lost. So a job whose chunks stop after the client's
+connection came back, or whose next chunk starts past the text received (a
+gap), fails with `JobError` UNAVAILABLE, which a caller may retry, instead of
+waiting for its deadline or passing on an answer with a hole in it.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from services.common.errors import status_of_code
 from services.common.tracing import trace_headers
 
 _FULL = 10077  # JetStream: maximum messages (per subject) exceeded
+_QUIET_S = 1.0  # after a reconnect, this long without a chunk means the chunks were lost
 
 
 class JobError(DomainError):
@@ -64,6 +71,7 @@ class JobStream:
         self._deadline, self._grace = deadline, grace_s
         self._have = 0        # characters of the answer received
         self._done = False
+        self._reconnects = client.reconnects  # the connection's count when submitted
         self.attempts: set[int] = set()
 
     @property
@@ -84,6 +92,9 @@ class JobStream:
                                    chunk.error.message, chunk.error.retry_after_ms or None,
                                    chunk.error.field)
                 if self.job.stream:
+                    if chunk.offset > self._have:
+                        raise JobError("UNAVAILABLE", f"chunks lost: one starts at character "
+                                       f"{chunk.offset}, {self._have} received")
                     skip = self._have - chunk.offset  # text a dead broker's attempt sent
                     if skip > 0:
                         if skip >= len(chunk.text_delta) and not chunk.finish_reason:
@@ -100,17 +111,21 @@ class JobStream:
             await self._close()
 
     async def _next(self) -> broker_pb2.JobChunk:
-        timeout = None
-        if self._deadline is not None:
-            timeout = self._deadline + self._grace - time.time()
-        try:
+        while True:
+            timeout = None
+            if self._deadline is not None:
+                timeout = self._deadline + self._grace - time.time()
             if timeout is not None and timeout <= 0:
-                raise TimeoutError
-            return await asyncio.wait_for(self._queue.get(), timeout)
-        except TimeoutError:
-            self._done = True
-            await self.cancel()
-            raise JobError("DEADLINE_EXCEEDED", "no answer before the deadline") from None
+                self._done = True
+                await self.cancel()
+                raise JobError("DEADLINE_EXCEEDED", "no answer before the deadline")
+            wait = _QUIET_S if timeout is None else min(timeout, _QUIET_S)
+            try:
+                return await asyncio.wait_for(self._queue.get(), wait)
+            except TimeoutError:
+                if self._client.reconnects != self._reconnects:
+                    raise JobError("UNAVAILABLE", "the NATS connection was lost while the "
+                                   "job ran, and its chunks with it") from None
 
     async def text(self) -> str:
         """The whole answer (joins the stream, or the one unary chunk)."""
@@ -154,6 +169,11 @@ class BrokerClient:
         if self._own and self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()
+
+    @property
+    def reconnects(self) -> int:
+        """How often the connection came back after a loss (nats.py's own count)."""
+        return int(self.nc.stats["reconnects"]) if self.nc is not None else 0
 
     async def submit(self, job: broker_pb2.GenerateJob,
                      deadline_s: float | None = None) -> JobStream:

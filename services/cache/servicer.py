@@ -95,9 +95,8 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             raise FieldError(f"{field}.tenant", "is required")
         check_tenant(msg.tenant, f"{field}.tenant")
         conversation = conversation_from_proto(msg.conversation, f"{field}.conversation")
-        return Scope(tenant=msg.tenant, system_prompt=conversation.system_prompt,
-                     turns=conversation.turns, sampling=sampling_from_proto(msg.sampling),
-                     policy=msg.policy)
+        return Scope(tenant=msg.tenant, conversation=conversation,
+                     sampling=sampling_from_proto(msg.sampling), policy=msg.policy)
 
     @grpc_errors
     async def Lookup(self, request: cache_pb2.LookupRequest,

@@ -151,8 +151,9 @@ def delta_to_chunk(delta: Delta) -> backend_pb2.GenerateChunk:
     return chunk
 
 
-def chunk_to_delta(chunk: backend_pb2.GenerateChunk) -> Delta:
-    """The domain delta of a received chunk (usage counts are 0 until the last chunk)."""
+def chunk_to_delta(chunk: backend_pb2.GenerateChunk | broker_pb2.JobChunk) -> Delta:
+    """The domain delta of a received chunk, from a backend or from the broker (the two
+    messages share these fields); usage counts are 0 until the last chunk."""
     return Delta(text=chunk.text_delta, token_ids=list(chunk.token_ids),
                  logprobs=logprobs_from_proto(chunk.logprobs),
                  finish_reason=finish_reason_from_proto(chunk.finish_reason),

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from protos.broker.v1 import broker_pb2
+from core.generation import Delta
 from services.broker.client import BrokerClient, JobError
-from services.common.convert import finish_reason_from_proto, sampling_to_proto
+from services.common.convert import chunk_to_delta, generation_request_to_job
 from services.common.errors import error_from
 from services.gateway.clients import tier_error
-from services.gateway.convert import conversation_pb
-from services.gateway.domain import TierChunk, TierJob
+from services.gateway.domain import TierCall
 
 
 def job_error(tier: str, err: JobError) -> Exception:
@@ -34,21 +33,12 @@ class BrokerTier:
         self.tier = tier
         self.client = client
 
-    async def generate(self, job: TierJob) -> AsyncIterator[TierChunk]:
-        message = broker_pb2.GenerateJob(
-            job_id=job.request_id, tier=self.tier, tenant=job.tenant, prompt=job.prompt,
-            conversation=conversation_pb(job.system_prompt, job.turns),
-            sampling=sampling_to_proto(job.sampling), return_logprobs=job.logprobs,
-            stream=True, chat=True,
-            priority=broker_pb2.PRIORITY_BATCH if job.batch else broker_pb2.PRIORITY_INTERACTIVE)
+    async def generate(self, call: TierCall) -> AsyncIterator[Delta]:
+        message = generation_request_to_job(call.request, self.tier, tenant=call.tenant,
+                                            batch=call.batch, stream=True)
         try:
-            stream = await self.client.submit(message, deadline_s=job.timeout_s)
+            stream = await self.client.submit(message, deadline_s=call.timeout_s)
             async for chunk in stream:
-                yield TierChunk(
-                    text=chunk.text_delta,
-                    logprobs=tuple(lp.logprob for lp in chunk.logprobs),
-                    finish_reason=finish_reason_from_proto(chunk.finish_reason),
-                    prompt_tokens=chunk.usage.prompt_tokens,
-                    completion_tokens=chunk.usage.completion_tokens)
+                yield chunk_to_delta(chunk)
         except JobError as err:
             raise job_error(self.tier, err) from err

@@ -13,19 +13,18 @@ import grpc
 
 from cache.keys import Scope
 from core.errors import DomainError, ErrorKind, FieldError, Overloaded
-from protos.backend.v1 import backend_pb2, backend_pb2_grpc
+from core.generation import Delta
+from protos.backend.v1 import backend_pb2_grpc
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from protos.classifier.v1 import classifier_pb2, classifier_pb2_grpc
-from services.common.convert import finish_reason_from_proto, sampling_to_proto
-from services.common.errors import error_from_rpc
-from services.gateway.convert import conversation_pb, scope_to_pb
-from services.gateway.domain import (
-    CacheLookup,
-    DeadlineExceeded,
-    TierChunk,
-    TierJob,
-    TierUnavailable,
+from services.common.convert import (
+    chunk_to_delta,
+    conversation_to_proto,
+    generation_request_to_proto,
 )
+from services.common.errors import error_from_rpc
+from services.gateway.convert import scope_to_pb
+from services.gateway.domain import CacheLookup, DeadlineExceeded, TierCall, TierUnavailable
 
 
 class GrpcCache:
@@ -67,7 +66,7 @@ class GrpcClassifier:
     async def score(self, scope: Scope, prompt: str, timeout: float,
                     vector: tuple[float, ...] = ()) -> float:
         request = classifier_pb2.ScoreRequest(
-            prompts=[prompt], conversation=conversation_pb(scope.system_prompt, scope.turns))
+            prompts=[prompt], conversation=conversation_to_proto(scope.conversation))
         if vector:
             request.embeddings.add(values=vector)
         reply = await self._stub.Score(request, timeout=timeout)
@@ -94,20 +93,13 @@ class BackendTier:
         self.tier = tier
         self._stub = backend_pb2_grpc.BackendStub(channel)
 
-    async def generate(self, job: TierJob) -> AsyncIterator[TierChunk]:
-        request = backend_pb2.GenerateRequest(
-            request_id=job.request_id, prompt=job.prompt, chat=True,
-            conversation=conversation_pb(job.system_prompt, job.turns),
-            sampling=sampling_to_proto(job.sampling), return_logprobs=job.logprobs)
-        call = self._stub.Generate(request, timeout=job.timeout_s)
+    async def generate(self, call: TierCall) -> AsyncIterator[Delta]:
+        stream = self._stub.Generate(generation_request_to_proto(call.request),
+                                     timeout=call.timeout_s)
         try:
-            async for chunk in call:
-                yield TierChunk(
-                    text=chunk.text_delta, logprobs=tuple(lp.logprob for lp in chunk.logprobs),
-                    finish_reason=finish_reason_from_proto(chunk.finish_reason),
-                    prompt_tokens=chunk.usage.prompt_tokens,
-                    completion_tokens=chunk.usage.completion_tokens)
+            async for chunk in stream:
+                yield chunk_to_delta(chunk)
         except grpc.aio.AioRpcError as err:
             raise tier_error(self.tier, error_from_rpc(err)) from err
         finally:
-            call.cancel()
+            stream.cancel()

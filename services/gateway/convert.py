@@ -10,9 +10,8 @@ from __future__ import annotations
 from google.protobuf import json_format
 
 from cache.keys import Scope
-from core.generation import Conversation, Turn, Usage
+from core.generation import Usage
 from protos.cache.v1 import cache_pb2
-from protos.common.v1 import common_pb2
 from protos.gateway.v1 import gateway_pb2
 from services.common.convert import (
     conversation_from_proto,
@@ -25,24 +24,18 @@ from services.common.convert import (
 from services.gateway.domain import Metadata, Question
 
 
-def conversation_pb(system_prompt: str, turns: tuple[Turn, ...]) -> common_pb2.Conversation:
-    """The protobuf conversation of a prompt's context."""
-    return conversation_to_proto(Conversation(system_prompt=system_prompt, turns=turns))
-
-
 def scope_to_pb(scope: Scope) -> cache_pb2.Scope:
     return cache_pb2.Scope(tenant=scope.tenant,
-                           conversation=conversation_pb(scope.system_prompt, scope.turns),
+                           conversation=conversation_to_proto(scope.conversation),
                            sampling=sampling_to_proto(scope.sampling), policy=scope.policy)
 
 
 def question_from_pb(req: gateway_pb2.AskRequest, tenant: str, request_id: str) -> Question:
     """The orchestrator's view of an AskRequest; the tenant comes from the API key."""
-    conversation = conversation_from_proto(req.conversation)
     thresholds = json_format.MessageToDict(req.policy.thresholds)
     return Question(
-        tenant=tenant, prompt=req.prompt, system_prompt=conversation.system_prompt,
-        turns=conversation.turns, sampling=sampling_from_proto(req.sampling),
+        tenant=tenant, prompt=req.prompt, conversation=conversation_from_proto(req.conversation),
+        sampling=sampling_from_proto(req.sampling),
         policy=req.policy.policy,
         thresholds=tuple(sorted(thresholds.items())), force_tier=req.policy.force_tier,
         skip_cache=req.policy.skip_cache, no_store=req.policy.no_store, request_id=request_id)

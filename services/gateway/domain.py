@@ -14,12 +14,19 @@ from typing import Any, Literal, Protocol
 
 from cache.keys import Scope
 from core.errors import DeadlineExceeded, FieldError, Unavailable
-from core.generation import MAX_TEMPERATURE, Sampling, Turn
+from core.generation import (
+    MAX_TEMPERATURE,
+    Conversation,
+    Delta,
+    GenerationRequest,
+    Sampling,
+    Turn,
+)
 
 CacheStatus = Literal["hit", "miss", "skipped", "unavailable"]
 ClassifierStatus = Literal["scored", "skipped", "unavailable"]
 
-__all__ = ["DeadlineExceeded", "FieldError", "Sampling", "Scope", "Turn"]
+__all__ = ["Conversation", "DeadlineExceeded", "FieldError", "Sampling", "Scope", "Turn"]
 
 
 class TierUnavailable(Unavailable):
@@ -36,8 +43,7 @@ class Question:
 
     tenant: str
     prompt: str
-    system_prompt: str = ""
-    turns: tuple[Turn, ...] = ()
+    conversation: Conversation = field(default_factory=Conversation)
     sampling: Sampling = field(default_factory=Sampling)
     policy: str = ""
     thresholds: tuple[tuple[str, Any], ...] = ()
@@ -55,12 +61,12 @@ class Question:
         """The cache namespace: tenant, context, sampling, and a forced tier if any
         (an answer forced from one tier must not answer a request forced to another)."""
         policy = f"tier={self.force_tier}" if self.force_tier else ""
-        return Scope(tenant=self.tenant, system_prompt=self.system_prompt, turns=self.turns,
+        return Scope(tenant=self.tenant, conversation=self.conversation,
                      sampling=self.sampling, policy=policy)
 
     def flight_key(self) -> tuple[Any, ...]:
         """Everything that makes two concurrent requests the same request."""
-        return (self.tenant, self.prompt, self.system_prompt, self.turns, self.sampling,
+        return (self.tenant, self.prompt, self.conversation, self.sampling,
                 self.policy, tuple(sorted(self.thresholds)), self.force_tier,
                 self.skip_cache, self.no_store, self.batch)
 
@@ -81,10 +87,11 @@ def check_question(q: Question, limits: Limits) -> None:
         raise FieldError("prompt", "must not be empty")
     if len(q.prompt) > limits.max_prompt_chars:
         raise FieldError("prompt", f"longer than {limits.max_prompt_chars} characters")
-    context = len(q.system_prompt) + sum(len(t.content) for t in q.turns)
+    conversation = q.conversation
+    context = len(conversation.system_prompt) + sum(len(t.content) for t in conversation.turns)
     if context > limits.max_context_chars:
         raise FieldError("conversation", f"longer than {limits.max_context_chars} characters")
-    for i, turn in enumerate(q.turns):
+    for i, turn in enumerate(conversation.turns):
         if turn.role not in ("user", "assistant"):
             raise FieldError(f"conversation.turns[{i}].role", "must be user or assistant")
     s = q.sampling
@@ -120,31 +127,23 @@ class CacheLookup:
 
 
 @dataclass(frozen=True)
-class TierJob:
-    """One generation sent to one tier."""
+class TierCall:
+    """One generation sent to one tier, and the little the gateway adds to it.
 
-    request_id: str
-    tier: str
+    The generation itself is a `core.generation.GenerationRequest`, the vocabulary
+    the backend and the broker speak too (`services.common.convert` turns it into
+    either's message), and a tier streams `core.generation.Delta`s back. The call
+    holds the request rather than copying its fields; beside it travels only what
+    routes the generation and that a generation does not have: the tenant (the
+    broker's per-tenant share of a queue), the time the tier has left, and the
+    broker's batch class (a Batch API line waits behind interactive work). The tier
+    itself is the client's, so it is not repeated here.
+    """
+
+    request: GenerationRequest
     tenant: str
-    prompt: str
-    system_prompt: str
-    turns: tuple[Turn, ...]
-    sampling: Sampling
     timeout_s: float
-    logprobs: bool = True
     batch: bool = False
-
-
-@dataclass(frozen=True)
-class TierChunk:
-    """Part of a tier's answer; the last one has `finish_reason` and the token counts."""
-
-    text: str = ""
-    logprobs: tuple[float, ...] = ()
-    finish_reason: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    queue_ms: float | None = None
 
 
 class CacheClient(Protocol):
@@ -165,9 +164,13 @@ class ClassifierClient(Protocol):
 
 
 class TierClient(Protocol):
-    """One tier: streams the chunks of a job; cancelling the iteration cancels the job."""
+    """One tier: streams the deltas of a call; cancelling the iteration cancels it.
 
-    def generate(self, job: TierJob) -> AsyncIterator[TierChunk]: ...
+    A delta carries no time spent queued (the broker's `JobChunk` has no such field),
+    so the orchestrator reports no `queue_ms`; one would come back as its own field
+    of the job chunk, not as a gateway copy of `Delta`."""
+
+    def generate(self, call: TierCall) -> AsyncIterator[Delta]: ...
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from typing import Protocol
 from cascade.confidence import ConfidenceMethod, confidence
 from cascade.policy import Policy
 from cascade.thresholds import ThresholdError
+from core.generation import GenerationRequest
 from services.gateway.domain import (
     CacheClient,
     CacheLookup,
@@ -42,8 +43,8 @@ from services.gateway.domain import (
     Metadata,
     Question,
     TextDelta,
+    TierCall,
     TierClient,
-    TierJob,
     check_question,
     prices_cover,
 )
@@ -183,7 +184,7 @@ class Orchestrator:
         # the cache returns the prompt's vector and the classifier scores that vector.
         # Otherwise score while the cache looks up (a hit cancels the score).
         embed_once = (wants_score and use_cache and self.config.embed_once
-                      and not any(t.role == "user" for t in q.turns))
+                      and not any(t.role == "user" for t in q.conversation.turns))
         if wants_score and not embed_once:
             scoring = asyncio.create_task(self._timed_score(q, deadline, latency))
         try:
@@ -356,9 +357,10 @@ class Orchestrator:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded(f"deadline passed before tier {tier!r} could start")
-        job = TierJob(request_id=f"{q.request_id}-{tier}", tier=tier, tenant=q.tenant,
-                      prompt=q.prompt, system_prompt=q.system_prompt, turns=q.turns,
-                      sampling=q.sampling, timeout_s=remaining, batch=q.batch)
+        request = GenerationRequest(
+            prompt=q.prompt, conversation=q.conversation, sampling=q.sampling, chat=True,
+            logprobs=True, request_id=f"{q.request_id}-{tier}")
+        call = TierCall(request, tenant=q.tenant, timeout_s=remaining, batch=q.batch)
         self.observer.generation(tier)
         parts: list[str] = []
         logprobs: list[float] = []
@@ -366,20 +368,18 @@ class Orchestrator:
         finish = "stop"
         try:
             async with asyncio.timeout(remaining):
-                async for chunk in self.tiers[tier].generate(job):
-                    if chunk.queue_ms is not None:
-                        latency["queue_ms"] = latency.get("queue_ms", 0.0) + chunk.queue_ms
-                    if chunk.text:
-                        parts.append(chunk.text)
+                async for delta in self.tiers[tier].generate(call):
+                    if delta.text:
+                        parts.append(delta.text)
                         if live:
                             latency.setdefault("first_token_ms",
                                                (time.perf_counter() - started) * 1000)
-                            yield TextDelta(chunk.text)
-                    logprobs.extend(chunk.logprobs)
-                    if chunk.finish_reason is not None:
-                        finish = chunk.finish_reason
-                        prompt_tokens = chunk.prompt_tokens
-                        completion_tokens = chunk.completion_tokens
+                            yield TextDelta(delta.text)
+                    logprobs.extend(lp.logprob for lp in delta.logprobs)
+                    if delta.finish_reason is not None:
+                        finish = delta.finish_reason
+                        prompt_tokens = delta.prompt_tokens
+                        completion_tokens = delta.completion_tokens
         except TimeoutError as exc:
             raise DeadlineExceeded(
                 f"deadline passed while tier {tier!r} was generating") from exc

@@ -17,7 +17,7 @@ import pytest
 
 from cache.core import SemanticCache
 from cache.entries import Event
-from cache.keys import Sampling, Scope
+from cache.keys import Conversation, Sampling, Scope
 from services.common.natsd import NatsServer
 from tests.cache.support import (
     MakeCache,
@@ -31,7 +31,7 @@ from tests.cache.support import (
 )
 
 GREEDY = Sampling(temperature=0.0)
-SCOPES = [Scope(tenant=t, system_prompt=p, sampling=GREEDY)
+SCOPES = [Scope(tenant=t, conversation=Conversation(p), sampling=GREEDY)
           for t in ("acme", "globex") for p in ("", "Be brief.")]
 PROMPTS = ["What is the capital of France?", "How do I reset my password?",
            "How many legs does a spider have?", "What is 2+2?", "Who wrote Hamlet?",

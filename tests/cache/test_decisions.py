@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from cache.core import SemanticCache
-from cache.keys import Sampling, Scope, Turn, Uncacheable
+from cache.keys import Conversation, Sampling, Scope, Turn, Uncacheable
 
 MakeCache = Callable[..., SemanticCache]
 
@@ -57,8 +57,10 @@ async def test_other_tenant_never_hits(make_cache: MakeCache) -> None:
 
 async def test_follow_up_does_not_cross_conversations(make_cache: MakeCache) -> None:
     cache = make_cache()
-    paris = scope(turns=(Turn("user", "Tell me about Paris."), Turn("assistant", "Paris is...")))
-    tokyo = scope(turns=(Turn("user", "Tell me about Tokyo."), Turn("assistant", "Tokyo is...")))
+    paris = scope(conversation=Conversation(turns=(Turn("user", "Tell me about Paris."),
+                                                   Turn("assistant", "Paris is..."))))
+    tokyo = scope(conversation=Conversation(turns=(Turn("user", "Tell me about Tokyo."),
+                                                   Turn("assistant", "Tokyo is..."))))
     await cache.store(paris, "How many people live there?", "About 2.1 million.")
     assert not (await cache.lookup(tokyo, "How many people live there?")).hit
     assert (await cache.lookup(paris, "How many people live there?")).hit
@@ -66,7 +68,8 @@ async def test_follow_up_does_not_cross_conversations(make_cache: MakeCache) -> 
 
 async def test_system_prompt_and_sampling_split_namespaces(make_cache: MakeCache) -> None:
     cache = make_cache()
-    await cache.store(scope(system_prompt="Answer in French."), "What is a cat?", "Un chat...")
+    french = scope(conversation=Conversation("Answer in French."))
+    await cache.store(french, "What is a cat?", "Un chat...")
     assert not (await cache.lookup(scope(), "What is a cat?")).hit
     hot = Scope(tenant="acme", sampling=Sampling(temperature=0.8))
     with pytest.raises(Uncacheable):

@@ -9,14 +9,14 @@ from contextlib import AsyncExitStack
 import nats
 import pytest
 
-from cache.keys import Sampling, Scope
+from cache.keys import Conversation, Sampling, Scope
 from services.cache.log import LogFull, LogRejected, LogUnavailable
 from services.common.natsd import NatsServer
 from tests.cache.support import MakeCache, drain, log_of, publish_raw, read_events, replica
 
 pytestmark = pytest.mark.nats
 ACME = Scope(tenant="acme", sampling=Sampling(temperature=0.0))
-BRIEF = Scope(tenant="acme", system_prompt="Be brief.", sampling=ACME.sampling)
+BRIEF = Scope(tenant="acme", conversation=Conversation("Be brief."), sampling=ACME.sampling)
 QUESTIONS = ["What is the capital of France?", "How do I reset my password?",
              "How many legs does a spider have?", "Who wrote Hamlet?", "How far is the Moon?",
              "What does HTTP 404 mean?", "How do I boil an egg?"]

@@ -8,7 +8,7 @@ import numpy as np
 
 from cache.core import SemanticCache
 from cache.index import VectorIndex
-from cache.keys import Sampling, Scope
+from cache.keys import Conversation, Sampling, Scope
 
 MakeCache = Callable[..., SemanticCache]
 ACME = Scope(tenant="acme", sampling=Sampling(temperature=0.0))
@@ -57,7 +57,7 @@ async def test_lru_eviction(make_cache: MakeCache) -> None:
 
 async def test_invalidate_entry_namespace_tenant(make_cache: MakeCache) -> None:
     cache = make_cache()
-    other_ns = Scope(tenant="acme", system_prompt="Be brief.", sampling=ACME.sampling)
+    other_ns = Scope(tenant="acme", conversation=Conversation("Be brief."), sampling=ACME.sampling)
     other_tenant = Scope(tenant="globex", sampling=ACME.sampling)
     first = await cache.store(ACME, "What is the capital of France?", "Paris")
     await cache.store(ACME, "What is the capital of Spain?", "Madrid")

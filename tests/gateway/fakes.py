@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from cache.keys import Scope, fingerprint
-from services.gateway.domain import CacheLookup, TierChunk, TierJob, TierUnavailable
+from core.generation import Delta, TokenLogprob
+from services.gateway.domain import CacheLookup, TierCall, TierUnavailable
 
 
 @dataclass
@@ -73,20 +74,20 @@ class FakeTier:
     finish: str = "stop"
     calls: int = 0
     cancelled: int = 0
-    jobs: list[TierJob] = field(default_factory=list)
+    sent: list[TierCall] = field(default_factory=list)
 
-    async def generate(self, job: TierJob) -> AsyncIterator[TierChunk]:
+    async def generate(self, call: TierCall) -> AsyncIterator[Delta]:
         self.calls += 1
-        self.jobs.append(job)
+        self.sent.append(call)
         if self.down:
             raise TierUnavailable(self.name, "connection refused")
-        words = f"{self.name}: {job.prompt}".split()
+        words = f"{self.name}: {call.request.prompt}".split()
         lp = math.log(self.probability)
         try:
-            for word in words:
+            for i, word in enumerate(words):
                 await asyncio.sleep(self.delay)
-                yield TierChunk(text=word + " ", logprobs=(lp,))
+                yield Delta(word + " ", [i], [TokenLogprob(i, word, lp)])
         except asyncio.CancelledError:
             self.cancelled += 1
             raise
-        yield TierChunk(finish_reason=self.finish, prompt_tokens=10, completion_tokens=len(words))
+        yield Delta(finish_reason=self.finish, prompt_tokens=10, completion_tokens=len(words))

@@ -36,8 +36,8 @@ def test_chat_messages_become_system_prompt_turns_and_prompt() -> None:
         seed=7, user="end-user-9")
     q = t.question
     assert (q.tenant, q.request_id, q.prompt) == ("acme", "r1", "Size?")
-    assert q.system_prompt == "be brief\n\nno lists"
-    assert q.turns == (Turn("user", "Paris?"), Turn("assistant", "A city."))
+    assert q.conversation.system_prompt == "be brief\n\nno lists"
+    assert q.conversation.turns == (Turn("user", "Paris?"), Turn("assistant", "A city."))
     assert q.sampling == Sampling(temperature=0.2, top_p=0.9, max_tokens=40, seed=7,
                                   stop=("END",))
     assert q.force_tier == "" and not q.skip_cache
@@ -108,8 +108,8 @@ def test_responses_input_and_instructions() -> None:
                   {"role": "assistant", "content": "a1"},
                   {"type": "message", "role": "user", "content": "q2"}]}), TIERS, "a", "r")
     q = t.question
-    assert (q.system_prompt, q.prompt, q.sampling.max_tokens) == ("terse", "q2", 9)
-    assert q.turns == (Turn("user", "q1"), Turn("assistant", "a1"))
+    assert (q.conversation.system_prompt, q.prompt, q.sampling.max_tokens) == ("terse", "q2", 9)
+    assert q.conversation.turns == (Turn("user", "q1"), Turn("assistant", "a1"))
     assert t.param("prompt") == "input" and t.param("sampling.max_tokens") == "max_output_tokens"
     for body, param in (({"store": True}, "store"), ({"background": True}, "background"),
                         ({"previous_response_id": "resp_1"}, "previous_response_id"),

@@ -9,6 +9,7 @@ import pytest
 from cache.keys import Sampling, Turn
 from cascade.policy import Policy
 from cascade.thresholds import Thresholds
+from core.generation import Conversation
 from services.gateway.domain import (
     DeadlineExceeded,
     FieldError,
@@ -82,7 +83,8 @@ async def test_the_cache_vector_is_scored_unless_earlier_turns_change_the_text()
     orch, _, classifier, _ = make()
     await ask(orch, q("easy one"))
     assert classifier.calls == classifier.given_vectors == 1
-    await ask(orch, q("easy one", turns=(Turn("user", "before"), Turn("assistant", "ok"))))
+    earlier = Conversation(turns=(Turn("user", "before"), Turn("assistant", "ok")))
+    await ask(orch, q("easy one", conversation=earlier))
     assert classifier.calls == 2 and classifier.given_vectors == 1
     await ask(orch, q("easy two", skip_cache=True))
     assert classifier.calls == 3 and classifier.given_vectors == 1
@@ -177,11 +179,13 @@ async def test_without_a_cache_the_reason_is_that_there_is_none() -> None:
 
 async def test_conversations_are_separate_namespaces() -> None:
     orch, _, _, tiers = make()
-    one = (Turn("user", "Tell me about Paris"), Turn("assistant", "Paris is in France."))
-    two = (Turn("user", "Tell me about Rome"), Turn("assistant", "Rome is in Italy."))
-    await ask(orch, q("How many people live there?", turns=one))
+    one = Conversation(turns=(Turn("user", "Tell me about Paris"),
+                              Turn("assistant", "Paris is in France.")))
+    two = Conversation(turns=(Turn("user", "Tell me about Rome"),
+                              Turn("assistant", "Rome is in Italy.")))
+    await ask(orch, q("How many people live there?", conversation=one))
     await asyncio.sleep(0)
-    _, meta, _ = await ask(orch, q("How many people live there?", turns=two))
+    _, meta, _ = await ask(orch, q("How many people live there?", conversation=two))
     assert meta.cache_status == "miss" and tiers["small"].calls == 2
 
 
@@ -198,7 +202,7 @@ async def test_deadline_shorter_than_generation_cancels_the_tier() -> None:
     with pytest.raises(DeadlineExceeded):
         await ask(orch, q("a slow easy answer"), timeout=0.3)
     assert tiers["small"].cancelled == 1
-    assert tiers["small"].jobs[0].timeout_s <= 0.3
+    assert tiers["small"].sent[0].timeout_s <= 0.3
 
 
 @pytest.mark.parametrize(("question", "field"), [
@@ -227,5 +231,5 @@ async def test_bad_input_names_the_field(question: Question, field: str) -> None
 async def test_defaults_make_sampling_explicit() -> None:
     orch, _, _, tiers = make(default_max_tokens=64)
     await ask(orch, q("easy"))
-    job = tiers["small"].jobs[0]
-    assert job.sampling.temperature == 0.0 and job.sampling.max_tokens == 64
+    sampling = tiers["small"].sent[0].request.sampling
+    assert sampling.temperature == 0.0 and sampling.max_tokens == 64

@@ -255,9 +255,11 @@ class BatchRunner:
     async def _line(self, batch: dict[str, Any], tenant: str, cid: str,
                     body: dict[str, Any]) -> dict[str, Any]:
         model, translate, renderer_type = ENDPOINTS[batch["endpoint"]]
-        request_id = uuid.uuid4().hex
         translated = None
         for attempt in range(RETRIES + 1):
+            # A new id per attempt: the broker stores a job once per id (JetStream's
+            # de-duplication), so a retry under the same id would never run.
+            request_id = uuid.uuid4().hex
             try:
                 req = parse(model, body)
                 if req.stream:

@@ -168,7 +168,7 @@ class ResponsesRenderer:
         body: dict[str, Any] = {
             "id": self.id, "object": "response", "created_at": self.created,
             "status": status, "model": self.t.model, "error": None,
-            "incomplete_details": None, "instructions": q.system_prompt or None,
+            "incomplete_details": None, "instructions": q.conversation.system_prompt or None,
             "metadata": {}, "parallel_tool_calls": False, "tool_choice": "none",
             "tools": [], "temperature": q.sampling.temperature, "top_p": q.sampling.top_p,
             "max_output_tokens": q.sampling.max_tokens, "text": {"format": {"type": "text"}},

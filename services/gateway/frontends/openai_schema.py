@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.errors import FieldError, NotFound
-from core.generation import Sampling, Turn
+from core.generation import Conversation, Sampling, Turn
 from services.gateway.domain import Question
 
 VIRTUAL_MODEL = "cascade-mesh"
@@ -249,7 +249,7 @@ def _base(req: _Common, tiers: Sequence[str], tenant: str, request_id: str, prom
             raise FieldError("cascade.force_tier", f"conflicts with model {req.model!r}")
         force = req.model
     return Question(
-        tenant=tenant, prompt=prompt, system_prompt=system, turns=turns,
+        tenant=tenant, prompt=prompt, conversation=Conversation(system, turns),
         sampling=Sampling(temperature=req.temperature, top_p=req.top_p,
                           max_tokens=max_tokens, seed=req.seed, stop=stop),
         policy=opts.policy, thresholds=tuple(sorted(opts.thresholds.items())),
