@@ -127,7 +127,7 @@ def run_yardstick(data: HeadData, procedures: Mapping[str, Procedure], draws: Dr
             got[name]["apgr"].append(apgr(scores, weak, strong))
             got[name]["cpt50"].append(cpt(scores, weak, strong, 0.5))
             chosen[name][what] = chosen[name].get(what, 0) + 1
-        if (k + 1) % 10 == 0:
+        if (k + 1) % max(1, len(draws) // 10) == 0:
             progress(f"yardstick draw {k + 1}/{len(draws)}: "
                      + ", ".join(f"{n} {np.mean(v['apgr']):.3f}" for n, v in got.items()))
     length = np.asarray(got["length"]["apgr"])
