@@ -149,17 +149,39 @@ def test_evaluate_yardstick_reports_mean_and_spread_beside_length_and_random(
         - headline["mmlu_yardstick_length_apgr_mean"])
 
 
+def small_routing_data(folder: Path, subjects: int = 8, rows: int = 40,
+                       gsm8k_rows: int = 160) -> Path:
+    """The first rows of a few non-lockbox MMLU subjects and of GSM8K, as CSV files in the
+    project's layout (records copied whole: prompts span lines)."""
+    import csv
+
+    lockbox = set(Lockbox.load().subjects)
+    (folder / "mmlu").mkdir(parents=True)
+    sources = [f for f in sorted((DATA / "mmlu").glob("*.csv"))
+               if f.stem.removeprefix("mmlu_") not in lockbox][:subjects]
+    sources.append(DATA / "gsm8k_responses.csv")
+    for src in sources:
+        dest = folder / ("mmlu" if src.parent.name == "mmlu" else "") / src.name
+        with src.open(newline="") as fin, dest.open("w", newline="") as fout:
+            reader, writer = csv.reader(fin), csv.writer(fout)
+            writer.writerow(next(reader))
+            for i, record in enumerate(reader):
+                if i >= (gsm8k_rows if src.name.startswith("gsm8k") else rows):
+                    break
+                writer.writerow(record)
+    return folder
+
+
 def test_train_backbone_writes_an_artifact_the_registry_serves(tmp_path: Path) -> None:
     from cascade.backbone import Backbone
     from cascade.classifiers import make_classifier
 
     out, oof = tmp_path / "backbone.joblib", tmp_path / "oof"
-    cache = ROOT / "runs" / "cascade" / "embeddings.npz"
-    if not cache.is_file():
-        pytest.skip("needs the development embeddings (cmesh cascade train builds the cache)")
+    data = small_routing_data(tmp_path / "data")  # embeds in seconds, no cache needed
     result = CliRunner().invoke(app, [
-        "cascade", "train", "--data", str(DATA), "--router", "backbone", "--folds", "3",
-        "--embeddings-cache", str(cache), "--out", str(out), "--oof-out", str(oof), "--json"])
+        "cascade", "train", "--data", str(data), "--router", "backbone", "--folds", "3",
+        "--embeddings-cache", str(tmp_path / "embeddings.npz"), "--out", str(out),
+        "--oof-out", str(oof), "--json"])
     assert result.exit_code == 0, result.output
     figures = last_json(result.stdout)
     assert figures["router"] == "backbone"
