@@ -61,7 +61,9 @@ class TrainedClassifier:
 
     name = "minilm-features"
 
-    def __init__(self, artifact: Artifact, embedder: Embedder | None = None) -> None:
+    def __init__(self, artifact: Artifact, embedder: Embedder | None = None,
+                 name: str = "minilm-features") -> None:
+        self.name = name
         self.artifact = artifact
         self.version: str = artifact.version
         if artifact.uses_embedding and embedder is None:
@@ -97,6 +99,26 @@ def _make_trained(
     return TrainedClassifier(Artifact.load(artifact or default_artifact_path()), embedder)
 
 
+def backbone_artifact_path() -> Path:
+    """The length-backbone router shipped with the package (`cascade.backbone`)."""
+    return Path(__file__).parent / "artifacts" / "backbone.joblib"
+
+
+def _make_backbone(
+    artifact: str | Path | None = None, embedder: Embedder | None = None, **_: Any
+) -> TrainedClassifier:
+    """Prompt length's rank plus a correction shrunk out of domain (issue 22)."""
+    from cascade.backbone import Backbone
+    from cascade.training import Artifact
+
+    path = artifact or backbone_artifact_path()
+    loaded = Artifact.load(path)
+    if not all(isinstance(h, Backbone) for h in loaded.heads.values()):
+        raise ValueError(f"{path}: not a length-backbone artifact; "
+                         f"run `cmesh cascade train --router backbone`")
+    return TrainedClassifier(loaded, embedder, name="length-backbone")
+
+
 def _make_length(**_: Any) -> LengthClassifier:
     return LengthClassifier()
 
@@ -104,6 +126,7 @@ def _make_length(**_: Any) -> LengthClassifier:
 CLASSIFIERS: dict[str, Callable[..., DifficultyClassifier]] = {
     "minilm-features": _make_trained,
     "length": _make_length,
+    "length-backbone": _make_backbone,
 }
 """Registry: name -> factory(artifact=None, embedder=None)."""
 

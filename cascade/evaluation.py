@@ -15,14 +15,28 @@ from typing import Any
 
 import numpy as np
 
+from cascade.backbone import (
+    CHOICE_CORRECTIONS,
+    OPEN_CORRECTIONS,
+    candidates,
+    choose_backbone,
+    fit_backbone,
+)
 from cascade.classifiers import LengthClassifier
 from cascade.data import Table
 from cascade.designs import Design
-from cascade.features import feature_matrix
+from cascade.features import FEATURE_NAMES, feature_matrix
 from cascade.lockbox import GSM8K_GROUP, Lockbox
 from cascade.metrics import apgr, cpt
-from cascade.selection import HeadData, Nested, Progress, choose, nested
-from cascade.training import Artifact, is_choice
+from cascade.selection import HeadData, Nested, Progress, choose, folds, nested
+from cascade.training import Artifact, is_choice, stamp
+from cascade.yardstick import (
+    backbone_procedure,
+    design_procedure,
+    prompt_draws,
+    run_yardstick,
+    subject_draws,
+)
 
 
 def head_data(table: Table, embeddings: np.ndarray | None, rows: np.ndarray,
@@ -147,4 +161,58 @@ def lockbox_report(artifact: Artifact, lockbox: Lockbox, box: Table,
                                   "target": target_share,
                                   "within_5_points": None if target_share is None
                                   else abs(share - target_share) <= 0.05}
+    return report
+
+
+@dataclass
+class BackboneSelection:
+    """The shipped backbone artifact, what chose it, and its out-of-fold scores."""
+
+    artifact: Artifact
+    inner_apgr: dict[str, dict[str, float]]
+    oof: np.ndarray
+    """Out-of-fold score of every development row under its head's chosen design."""
+
+
+def select_backbone(table: Table, embeddings: np.ndarray | None, k: int = 5,
+                    seed: int = 0) -> BackboneSelection:
+    """The length backbone of each head chosen by k-fold CV on all of `table`, then fitted."""
+    choice_rows, open_rows = heads_of(table)
+    oof = np.full(len(table), np.nan)
+    artifact = Artifact(heads={}, feature_names=list(FEATURE_NAMES))
+    inner: dict[str, dict[str, float]] = {}
+    for name, rows, corrections, by_group in (("choice", choice_rows, CHOICE_CORRECTIONS, True),
+                                              ("open", open_rows, OPEN_CORRECTIONS, False)):
+        data = head_data(table, embeddings, rows, by_group)
+        everything = np.arange(len(rows))
+        made = choose_backbone(data.feats, data.embeddings, data.weak, data.strong, data.groups,
+                               folds(data, everything, k, seed), candidates(corrections))
+        artifact.heads[name] = fit_backbone(made.design, data.feats, data.embeddings,
+                                            data.gain, data.groups)
+        artifact.config[name] = made.design.as_dict()
+        inner[name] = made.inner_apgr
+        oof[rows] = made.oof
+    stamp(artifact, table, len(choice_rows))
+    return BackboneSelection(artifact, inner, oof)
+
+
+def yardstick_head(table: Table, embeddings: np.ndarray | None, rows: np.ndarray,
+                   by_group: bool, fixed: Mapping[str, Design], draws: int = 100,
+                   held_out: int = 10, share: float = 0.2, inner: int = 4, seed: int = 0,
+                   progress: Progress = lambda _: None) -> dict[str, Any]:
+    """Issue 22's yardstick on one head: the nested backbone, fixed designs, length, random.
+
+    MMLU (`by_group`): each draw holds out `held_out` random development subjects;
+    GSM8K: a random `share` of its prompts.
+    """
+    data = head_data(table, embeddings, rows, by_group)
+    splits = (subject_draws(data.groups, held_out, draws, seed) if by_group
+              else prompt_draws(len(rows), share, draws, seed))
+    corrections = CHOICE_CORRECTIONS if by_group else OPEN_CORRECTIONS
+    procedures = {"backbone": backbone_procedure(candidates(corrections), inner),
+                  **{n: design_procedure(d) for n, d in fixed.items()}}
+    report = run_yardstick(data, procedures, splits, seed, progress)
+    report["held_out"] = (f"{held_out} random subjects per draw" if by_group
+                          else f"{share:.0%} of prompts per draw")
+    report["embeddings"] = embeddings is not None
     return report

@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,6 +29,19 @@ from cascade.features import FEATURE_NAMES, feature_matrix
 def is_choice(features: np.ndarray) -> np.ndarray:
     """Rows that are multiple-choice questions (two or more lettered options)."""
     return features[:, FEATURE_NAMES.index("n_options")] >= 2
+
+
+class HeadModel(Protocol):
+    """What an artifact needs of a head: `Head` here, or `cascade.backbone.Backbone`."""
+
+    @property
+    def uses_embedding(self) -> bool:
+        """Whether scoring needs the prompts' embeddings."""
+        ...
+
+    def predict(self, feats: np.ndarray, embeddings: np.ndarray | None) -> np.ndarray:
+        """Predicted gain per row, in [-1, 1] after clipping."""
+        ...
 
 
 @dataclass
@@ -134,7 +147,7 @@ class Artifact:
     other one.
     """
 
-    heads: dict[str, Head]
+    heads: dict[str, HeadModel]
     feature_names: list[str]
     config: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -224,8 +237,13 @@ def fit(table: Table, embeddings: np.ndarray | None, choice: Design, open_: Desi
             continue
         emb = np.asarray(embeddings)[rows] if embeddings is not None else None
         artifact.heads[name] = fit_head(design, feats[rows], emb, gain[rows], groups[rows])
+    return stamp(artifact, table, int(rows_choice.sum()))
+
+
+def stamp(artifact: Artifact, table: Table, n_choice: int) -> Artifact:
+    """Set the metadata, version and training hashes of an artifact fitted on `table`."""
     digest = hashlib.sha256("\n".join(table.prompts).encode()).hexdigest()[:12]
-    artifact.metadata = {"n": len(table), "n_choice": int(rows_choice.sum()),
+    artifact.metadata = {"n": len(table), "n_choice": n_choice,
                          "data_sha256_12": digest, "groups": sorted(set(table.groups))}
     # The version names data and designs: another design on the same data is another
     # artifact (and gets its own look at the lockbox).

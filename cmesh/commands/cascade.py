@@ -92,6 +92,10 @@ def train(
                                       "one RouteLLM CSV with a score column per head "
                                       "(choice.csv, open.csv), for `cmesh tune`."),
     candidates: str = CANDIDATES,
+    router: str = typer.Option("features", "--router",
+                               help="'features': one design per head from --designs "
+                                    "(cascade.designs); 'backbone': prompt length plus a "
+                                    "shrunk correction (cascade.backbone; ignores --designs)."),
     folds: int = typer.Option(5, "--folds", min=2, max=33, help="Folds of the selection CV."),
     seed: int = SEED,
     cache: Path = CACHE,
@@ -101,30 +105,39 @@ def train(
     import numpy as np
 
     from cascade.designs import DESIGNS
-    from cascade.evaluation import heads_of, select
+    from cascade.evaluation import heads_of, select, select_backbone
     from cascade.training import fit
     from cascade.tuning import write_scored_csv
 
+    if router not in ("features", "backbone"):
+        raise typer.BadParameter("expected 'features' or 'backbone'", param_hint="--router")
     parts = _load(data)
     dev = parts.development
-    choice, open_, needs = _candidates(candidates)
-    embeddings = _embed(dev.prompts, cache) if needs else None
-    chosen = select(dev, embeddings, choice, open_, folds, seed)
-    _echo(f"chose {chosen.choice} (multiple choice) and {chosen.open} (open questions)")
-    artifact = fit(dev, embeddings, DESIGNS[chosen.choice], DESIGNS[chosen.open])
-    if not artifact.uses_embedding:
-        embeddings = None
-    artifact.metadata["selection"] = {"inner_apgr": chosen.inner_apgr, "folds": folds,
-                                      "seed": seed, "candidates": candidates}
+    if router == "backbone":
+        embeddings = _embed(dev.prompts, cache)
+        picked = select_backbone(dev, embeddings, folds, seed)
+        artifact, inner_apgr, oof = picked.artifact, picked.inner_apgr, picked.oof
+        names = (artifact.config["choice"]["name"], artifact.config["open"]["name"])
+    else:
+        choice, open_, needs = _candidates(candidates)
+        embeddings = _embed(dev.prompts, cache) if needs else None
+        chosen = select(dev, embeddings, choice, open_, folds, seed)
+        artifact = fit(dev, embeddings, DESIGNS[chosen.choice], DESIGNS[chosen.open])
+        inner_apgr, oof, names = chosen.inner_apgr, chosen.oof, (chosen.choice, chosen.open)
+    _echo(f"chose {names[0]} (multiple choice) and {names[1]} (open questions)")
+    artifact.metadata["selection"] = {"inner_apgr": inner_apgr, "folds": folds,
+                                      "seed": seed, "router": router,
+                                      "candidates": candidates if router == "features"
+                                      else "cascade.backbone.candidates"}
     artifact.save(out)
     for head, rows in zip(("choice", "open"), heads_of(dev), strict=True):
         mask = np.zeros(len(dev), dtype=bool)
         mask[rows] = True
-        write_scored_csv(dev.subset(mask), chosen.oof[mask], oof_out / f"{head}.csv")
+        write_scored_csv(dev.subset(mask), oof[mask], oof_out / f"{head}.csv")
     emit("cmesh cascade train", {
         "n": len(dev), "dedup_dropped": parts.dropped, "lockbox_rows_left_out": len(parts.lockbox),
-        "choice_design": chosen.choice, "open_design": chosen.open,
-        "inner_apgr": chosen.inner_apgr, "uses_embedding": artifact.uses_embedding,
+        "router": router, "choice_design": names[0], "open_design": names[1],
+        "inner_apgr": inner_apgr, "uses_embedding": artifact.uses_embedding,
         "version": artifact.version, "out": str(out), "oof_out": str(oof_out),
         "bytes": out.stat().st_size}, as_json)
 
@@ -148,31 +161,99 @@ def evaluate(
     looks: Path | None = typer.Option(None, "--looks",
                                       help="Log of lockbox looks (default: the packaged "
                                            "cascade/artifacts/lockbox_looks.json)."),
+    draws: int = typer.Option(100, "--draws", min=0, max=10000,
+                              help="Yardstick draws per head (0: no yardstick)."),
+    held_out: int = typer.Option(10, "--held-out", min=1, max=32,
+                                 help="MMLU development subjects held out per yardstick draw."),
+    fixed: str = typer.Option("form-ridge-within,form-ridge,open-form-ridge-100,"
+                              "open-form-emb16-ridge-100", "--fixed",
+                              help="Designs fixed in advance scored on the yardstick beside the "
+                                   "nested length backbone ('' for none)."),
+    yard_embed: bool = typer.Option(True, "--yardstick-embeddings/--no-yardstick-embeddings",
+                                    help="Give the yardstick the MiniLM embeddings (the "
+                                         "backbone's centroid shrink and embedding "
+                                         "corrections need them)."),
+    run_nested: bool = typer.Option(True, "--nested/--no-nested",
+                                    help="Run issue 12's nested CV over --designs."),
+    lockbox: bool = typer.Option(True, "--lockbox/--no-lockbox",
+                                 help="Score the artifact on the lockbox (logged once per "
+                                      "artifact version)."),
     as_json: bool = JSON,
 ) -> None:
-    """Outer-loop APGR/CPT(50 %) per subject and pooled; the shipped artifact on the lockbox."""
+    """Yardstick over held-out draws, nested CV, and the shipped artifact on the lockbox."""
 
-    from cascade.classifiers import default_artifact_path
-    from cascade.evaluation import evaluate_head, heads_of, lockbox_report
-    from cascade.lockbox import LOOKS_PATH, Lockbox, record_look
-    from cascade.thresholds import load_thresholds
-    from cascade.training import Artifact
+    from cascade.designs import CHOICE_DESIGNS, OPEN_DESIGNS, get_design
+    from cascade.evaluation import evaluate_head, heads_of, yardstick_head
 
     parts = _load(data)
     dev, box = parts.development, parts.lockbox
     choice, open_, needs = _candidates(candidates)
-    embeddings = _embed(dev.prompts, cache) if needs else None
+    try:
+        fixed_designs = [get_design(n.strip()) for n in fixed.split(",") if n.strip()]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--fixed") from exc
+    wants = (needs and run_nested) or (draws > 0 and yard_embed)
+    embeddings = _embed(dev.prompts, cache) if wants else None
     choice_rows, open_rows = heads_of(dev)
-    heads = {}
+    heads: dict[str, Any] = {}
+    yard: dict[str, Any] = {}
     for name, rows, designs, by_group in (("mmlu", choice_rows, choice, True),
                                           ("gsm8k", open_rows, open_, False)):
+        if draws > 0:
+            _echo(f"{name}: yardstick, {draws} draws")
+            head_designs = CHOICE_DESIGNS if by_group else OPEN_DESIGNS
+            mine = {d.name: d for d in fixed_designs if d.name in head_designs
+                    and (yard_embed or not d.components)}
+            yard[name] = yardstick_head(dev, embeddings if yard_embed else None, rows,
+                                        by_group, mine, draws, held_out, inner=inner,
+                                        seed=seed, progress=_echo)
+        if not run_nested:
+            continue
         _echo(f"{name}: nested CV, {outer} outer x {inner} inner folds, {len(designs)} designs")
-        report = evaluate_head(dev, embeddings, rows, designs, by_group, outer, inner, seed,
-                               name, _echo)
+        report = evaluate_head(dev, embeddings if needs else None, rows, designs, by_group,
+                               outer, inner, seed, name, _echo)
         heads[name] = report.summary
         if plot_dir is not None:
             _plot(plot_dir / f"outer_{name}", report.nested.scores, dev.weak[rows],
                   dev.strong[rows], f"{name}, outer loop")
+    headline: dict[str, Any] = {"seed": seed, "draws": draws, "held_out": held_out}
+    for name, report in yard.items():
+        routers = report["routers"]
+        for router in ("backbone", "length", "random"):
+            headline[f"{name}_yardstick_{router}_apgr_mean"] = routers[router]["apgr"]["mean"]
+            headline[f"{name}_yardstick_{router}_apgr_std"] = routers[router]["apgr"]["std"]
+            headline[f"{name}_yardstick_{router}_cpt50_mean"] = routers[router]["cpt50"]["mean"]
+        diff = routers["backbone"]["apgr_minus_length"]
+        headline[f"{name}_yardstick_backbone_minus_length"] = diff["mean"]
+        headline[f"{name}_yardstick_backbone_minus_length_std"] = diff["std"]
+    for name, summary in heads.items():
+        headline[f"{name}_outer_apgr"] = summary["pooled"]["classifier"]["apgr"]
+        headline[f"{name}_outer_length_apgr"] = summary["pooled"]["length"]["apgr"]
+    out: dict[str, Any] = {"development": {"n": len(dev), "dedup_dropped": parts.dropped,
+                                           **heads},
+                           "yardstick": yard, "headline": headline}
+    if lockbox:
+        out["lockbox"] = _lockbox(artifact, thresholds, looks, box, cache)
+        pooled = out["lockbox"]["pooled"]
+        headline.update({
+            "lockbox_apgr": pooled["classifier"]["apgr"],
+            "lockbox_length_apgr": pooled["length"]["apgr"],
+            "lockbox_cpt50": pooled["classifier"]["cpt50"],
+            "lockbox_length_cpt50": pooled["length"]["cpt50"],
+            "lockbox_strong_share": out["lockbox"].get("strong_share", {}).get("share"),
+            "artifact": out["lockbox"]["artifact"], "n_lockbox": len(box)})
+    emit("cmesh cascade evaluate", out, as_json)
+
+
+def _lockbox(artifact: Path | None, thresholds: Path | None, looks: Path | None, box: Any,
+             cache: Path) -> dict[str, Any]:
+    """The artifact on the lockbox beside length and random; the look is logged."""
+    from cascade.classifiers import default_artifact_path
+    from cascade.evaluation import lockbox_report
+    from cascade.lockbox import LOOKS_PATH, Lockbox, record_look
+    from cascade.thresholds import load_thresholds
+    from cascade.training import Artifact
+
     shipped = Artifact.load(artifact or default_artifact_path())
     tuned = load_thresholds(thresholds)
     box_emb = _embed(box.prompts, cache) if shipped.uses_embedding else None
@@ -183,23 +264,9 @@ def evaluate(
     pooled = lock["pooled"]
     lock["looks"] = record_look(shipped.version, {
         "apgr": pooled["classifier"]["apgr"], "cpt50": pooled["classifier"]["cpt50"],
-        "length_apgr": pooled["length"]["apgr"],
+        "length_apgr": pooled["length"]["apgr"], "length_cpt50": pooled["length"]["cpt50"],
         "strong_share": lock.get("strong_share", {}).get("share")}, looks or LOOKS_PATH)
-    emit("cmesh cascade evaluate", {
-        "development": {"n": len(dev), "dedup_dropped": parts.dropped, **heads},
-        "lockbox": lock,
-        "headline": {
-            "mmlu_outer_apgr": heads["mmlu"]["pooled"]["classifier"]["apgr"],
-            "mmlu_outer_length_apgr": heads["mmlu"]["pooled"]["length"]["apgr"],
-            "gsm8k_outer_apgr": heads["gsm8k"]["pooled"]["classifier"]["apgr"],
-            "lockbox_apgr": pooled["classifier"]["apgr"],
-            "lockbox_length_apgr": pooled["length"]["apgr"],
-            "lockbox_cpt50": pooled["classifier"]["cpt50"],
-            "lockbox_strong_share": lock.get("strong_share", {}).get("share"),
-            "artifact": shipped.version,
-            "seed": seed, "outer": outer, "inner": inner, "n_lockbox": len(box),
-        },
-    }, as_json)
+    return lock
 
 
 def _plot(stem: Path, scores, weak, strong, title: str) -> None:  # type: ignore[no-untyped-def]

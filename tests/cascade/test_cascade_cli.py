@@ -75,7 +75,7 @@ def test_tune_on_oof_scores_writes_thresholds_for_the_share(trained, tmp_path: P
 def test_evaluate_reports_outer_loop_per_subject_and_the_lockbox(tmp_path: Path) -> None:
     looks = tmp_path / "looks.json"
     args = ["cascade", "evaluate", "--data", str(DATA), "--designs", CHEAP, "--outer", "3",
-            "--inner", "2", "--looks", str(looks), "--json"]
+            "--inner", "2", "--looks", str(looks), "--draws", "0", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     report = last_json(result.stdout)
@@ -121,3 +121,74 @@ def test_shipped_thresholds_send_the_target_share_of_lockbox_prompts_strong() ->
     model = TrainedClassifier(Artifact.load(default_artifact_path()))
     share = float(np.mean(model.score(box.prompts) >= tuned.route("large")))
     assert abs(share - tuned.calibration["strong_share"]) <= 0.05
+
+
+def test_evaluate_yardstick_reports_mean_and_spread_beside_length_and_random(
+        tmp_path: Path) -> None:
+    looks = tmp_path / "looks.json"
+    result = CliRunner().invoke(app, [
+        "cascade", "evaluate", "--data", str(DATA), "--draws", "4", "--inner", "2",
+        "--no-yardstick-embeddings", "--no-nested", "--no-lockbox", "--fixed", "form-ridge",
+        "--looks", str(looks), "--json"])
+    assert result.exit_code == 0, result.output
+    report = last_json(result.stdout)
+    assert "lockbox" not in report and not looks.exists()  # --no-lockbox never looks
+    mmlu, gsm8k = report["yardstick"]["mmlu"], report["yardstick"]["gsm8k"]
+    assert mmlu["draws"] == gsm8k["draws"] == 4
+    assert set(mmlu["routers"]) == {"backbone", "length", "random", "form-ridge"}
+    assert set(gsm8k["routers"]) == {"backbone", "length", "random"}
+    for head in (mmlu, gsm8k):
+        routers = head["routers"]
+        assert routers["random"]["apgr"]["mean"] == pytest.approx(0.5)
+        assert routers["length"]["apgr"]["std"] > 0
+        assert 0.0 < routers["backbone"]["apgr"]["mean"] < 1.0
+        assert sum(routers["backbone"]["chosen"].values()) == 4
+    headline = report["headline"]
+    assert headline["mmlu_yardstick_backbone_minus_length"] == pytest.approx(
+        headline["mmlu_yardstick_backbone_apgr_mean"]
+        - headline["mmlu_yardstick_length_apgr_mean"])
+
+
+def small_routing_data(folder: Path, subjects: int = 8, rows: int = 40,
+                       gsm8k_rows: int = 160) -> Path:
+    """The first rows of a few non-lockbox MMLU subjects and of GSM8K, as CSV files in the
+    project's layout (records copied whole: prompts span lines)."""
+    import csv
+
+    lockbox = set(Lockbox.load().subjects)
+    (folder / "mmlu").mkdir(parents=True)
+    sources = [f for f in sorted((DATA / "mmlu").glob("*.csv"))
+               if f.stem.removeprefix("mmlu_") not in lockbox][:subjects]
+    sources.append(DATA / "gsm8k_responses.csv")
+    for src in sources:
+        dest = folder / ("mmlu" if src.parent.name == "mmlu" else "") / src.name
+        with src.open(newline="") as fin, dest.open("w", newline="") as fout:
+            reader, writer = csv.reader(fin), csv.writer(fout)
+            writer.writerow(next(reader))
+            for i, record in enumerate(reader):
+                if i >= (gsm8k_rows if src.name.startswith("gsm8k") else rows):
+                    break
+                writer.writerow(record)
+    return folder
+
+
+def test_train_backbone_writes_an_artifact_the_registry_serves(tmp_path: Path) -> None:
+    from cascade.backbone import Backbone
+    from cascade.classifiers import make_classifier
+
+    out, oof = tmp_path / "backbone.joblib", tmp_path / "oof"
+    data = small_routing_data(tmp_path / "data")  # embeds in seconds, no cache needed
+    result = CliRunner().invoke(app, [
+        "cascade", "train", "--data", str(data), "--router", "backbone", "--folds", "3",
+        "--embeddings-cache", str(tmp_path / "embeddings.npz"), "--out", str(out),
+        "--oof-out", str(oof), "--json"])
+    assert result.exit_code == 0, result.output
+    figures = last_json(result.stdout)
+    assert figures["router"] == "backbone"
+    artifact = Artifact.load(out)
+    assert all(isinstance(h, Backbone) for h in artifact.heads.values())
+    assert not set(artifact.metadata["groups"]) & set(Lockbox.load().subjects)
+    model = make_classifier("length-backbone", artifact=out)
+    scores = model.score(["What is 2 + 2?", "A) one\nB) two\nWhich? " * 20])
+    assert model.name == "length-backbone" and np.all((scores > 0) & (scores < 1))
+    assert len(read_column(oof, "score")) == figures["n"]
