@@ -53,7 +53,7 @@ def replay(pairs: Sequence[Pair], encode: Encode, verifier: Verifier, scorer: Sc
         raise RuntimeError("evaluation embeds in bulk")
 
     vectors = encode(cached)
-    cache = SemanticCache(no_embed, verifier, vectors.shape[1], config, clock=lambda: 0.0)
+    cache = SemanticCache.build(no_embed, verifier, vectors.shape[1], config, clock=lambda: 0.0)
     for i, (text, vec) in enumerate(zip(cached, vectors, strict=True)):
         cache.put(Entry(id=f"e{i}", namespace="eval", tenant="eval", prompt=text, answer=text,
                         vector=vec))

@@ -21,7 +21,9 @@ a wrong sum is served with full confidence; nor is a pair with the
 look-alike's shape (`cache.alignment.one_slot_swap`: the same wording with
 one place where content words differ, and not by a known synonym), nor one
 where a term is replaced by another of its group ("kg" / "pounds", "Python" /
-"Java", anywhere in a reworded sentence: `contrasting_terms`): a small
+"Java", anywhere in a reworded sentence: `contrasting_terms`), nor one where
+two things trade roles, far apart or not ("from checking to savings" / "from
+savings to checking": `role_swap`): a small
 cross-encoder sees "tap water" / "bottled water" as close as "12 times 8" /
 "12 multiplied by 8". A refused candidate still takes part as a rival; exact
 repeats skip the model.
@@ -43,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from cache.alignment import contrasting_terms, feature_matrix, one_slot_swap
+from cache.alignment import contrasting_terms, feature_matrix, one_slot_swap, role_swap
 from cache.calibration import Bound, Outcomes, derive_bound
 from cache.crossencoder import OnnxCrossEncoder
 
@@ -81,8 +83,12 @@ def contradicts(a: str, b: str) -> bool:
 
 def refused(a: str, b: str) -> bool:
     """The rules that refuse a pair whatever the model says: numbers or operators that
-    disagree, the look-alike's shape, or a term of a group replaced by another."""
-    return contradicts(a, b) or one_slot_swap(a, b) or contrasting_terms(a, b)
+    disagree, the look-alike's shape, a term of a group replaced by another, or two
+    things that trade roles (`role_swap`, either way round). Each is kept because it
+    refuses far more look-alikes than paraphrases on the calibration parts and the
+    written pairs (`cmesh cache rules`)."""
+    return (contradicts(a, b) or one_slot_swap(a, b) or contrasting_terms(a, b)
+            or role_swap(a, b) or role_swap(b, a))
 
 
 def stage_inputs(logits: np.ndarray, cached: list[str], asked: list[str],

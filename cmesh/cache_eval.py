@@ -122,8 +122,14 @@ def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
     metadata and model card."""
     verifier = CrossVerifier.load(folder)
     encode = encoder(embeddings)
-    outcomes = Outcomes.pooled([calibrate(p, verifier, encode, log)
-                                for p in SHIPPED_CALIBRATION])
+    parts = [calibrate(p, verifier, encode, log) for p in SHIPPED_CALIBRATION]
+    written = written_calibration()
+    if written:
+        log(f"calibrating on {WRITTEN_CALIBRATION.name}/: {len(written)} written pairs (whole)")
+        rep = replay(written, encode, verifier, Scorer(written), CacheConfig())
+        parts.append(rep.outcomes(f"data/cache/calibration ({len(written)} written pairs, "
+                                  "whole)"))
+    outcomes = Outcomes.pooled(parts)
     outcomes.save(folder / "calibration.npz")
     meta = json.loads((folder / "training.json").read_text())
     if (folder / "stage.json").is_file():
@@ -209,3 +215,54 @@ calibration pairs: calibrate on your own labelled pairs with
 `cmesh cache calibrate --pairs FILE` and serve the table with
 `CMESH_CACHE_CALIBRATION_PATH`.
 """
+
+
+WRITTEN_CALIBRATION = ROOT / "data" / "cache" / "calibration"
+
+
+def rule_refusals(pairs: list[Pair]) -> dict[str, dict[str, int]]:
+    """Per rule (and per shape of `slot_change`, kept or not): how many paraphrases
+    (label 1) and look-alikes (label 0) of `pairs` it refuses on its own."""
+    from cache.alignment import role_swap, slot_change, term_order, term_replaced
+    from cache.verifier import contradicts
+
+    checks: dict[str, Callable[[str, str], bool]] = {
+        "numbers_or_operators": contradicts,
+        "pivot": lambda a, b: slot_change(a, b) == "pivot",
+        "substitution": lambda a, b: slot_change(a, b) == "substitution",
+        "insertion": lambda a, b: slot_change(a, b) == "insertion",
+        "modifier": lambda a, b: slot_change(a, b) == "modifier",
+        "term_replaced": term_replaced,
+        "term_order": term_order,
+        "role_swap": role_swap,
+    }
+    out = {name: {"paraphrases": 0, "look_alikes": 0} for name in checks}
+    out["pairs"] = {"paraphrases": sum(p.label for p in pairs),
+                    "look_alikes": sum(1 - p.label for p in pairs)}
+    for p in pairs:
+        if p.a.casefold().split() == p.b.casefold().split():
+            continue
+        for name, check in checks.items():
+            if check(p.a, p.b) or check(p.b, p.a):
+                out[name]["paraphrases" if p.label else "look_alikes"] += 1
+    return out
+
+
+def rule_audit(hashes: set[str], qqp_limit: int = 3000) -> dict[str, Any]:
+    """`rule_refusals` on every calibration part and on the written training and
+    calibration pairs (never an evaluation part)."""
+    from cache.training import WRITTEN_DIR
+
+    parts: dict[str, list[Pair]] = {}
+    for path in (*SHIPPED_CALIBRATION, ROOT / "data" / "gptcache" / "qqp_pairs_dev.json.gz"):
+        _, calib, _ = part_of_file(path, "calib", hashes)
+        parts[f"{path.name} calibration part"] = calib[:qqp_limit]
+    parts["written training pairs"] = [p for f in sorted(WRITTEN_DIR.glob("*.json"))
+                                       for p in load_pairs(f)]
+    parts["written calibration pairs"] = written_calibration()
+    return {name: rule_refusals(pairs) for name, pairs in parts.items()}
+
+
+def written_calibration() -> list[Pair]:
+    """Pairs written for calibration only (`data/cache/calibration/*.json`), used whole."""
+    return [p for f in sorted(WRITTEN_CALIBRATION.glob("*.json")) for p in load_pairs(f)]

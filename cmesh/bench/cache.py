@@ -53,9 +53,9 @@ def _filled(embedder: Embedder, verifier: CrossVerifier, origins: list[str],
     async def embed(text: str) -> np.ndarray:
         return embedder.encode([text])[0]
 
-    cache = SemanticCache(embed, verifier, embedder.dim,
-                          CacheConfig(delta=DELTA, use_gpu=False,
-                                      max_entries_per_namespace=len(origins) + 1))
+    cache = SemanticCache.build(embed, verifier, embedder.dim,
+                                CacheConfig(delta=DELTA, use_gpu=False,
+                                            max_entries_per_namespace=len(origins) + 1))
     ns = cache.namespace(SCOPE)
     now = time.time()
     for i, (text, v) in enumerate(zip(origins, vecs, strict=True)):

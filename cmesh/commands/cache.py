@@ -90,3 +90,43 @@ def train(
     for delta, b in meta["bounds"].items():
         typer.echo(f"delta={delta}: bound={b['threshold']:.4f} "
                    f"expected hit rate={b['expected_hit_rate']:.3f}")
+
+
+@app.command("ship")
+def ship_(
+    out: Path = typer.Option(Path("cache/artifacts/verifier"), "--out",
+                             help="Verifier artifact folder to calibrate in place."),
+    embeddings: Path | None = typer.Option(None, "--embeddings", help=EMBED_HELP),
+) -> None:
+    """Recalibrate a trained artifact on the shipped calibration parts (no training):
+    rewrites its calibration.npz, verifier.json and MODEL_CARD.md."""
+    from cmesh.cache_eval import ship
+
+    meta = ship(out, embeddings, log=typer.echo)
+    for delta, b in meta["bounds"].items():
+        typer.echo(f"delta={delta}: bound={b['threshold']:.4f} "
+                   f"expected hit rate={b['expected_hit_rate']:.3f} "
+                   f"wrong share={b['expected_wrong_share']:.4f}")
+
+
+@app.command("rules")
+def rules(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Each verifier rule's refusals of paraphrases and look-alikes on the calibration
+    parts and the written training and calibration pairs (never an evaluation part)."""
+    import json
+
+    from cache.training import training_hashes
+    from cache.verifier import ARTIFACT_DIR
+    from cmesh.cache_eval import rule_audit
+
+    audit = rule_audit(training_hashes(ARTIFACT_DIR))
+    if as_json:
+        typer.echo(json.dumps(audit))
+        return
+    for part, table in audit.items():
+        total = table.pop("pairs")
+        typer.echo(f"{part}: {total['paraphrases']} paraphrases, "
+                   f"{total['look_alikes']} look-alikes")
+        for rule, n in table.items():
+            typer.echo(f"  {rule:22s} refuses {n['paraphrases']:5d} paraphrases "
+                       f"{n['look_alikes']:5d} look-alikes")

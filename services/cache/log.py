@@ -21,6 +21,12 @@ stored once; replicas also skip event ids they have applied, remembered for
 as long as the stream keeps events. An event the stream keeps rejecting, or
 one a replica cannot read or apply, goes to a dead-letter subject (its own
 small stream) with a warning, and stops blocking the events behind it.
+
+One class a job, wired by constructor (`open_log` does it): `Connection` (the
+NATS connection and the streams), `DeadLetters`, `WriteBuffer` (the bounded
+buffer and its in-order publishing), `Follower` (replay, follow, apply to the
+replica's `EventSink`, append what the sink decided) and `JetStreamLog`, the
+`EntryLog` over them that owns the lifecycle and the publisher task.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ import nats.js.errors
 from nats.js import api
 
 from cache.entries import Event
+from cache.replica import EventSink
 from core.errors import FailedPrecondition, Overloaded, Unavailable
 
 log = logging.getLogger(__name__)
@@ -95,242 +102,63 @@ class LogCounters:
     errors: list[str] = field(default_factory=list)  # last async NATS errors (bounded)
 
 
-class JetStreamLog:
-    """`EntryLog` on JetStream; an async context manager that replays, then follows."""
+@dataclass(frozen=True)
+class LogConfig:
+    """Where the log lives and how it behaves (the service fills it from its settings)."""
 
-    def __init__(self, url: str, apply: Callable[[Event], object], stream: str = "CMESH_CACHE",
-                 subject: str = "cmesh.cache.log", max_age_s: float = 86_400.0,
-                 max_bytes: int = 1 << 30, max_pending: int = 10_000,
-                 when_unavailable: WhenUnavailable = "buffer", retry_s: float = 0.5,
-                 publish_timeout_s: float = 2.0, replay_timeout_s: float = 60.0,
-                 max_tries: int = 5, dead_subject: str = "", max_event_bytes: int = -1,
-                 apply_timeout_s: float = 5.0,
-                 on_rejected: Callable[[Event], object] | None = None,
-                 connect_options: Mapping[str, Any] | None = None) -> None:
-        self.url, self.stream, self.subject = url, stream, subject
-        self._connect_options = dict(connect_options or {})  # credentials, inbox prefix
-        self.dead_subject = dead_subject or f"{subject}.dead"
-        self._apply = apply
-        self._on_rejected = on_rejected  # told when an event it appended is dead-lettered
-        self.max_age_s, self.max_bytes, self.max_event_bytes = max_age_s, max_bytes, max_event_bytes
-        self.max_pending, self.max_tries = max_pending, max_tries
-        self.when_unavailable = when_unavailable
-        self.retry_s, self.publish_timeout_s = retry_s, publish_timeout_s
-        self.replay_timeout_s, self.apply_timeout_s = replay_timeout_s, apply_timeout_s
-        self.counters = LogCounters()
-        self.last_seq = 0
-        self.replayed = asyncio.Event()
-        self._out: deque[_Outgoing] = deque()
-        self._inflight: _Outgoing | None = None
-        self._seen: OrderedDict[str, float] = OrderedDict()  # event id -> when applied
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._nc: Any = None
-        self._js: Any = None
-        self._sub: Any = None
-        self._wake = asyncio.Event()
-        self._empty = asyncio.Event()
-        self._empty.set()
-        self._up = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._resubscribe_needed = False
+    url: str
+    stream: str = "CMESH_CACHE"
+    subject: str = "cmesh.cache.log"
+    dead_subject: str = ""  # default: `<subject>.dead`
+    max_age_s: float = 86_400.0
+    max_bytes: int = 1 << 30
+    max_event_bytes: int = -1
+    max_pending: int = 10_000
+    when_unavailable: WhenUnavailable = "buffer"
+    retry_s: float = 0.5
+    publish_timeout_s: float = 2.0
+    replay_timeout_s: float = 60.0
+    max_tries: int = 5
+    apply_timeout_s: float = 5.0
+    connect_options: Mapping[str, Any] = field(default_factory=dict)
+    """Extra `nats.connect` options: the service's credentials and inbox prefix."""
+
+    @property
+    def dead(self) -> str:
+        """The dead-letter subject."""
+        return self.dead_subject or f"{self.subject}.dead"
+
+
+class Connection:
+    """The NATS connection and the two streams; tells `wake` when it reconnects."""
+
+    def __init__(self, config: LogConfig, counters: LogCounters, wake: asyncio.Event) -> None:
+        self.config = config
+        self.counters = counters
+        self._wake = wake
+        self.nc: Any = None
+        self.js: Any = None
+        self.up = asyncio.Event()
+        self.stale = False  # the subscription must be renewed (reconnect, or down at start)
         self._error_kinds: set[str] = set()
-
-    # ---- lifecycle ------------------------------------------------------------------
-    async def __aenter__(self) -> JetStreamLog:
-        try:
-            await self._connect()
-            await self._replay()
-        except Exception as exc:  # NATS down at start: serve from memory, catch up later
-            log.warning("event log unavailable at start (%s); serving from memory", exc)
-            self._resubscribe_needed = True
-        self._tasks.append(asyncio.create_task(self._publisher(), name="cache-log-publisher"))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        if self._nc is not None:
-            if self._out and self.connected:
-                try:
-                    await self._flush()
-                except Exception as exc:
-                    log.warning("event log: flush at shutdown failed (%s)", exc)
-            if self._out:
-                log.warning("event log: %d buffered events never reached JetStream and are "
-                            "lost: %s", len(self._out), [o.text for o in list(self._out)[:5]])
-            with contextlib.suppress(Exception):
-                await self._nc.close()
 
     @property
     def connected(self) -> bool:
         """Whether the NATS connection is up."""
-        return self._nc is not None and self._nc.is_connected
+        return self.nc is not None and self.nc.is_connected
 
-    @property
-    def degraded(self) -> bool:
-        """True while writes cannot reach the stream (or have not caught up)."""
-        return not self.connected or bool(self._out) or self._resubscribe_needed
-
-    @property
-    def pending(self) -> int:
-        """Writes waiting for a JetStream ack."""
-        return len(self._out)
-
-    # ---- writing --------------------------------------------------------------------
-    async def append(self, event: Event) -> int | None:
-        """Publish `event`; its stream sequence once acknowledged, None if only buffered.
-
-        Raises `LogUnavailable` (refuse mode, no ack in time), `LogFull` (buffer mode,
-        buffer full) or `LogRejected` (the stream refused it `max_tries` times).
-        """
-        if self.when_unavailable == "refuse" and not self.connected:
-            raise LogUnavailable("event log unreachable; writes are refused by settings")
-        if len(self._out) >= self.max_pending:
-            self.counters.refused += 1
-            log.warning("event log: write buffer full (%d events), refusing %s",
-                        len(self._out), describe(event))
-            raise LogFull(f"write buffer full ({self.max_pending} events) while the event "
-                          "log is unreachable")
-        item = _Outgoing(event.id, event.to_json(), describe(event),
-                         asyncio.get_running_loop().create_future())
-        self._out.append(item)
-        self._empty.clear()
-        self._wake.set()
-        if not self.connected and self.when_unavailable == "buffer":
-            self.counters.not_durable += 1
-            return None
-        try:
-            async with asyncio.timeout(self.publish_timeout_s):
-                seq = await asyncio.shield(item.done)
-        except TimeoutError:
-            if self.when_unavailable == "buffer":
-                self.counters.not_durable += 1
-                return None
-            item.abandoned = True
-            if item is not self._inflight:
-                with contextlib.suppress(ValueError):
-                    self._out.remove(item)
-                if not self._out:
-                    self._empty.set()
-            raise LogUnavailable(f"no JetStream ack within {self.publish_timeout_s} s"
-                                 " (the event may still be stored, once)") from None
-        if seq == _REJECTED:
-            raise LogRejected(f"the stream rejected {item.text}; sent to {self.dead_subject}")
-        return seq
-
-    async def caught_up(self, seq: int) -> bool:
-        """Wait until this replica has applied the stream through `seq` (False on timeout)."""
-        if self.last_seq >= seq:
-            return True
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (seq, id(fut), fut))
-        try:
-            async with asyncio.timeout(self.apply_timeout_s):
-                await fut
-            return True
-        except TimeoutError:
-            return False
-
-    async def wait_connected(self, timeout: float) -> bool:
-        """Wait until the NATS connection is up (False on timeout)."""
-        return await _wait_set(self._up, timeout) and self.connected
-
-    async def drained(self, timeout: float) -> bool:
-        """Wait until every buffered write has been acknowledged (False on timeout)."""
-        return await _wait_set(self._empty, timeout)
-
-    async def _flush(self) -> None:
-        """Publish the buffer in order; stop at the first transient failure."""
-        try:
-            await self._publish_buffer()
-        finally:
-            if not self._out:
-                self._empty.set()
-
-    async def _publish_buffer(self) -> None:
-        while self._out and self.connected:
-            item = self._inflight = self._out[0]
-            try:
-                ack = await self._js.publish(self.subject, item.data,
-                                             timeout=self.publish_timeout_s,
-                                             headers={"Nats-Msg-Id": item.event_id})
-            except _TRANSIENT:
-                if item.abandoned and self._out and self._out[0] is item:
-                    self._out.popleft()  # its caller was told UNAVAILABLE: do not retry it
-                raise
-            except Exception as exc:  # the stream (or client) refuses this very event
-                item.tries += 1
-                self.counters.rejections += 1
-                log.warning("event log: publish of %s rejected (try %d of %d): %s",
-                            item.text, item.tries, self.max_tries, exc)
-                if item.tries < self.max_tries:
-                    raise
-                self._out.popleft()
-                await self._dead_letter(item.data, item.event_id, f"publish rejected: {exc}")
-                if not item.done.done():
-                    item.done.set_result(_REJECTED)
-                if self._on_rejected is not None:
-                    self._on_rejected(Event.from_json(item.data))
-                continue
-            finally:
-                self._inflight = None
-            if self._out and self._out[0] is item:
-                self._out.popleft()
-            if not item.done.done():
-                item.done.set_result(ack.seq)
-
-    async def _publisher(self) -> None:
-        while True:
-            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the cancel of
-            # a shutdown when the wake-up lands at the same moment (seen here as a hang).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.retry_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            try:
-                if self._nc is None:
-                    await self._connect()
-                if self._resubscribe_needed and self.connected:
-                    await self._ensure_stream()
-                    await self._subscribe()
-                    self._resubscribe_needed = False
-                    self.replayed.set()
-                if self._out and self.connected:
-                    await self._flush()
-            except Exception as exc:
-                log.debug("event log still unavailable: %s", exc)
-
-    async def _dead_letter(self, data: bytes, event_id: str, reason: str) -> None:
-        self.counters.dead_letters += 1
-        headers = {"Nats-Msg-Id": f"dead-{event_id}", "Cmesh-Reason": reason[:500]}
-        try:
-            await self._js.publish(self.dead_subject, data, timeout=self.publish_timeout_s,
-                                   headers=headers)
-        except Exception as exc:
-            try:  # too big for any stream: keep at least what it was and why
-                await self._js.publish(self.dead_subject, data[:1024],
-                                       timeout=self.publish_timeout_s, headers=headers)
-            except Exception:
-                log.warning("event log: dead-lettering %s failed (%s); dropped: %r",
-                            event_id, exc, data[:300])
-
-    # ---- reading --------------------------------------------------------------------
-    async def _connect(self) -> None:
+    async def connect(self) -> None:
+        """Connect and make sure both streams exist as configured."""
         async def reconnected() -> None:
             self._error_kinds.clear()
-            self._up.set()
-            log.warning("event log: reconnected to NATS; resuming after sequence %d",
-                        self.last_seq)
-            self._resubscribe_needed = True
+            self.up.set()
+            log.warning("event log: reconnected to NATS; resuming the stream")
+            self.stale = True
             self._wake.set()
 
         async def disconnected() -> None:
-            self._up.clear()
-            log.warning("event log: disconnected from NATS (%d writes pending)", len(self._out))
+            self.up.clear()
+            log.warning("event log: disconnected from NATS")
 
         async def on_error(exc: Exception) -> None:
             # Once per kind of error until the next reconnect: a down server fails every
@@ -342,32 +170,216 @@ class JetStreamLog:
             self.counters.errors[:] = [*self.counters.errors[-9:], repr(exc)]
 
         # pending_size=0: no hidden client-side buffer; our own bounded one is the only one.
-        self._nc = await nats.connect(self.url, connect_timeout=2, reconnect_time_wait=0.5,
-                                      max_reconnect_attempts=-1, reconnected_cb=reconnected,
-                                      disconnected_cb=disconnected, error_cb=on_error,
-                                      pending_size=0, name="cmesh-cache",
-                                      **self._connect_options)
-        self._js = self._nc.jetstream()
-        self._up.set()
-        await self._ensure_stream()
+        self.nc = await nats.connect(self.config.url, connect_timeout=2,
+                                     reconnect_time_wait=0.5, max_reconnect_attempts=-1,
+                                     reconnected_cb=reconnected, disconnected_cb=disconnected,
+                                     error_cb=on_error, pending_size=0, name="cmesh-cache",
+                                     **self.config.connect_options)
+        self.js = self.nc.jetstream()
+        self.up.set()
+        await self.ensure_streams()
 
-    async def _ensure_stream(self) -> None:
+    async def ensure_streams(self) -> None:
+        """Create or update the event stream and its dead-letter stream."""
+        c = self.config
         # The duplicate window is the whole retention: a retried publish is stored once
         # for as long as the stream could still hold the first copy.
         for config in (
-            api.StreamConfig(name=self.stream, subjects=[self.subject], max_age=self.max_age_s,
-                             max_bytes=self.max_bytes, max_msg_size=self.max_event_bytes,
-                             storage=api.StorageType.FILE, duplicate_window=self.max_age_s),
-            api.StreamConfig(name=f"{self.stream}_DEAD", subjects=[self.dead_subject],
-                             max_age=self.max_age_s, max_bytes=max(self.max_bytes // 16, 1 << 20),
-                             storage=api.StorageType.FILE, duplicate_window=self.max_age_s),
+            api.StreamConfig(name=c.stream, subjects=[c.subject], max_age=c.max_age_s,
+                             max_bytes=c.max_bytes, max_msg_size=c.max_event_bytes,
+                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s),
+            api.StreamConfig(name=f"{c.stream}_DEAD", subjects=[c.dead],
+                             max_age=c.max_age_s, max_bytes=max(c.max_bytes // 16, 1 << 20),
+                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s),
         ):
             try:
-                await self._js.add_stream(config)
+                await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
-                await self._js.update_stream(config)
+                await self.js.update_stream(config)
 
-    async def _subscribe(self) -> None:
+    async def close(self) -> None:
+        """Close the connection (errors ignored: shutting down)."""
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+
+class DeadLetters:
+    """Events that cannot be published or applied, kept on their own subject."""
+
+    def __init__(self, connection: Connection, counters: LogCounters) -> None:
+        self._conn = connection
+        self.counters = counters
+
+    async def send(self, data: bytes, event_id: str, reason: str) -> None:
+        """Dead-letter `data` (truncated if even that fails) with why; never raises."""
+        self.counters.dead_letters += 1
+        headers = {"Nats-Msg-Id": f"dead-{event_id}", "Cmesh-Reason": reason[:500]}
+        subject, timeout = self._conn.config.dead, self._conn.config.publish_timeout_s
+        try:
+            await self._conn.js.publish(subject, data, timeout=timeout, headers=headers)
+        except Exception as exc:
+            try:  # too big for any stream: keep at least what it was and why
+                await self._conn.js.publish(subject, data[:1024], timeout=timeout,
+                                            headers=headers)
+            except Exception:
+                log.warning("event log: dead-lettering %s failed (%s); dropped: %r",
+                            event_id, exc, data[:300])
+
+
+class WriteBuffer:
+    """The bounded write buffer, published in order; refuses when full, never drops."""
+
+    def __init__(self, connection: Connection, dead_letters: DeadLetters, counters: LogCounters,
+                 wake: asyncio.Event, on_rejected: Callable[[Event], object]) -> None:
+        self._conn = connection
+        self.config = connection.config
+        self._dead = dead_letters
+        self.counters = counters
+        self._wake = wake
+        self._on_rejected = on_rejected  # told when an event it was given is dead-lettered
+        self._out: deque[_Outgoing] = deque()
+        self._inflight: _Outgoing | None = None
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    @property
+    def pending(self) -> int:
+        """Writes waiting for a JetStream ack."""
+        return len(self._out)
+
+    def texts(self, n: int) -> list[str]:
+        """The first `n` buffered events, described."""
+        return [o.text for o in list(self._out)[:n]]
+
+    async def append(self, event: Event) -> int | None:
+        """See `JetStreamLog.append`."""
+        c = self.config
+        if c.when_unavailable == "refuse" and not self._conn.connected:
+            raise LogUnavailable("event log unreachable; writes are refused by settings")
+        if len(self._out) >= c.max_pending:
+            self.counters.refused += 1
+            log.warning("event log: write buffer full (%d events), refusing %s",
+                        len(self._out), describe(event))
+            raise LogFull(f"write buffer full ({c.max_pending} events) while the event "
+                          "log is unreachable")
+        item = _Outgoing(event.id, event.to_json(), describe(event),
+                         asyncio.get_running_loop().create_future())
+        self._out.append(item)
+        self.empty.clear()
+        self._wake.set()
+        if not self._conn.connected and c.when_unavailable == "buffer":
+            self.counters.not_durable += 1
+            return None
+        try:
+            async with asyncio.timeout(c.publish_timeout_s):
+                seq = await asyncio.shield(item.done)
+        except TimeoutError:
+            if c.when_unavailable == "buffer":
+                self.counters.not_durable += 1
+                return None
+            item.abandoned = True
+            if item is not self._inflight:
+                with contextlib.suppress(ValueError):
+                    self._out.remove(item)
+                if not self._out:
+                    self.empty.set()
+            raise LogUnavailable(f"no JetStream ack within {c.publish_timeout_s} s"
+                                 " (the event may still be stored, once)") from None
+        if seq == _REJECTED:
+            raise LogRejected(f"the stream rejected {item.text}; sent to {c.dead}")
+        return seq
+
+    async def flush(self) -> None:
+        """Publish the buffer in order; stop at the first transient failure."""
+        try:
+            await self._publish_buffer()
+        finally:
+            if not self._out:
+                self.empty.set()
+
+    async def _publish_buffer(self) -> None:
+        c = self.config
+        while self._out and self._conn.connected:
+            item = self._inflight = self._out[0]
+            try:
+                ack = await self._conn.js.publish(c.subject, item.data,
+                                                  timeout=c.publish_timeout_s,
+                                                  headers={"Nats-Msg-Id": item.event_id})
+            except _TRANSIENT:
+                if item.abandoned and self._out and self._out[0] is item:
+                    self._out.popleft()  # its caller was told UNAVAILABLE: do not retry it
+                raise
+            except Exception as exc:  # the stream (or client) refuses this very event
+                item.tries += 1
+                self.counters.rejections += 1
+                log.warning("event log: publish of %s rejected (try %d of %d): %s",
+                            item.text, item.tries, c.max_tries, exc)
+                if item.tries < c.max_tries:
+                    raise
+                self._out.popleft()
+                await self._dead.send(item.data, item.event_id, f"publish rejected: {exc}")
+                if not item.done.done():
+                    item.done.set_result(_REJECTED)
+                self._on_rejected(Event.from_json(item.data))
+                continue
+            finally:
+                self._inflight = None
+            if self._out and self._out[0] is item:
+                self._out.popleft()
+            if not item.done.done():
+                item.done.set_result(ack.seq)
+
+
+class Follower:
+    """Replays the stream, then follows it: every event to the sink once, in order; the
+    events the sink decides on the way (evictions) go to the write buffer."""
+
+    def __init__(self, connection: Connection, dead_letters: DeadLetters, buffer: WriteBuffer,
+                 sink: EventSink) -> None:
+        self._conn = connection
+        self.config = connection.config
+        self._dead = dead_letters
+        self._buffer = buffer
+        self._sink = sink
+        self.last_seq = 0
+        self.replayed = asyncio.Event()
+        self._seen: OrderedDict[str, float] = OrderedDict()  # event id -> when applied
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._sub: Any = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def caught_up(self, seq: int, timeout: float | None = None) -> bool:
+        """Wait until this replica has applied the stream through `seq` (False on timeout)."""
+        if self.last_seq >= seq:
+            return True
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (seq, id(fut), fut))
+        try:
+            async with asyncio.timeout(self.config.apply_timeout_s if timeout is None
+                                       else timeout):
+                await fut
+            return True
+        except TimeoutError:
+            return False
+
+    async def settled(self) -> None:
+        """Wait until the events the sink decided have been handed to the buffer."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def replay(self) -> None:
+        """Subscribe from the start and apply up to the stream's last sequence."""
+        info = await self._conn.js.stream_info(self.config.stream)
+        target = info.state.last_seq
+        await self.subscribe()
+        if info.state.messages and not await self.caught_up(target,
+                                                             self.config.replay_timeout_s):
+            raise TimeoutError(f"replay stopped at {self.last_seq} of {target}")
+        self.replayed.set()
+
+    async def subscribe(self) -> None:
+        """(Re)subscribe after the last sequence applied."""
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
@@ -376,23 +388,9 @@ class JetStreamLog:
                                         opt_start_seq=self.last_seq + 1)
         else:
             config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
-        self._sub = await self._js.subscribe(self.subject, cb=self._on_msg, config=config,
-                                             ordered_consumer=True, stream=self.stream)
-
-    async def _replay(self) -> None:
-        info = await self._js.stream_info(self.stream)
-        target = info.state.last_seq
-        await self._subscribe()
-        if info.state.messages and not await self._wait_applied(target, self.replay_timeout_s):
-            raise TimeoutError(f"replay stopped at {self.last_seq} of {target}")
-        self.replayed.set()
-
-    async def _wait_applied(self, seq: int, timeout: float) -> bool:
-        saved, self.apply_timeout_s = self.apply_timeout_s, timeout
-        try:
-            return await self.caught_up(seq)
-        finally:
-            self.apply_timeout_s = saved
+        self._sub = await self._conn.js.subscribe(self.config.subject, cb=self._on_msg,
+                                                  config=config, ordered_consumer=True,
+                                                  stream=self.config.stream)
 
     async def _on_msg(self, msg: Any) -> None:
         seq = msg.metadata.sequence.stream
@@ -403,13 +401,28 @@ class JetStreamLog:
             event = Event.from_json(msg.data)
             event_id = event.id or event_id
             if event_id not in self._seen:
-                self._apply(event)
+                self._hand_on(self._sink.apply(event))
         except Exception as exc:  # applying is deterministic: a retry fails the same way
             log.warning("event log: cannot apply event %s at sequence %d (%r): %r",
                         event_id, seq, exc, msg.data[:300])
-            await self._dead_letter(msg.data, event_id, f"apply failed at {seq}: {exc!r}")
+            await self._dead.send(msg.data, event_id, f"apply failed at {seq}: {exc!r}")
         self._remember(event_id)
         self._advance(seq)
+
+    def _hand_on(self, decided: list[Event]) -> None:
+        if not decided:
+            return
+        task = asyncio.get_running_loop().create_task(self._append_decided(decided))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _append_decided(self, decided: list[Event]) -> None:
+        for event in decided:
+            try:
+                await self._buffer.append(event)
+            except Exception as exc:  # a later store in this namespace decides again
+                self._sink.withdraw(event)
+                log.warning("eviction not logged (%s): %s %s", exc, event.op, event.entry_id)
 
     def _remember(self, event_id: str) -> None:
         now = time.monotonic()
@@ -417,7 +430,7 @@ class JetStreamLog:
         self._seen.move_to_end(event_id)
         while self._seen:
             oldest, when = next(iter(self._seen.items()))
-            if now - when <= self.max_age_s:
+            if now - when <= self.config.max_age_s:
                 break
             del self._seen[oldest]
 
@@ -427,6 +440,131 @@ class JetStreamLog:
             _, _, fut = heapq.heappop(self._waiters)
             if not fut.done():
                 fut.set_result(None)
+
+
+class JetStreamLog:
+    """`EntryLog` on JetStream; an async context manager that replays, then follows."""
+
+    def __init__(self, connection: Connection, buffer: WriteBuffer, follower: Follower,
+                 counters: LogCounters, wake: asyncio.Event) -> None:
+        self.config = connection.config
+        self.connection = connection
+        self.buffer = buffer
+        self.follower = follower
+        self.counters = counters
+        self._wake = wake
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def __aenter__(self) -> JetStreamLog:
+        try:
+            await self.connection.connect()
+            await self.follower.replay()
+        except Exception as exc:  # NATS down at start: serve from memory, catch up later
+            log.warning("event log unavailable at start (%s); serving from memory", exc)
+            self.connection.stale = True
+        self._tasks.append(asyncio.create_task(self._publisher(), name="cache-log-publisher"))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.connection.nc is not None:
+            if self.buffer.pending and self.connected:
+                try:
+                    await self.buffer.flush()
+                except Exception as exc:
+                    log.warning("event log: flush at shutdown failed (%s)", exc)
+            if self.buffer.pending:
+                log.warning("event log: %d buffered events never reached JetStream and are "
+                            "lost: %s", self.buffer.pending, self.buffer.texts(5))
+            await self.connection.close()
+
+    @property
+    def connected(self) -> bool:
+        """Whether the NATS connection is up."""
+        return self.connection.connected
+
+    @property
+    def degraded(self) -> bool:
+        """True while writes cannot reach the stream (or have not caught up)."""
+        return not self.connected or bool(self.buffer.pending) or self.connection.stale
+
+    @property
+    def pending(self) -> int:
+        """Writes waiting for a JetStream ack."""
+        return self.buffer.pending
+
+    @property
+    def last_seq(self) -> int:
+        """The last stream sequence this replica applied."""
+        return self.follower.last_seq
+
+    @property
+    def replayed(self) -> asyncio.Event:
+        """Set once the stream has been applied up to its end at start (or resubscribe)."""
+        return self.follower.replayed
+
+    # ---- the EntryLog ---------------------------------------------------------------
+    async def append(self, event: Event) -> int | None:
+        """Publish `event`; its stream sequence once acknowledged, None if only buffered.
+
+        Raises `LogUnavailable` (refuse mode, no ack in time), `LogFull` (buffer mode,
+        buffer full) or `LogRejected` (the stream refused it `max_tries` times).
+        """
+        return await self.buffer.append(event)
+
+    async def caught_up(self, seq: int) -> bool:
+        """Wait until this replica has applied the stream through `seq` (False on timeout)."""
+        return await self.follower.caught_up(seq)
+
+    async def settled(self) -> None:
+        """Wait until the evictions the replica decided have been handed to the buffer."""
+        await self.follower.settled()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until the NATS connection is up (False on timeout)."""
+        return await _wait_set(self.connection.up, timeout) and self.connected
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until every buffered write has been acknowledged (False on timeout)."""
+        return await _wait_set(self.buffer.empty, timeout)
+
+    async def _publisher(self) -> None:
+        conn = self.connection
+        while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow the cancel of
+            # a shutdown when the wake-up lands at the same moment (seen here as a hang).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.retry_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                if conn.nc is None:
+                    await conn.connect()
+                if conn.stale and conn.connected:
+                    await conn.ensure_streams()
+                    await self.follower.subscribe()
+                    conn.stale = False
+                    self.follower.replayed.set()
+                if self.buffer.pending and conn.connected:
+                    await self.buffer.flush()
+            except Exception as exc:
+                log.debug("event log still unavailable: %s", exc)
+
+
+def open_log(config: LogConfig, sink: EventSink) -> JetStreamLog:
+    """The parts of a JetStream log wired together, following into `sink` once entered."""
+    counters, wake = LogCounters(), asyncio.Event()
+    connection = Connection(config, counters, wake)
+    dead = DeadLetters(connection, counters)
+    buffer = WriteBuffer(connection, dead, counters, wake, on_rejected=sink.withdraw)
+    return JetStreamLog(connection, buffer, Follower(connection, dead, buffer, sink),
+                        counters, wake)
 
 
 async def _wait_set(event: asyncio.Event, timeout: float) -> bool:

@@ -12,17 +12,16 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from cache.core import SemanticCache
+from cache.core import CacheParts, SemanticCache
 from cache.keys import Sampling, Scope
 from cache.lookup import LookupWorker
 from cache.verifier import FeatureVerifier
 from core.batcher import BatchedEmbedder
 from core.embedder import Embedder, limit_threads
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
-from services.cache.log import JetStreamLog
+from services.cache.log import JetStreamLog, open_log
 from services.cache.servicer import CacheMetrics, CacheServicer
 from services.cache.settings import CacheSettings
-from services.common.natsauth import connect_options
 from services.common.node import (
     Registration,
     ServiceNode,
@@ -58,22 +57,16 @@ class CacheNode(ServiceNode[CacheSettings]):
             embedder, s.max_batch, s.max_wait_ms / 1000, on_batch=metrics.batch.observe,
             threads=s.lookup_threads))
         self._encode_one = batched.encode_one
-        self.cache = SemanticCache(batched.encode_one, verifier, embedder.dim, s.cache_config())
+        parts = CacheParts.build(verifier, embedder.dim, s.cache_config())
+        if s.nats_url:
+            self.log = open_log(s.log_config(s.nats_url), parts.replica)
+        self.cache = SemanticCache(batched.encode_one, parts, self.log)
         await self.stack.enter_async_context(LookupWorker(  # embed + verify lookups
             self.cache, lambda texts: embedder.encode(texts, batch_size=max(len(texts), 1)),
             s.max_batch, s.max_wait_ms / 1000, threads=s.lookup_threads,
             on_batch=metrics.batch.observe))
-        if s.nats_url:
-            self.log = JetStreamLog(
-                s.nats_url, self.cache.apply, stream=s.stream, subject=s.subject,
-                max_age_s=s.ttl_s, max_bytes=s.stream_max_bytes,
-                max_pending=s.max_pending_writes, when_unavailable=s.when_log_unavailable,
-                publish_timeout_s=s.publish_timeout_s, max_tries=s.max_publish_tries,
-                dead_subject=s.dead_subject, max_event_bytes=s.max_event_bytes,
-                on_rejected=self.cache.withdraw,
-                connect_options=connect_options("cache", s.nats_credentials_file))
+        if self.log is not None:
             await self.stack.enter_async_context(self.log)
-            self.cache.log = self.log
             metrics.follow(self.log)
         servicer = CacheServicer(self.cache, metrics, s.max_prompt_chars,
                                  s.max_answer_chars, self.log)
@@ -96,12 +89,12 @@ class CacheNode(ServiceNode[CacheSettings]):
         assert self.cache is not None
         cache = self.cache
         scope = Scope(tenant="cache-warm-up", sampling=Sampling(temperature=0.0))
-        spare = SemanticCache(self._encode_one, cache.verifier, cache.dim, cache.config)
+        spare = SemanticCache.build(self._encode_one, cache.verifier, cache.dim, cache.config)
         await spare.store(scope, "What is the capital of France?", "Paris.")
         await spare.lookup(scope, "Which city is the capital of France?")
         counters = replace(cache.counters)
         await cache.lookup_with_vector(scope, "What is the capital of France?")
-        cache.counters = counters
+        cache.counters.restore(counters)
 
     def _warm_embedder(self, embedder: Embedder) -> None:
         limit_threads(self.settings.lookup_threads)  # warm what serving will run

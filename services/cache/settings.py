@@ -9,6 +9,8 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from cache.core import CacheConfig
+from services.cache.log import LogConfig
+from services.common.natsauth import connect_options
 from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings
 
 
@@ -90,3 +92,14 @@ class CacheSettings(ServiceSettings):
                            max_entries_per_namespace=self.max_entries_per_namespace,
                            hnsw_from=self.hnsw_from, allow_sampling=self.allow_sampling,
                            use_gpu=self.use_gpu)
+
+    def log_config(self, url: str) -> LogConfig:
+        """The event log's view of these settings (on JetStream at `url`)."""
+        return LogConfig(url=url, stream=self.stream, subject=self.subject,
+                         dead_subject=self.dead_subject, max_age_s=self.ttl_s,
+                         max_bytes=self.stream_max_bytes, max_event_bytes=self.max_event_bytes,
+                         max_pending=self.max_pending_writes,
+                         when_unavailable=self.when_log_unavailable,
+                         publish_timeout_s=self.publish_timeout_s,
+                         max_tries=self.max_publish_tries,
+                         connect_options=connect_options("cache", self.nats_credentials_file))

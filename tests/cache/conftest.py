@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import numpy as np
 import pytest
 
-from cache.core import CacheConfig, EntryLog, SemanticCache
+from cache.core import CacheConfig, CacheParts, EntryLog, EventSink, SemanticCache
 from cache.verifier import CrossVerifier
 from core.embedder import Embedder
 from services.common.natsd import NatsServer
@@ -51,11 +51,13 @@ def make_cache(embedder: Embedder, verifier: CrossVerifier,
             memo[text] = embedder.encode([text])[0]
         return memo[text]
 
-    def build(log: EntryLog | None = None, clock: Callable[[], float] | None = None,
-              **config: object) -> SemanticCache:
+    def build(log: Callable[[EventSink], EntryLog] | None = None,
+              clock: Callable[[], float] | None = None, **config: object) -> SemanticCache:
+        """`log`, if given, makes the event log on the replica's ordering state."""
         cfg = CacheConfig(**{"use_gpu": False, "delta": PARAPHRASE_DELTA, **config})  # type: ignore[arg-type]
         kwargs = {"clock": clock} if clock is not None else {}
-        return SemanticCache(embed, verifier, embedder.dim, cfg, log=log, **kwargs)
+        parts = CacheParts.build(verifier, embedder.dim, cfg, **kwargs)
+        return SemanticCache(embed, parts, None if log is None else log(parts.replica))
 
     return build
 

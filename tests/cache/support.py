@@ -11,7 +11,8 @@ from nats.js.errors import NotFoundError
 
 from cache.core import SemanticCache
 from cache.entries import Event
-from services.cache.log import JetStreamLog
+from cache.replica import EventSink
+from services.cache.log import JetStreamLog, LogConfig, open_log
 
 MakeCache = Callable[..., SemanticCache]
 STREAM, SUBJECT = "CMESH_CACHE", "cmesh.cache.log"
@@ -21,12 +22,15 @@ STREAM, SUBJECT = "CMESH_CACHE", "cmesh.cache.log"
 async def replica(url: str, make_cache: MakeCache, cache_config: dict[str, Any] | None = None,
                   **log_options: Any) -> AsyncIterator[SemanticCache]:
     """One replica: a cache on the real embedder and verifier, following the stream."""
-    cache = make_cache(**(cache_config or {}))
     # An ack slower than publish_timeout_s answers "not durable": generous, for loaded CI.
     options = {"retry_s": 0.1, "publish_timeout_s": 3.0, **log_options}
-    log = JetStreamLog(url, cache.apply, on_rejected=cache.withdraw, **options)
-    cache.log = log
-    async with log:
+    config = LogConfig(url, **options)
+
+    def make_log(sink: EventSink) -> JetStreamLog:
+        return open_log(config, sink)
+
+    cache = make_cache(log=make_log, **(cache_config or {}))
+    async with log_of(cache):
         yield cache
 
 
@@ -94,7 +98,7 @@ async def publish_raw(url: str, data: bytes, msg_id: str, subject: str = SUBJECT
 
 def model(events: Iterable[tuple[int, Event]]) -> set[str]:
     """The entry ids one replica fed `events` in order must hold, written independently of
-    `SemanticCache.apply`: duplicates once, removals only of the named tenant's entries."""
+    `ReplicaState.apply`: duplicates once, removals only of the named tenant's entries."""
     held: dict[str, tuple[str, str]] = {}  # entry id -> (tenant, namespace)
     seen: set[str] = set()
     for _, ev in events:

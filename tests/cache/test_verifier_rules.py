@@ -99,9 +99,11 @@ def test_rules_settle_rows_without_the_model(verifier: CrossVerifier) -> None:
      "What's the way to reverse a string using Python?", False),  # reworded in two places
 ])
 def test_one_slot_swap(a: str, b: str, swap: bool) -> None:
-    from cache.alignment import one_slot_swap
+    # Issue 20: a two-word swap around a pivot is refused by `role_swap` now (the pivot
+    # shape also refused paraphrases that move a word); the verifier's verdict is checked.
+    from cache.verifier import refused
 
-    assert one_slot_swap(a, b) is swap and one_slot_swap(b, a) is swap
+    assert refused(a, b) is swap and refused(b, a) is swap
 
 
 @pytest.mark.parametrize(("a", "b", "clash"), [
@@ -116,6 +118,8 @@ def test_one_slot_swap(a: str, b: str, swap: bool) -> None:
     ("May I bring a power bank on the plane?", "Can I fly with a power bank?", False),
 ])
 def test_contrasting_terms(a: str, b: str, clash: bool) -> None:
-    from cache.alignment import contrasting_terms
+    # Issue 20: terms in the opposite order are refused by `role_swap` now (the term-order
+    # rule also refused "5 kilometres to miles" / "how many miles are in 5 km").
+    from cache.verifier import refused
 
-    assert contrasting_terms(a, b) is clash and contrasting_terms(b, a) is clash
+    assert refused(a, b) is clash and refused(b, a) is clash
