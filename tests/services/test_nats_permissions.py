@@ -22,7 +22,7 @@ from protos.broker.v1 import broker_pb2
 from protos.common.v1 import common_pb2
 from services.broker.client import BrokerClient
 from services.broker.jetstream import JobQueue, QueueLimits, settle
-from services.cache.log import JetStreamLog
+from services.cache.log import LogConfig, open_log
 from services.common.natsauth import (
     NatsCredentials,
     connect_options,
@@ -75,19 +75,33 @@ async def test_passwords_are_in_a_0600_config_file_not_the_command_line(
     refuse_passwords_in_argv(["--nats_url", "nats://127.0.0.1:4222"])
 
 
+class Applied:
+    """An event sink that records what the log hands it, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def apply(self, event: Event) -> list[Event]:
+        self.events.append(event)
+        return []
+
+    def withdraw(self, event: Event) -> None:
+        pass
+
+
 async def test_the_cache_keeps_its_log_with_its_own_user(
         stack_nats: tuple[NatsServer, dict[str, dict[str, Any]]],
         caplog: pytest.LogCaptureFixture) -> None:
     server, options = stack_nats
-    applied: list[Event] = []
-    async with JetStreamLog(server.public_url, applied.append, connect_options=options["cache"],
-                            publish_timeout_s=5) as log:
+    sink = Applied()
+    config = LogConfig(url=server.public_url, connect_options=options["cache"],
+                       publish_timeout_s=5)
+    async with open_log(config, sink) as log:
         seq = await log.append(Event(op="invalidate", tenant="acme"))
         assert seq is not None and await log.caught_up(seq)
-    async with JetStreamLog(server.public_url, applied.append,
-                            connect_options=options["cache"]) as replay:
+    async with open_log(config, sink) as replay:
         assert replay.replayed.is_set() and replay.last_seq == seq
-    assert [e.tenant for e in applied] == ["acme", "acme"]  # applied, then replayed
+    assert [e.tenant for e in sink.events] == ["acme", "acme"]  # applied, then replayed
     assert VIOLATION not in caplog.text.lower()
 
 
