@@ -22,9 +22,7 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from cmesh.output import console, emit
@@ -38,8 +36,9 @@ def _pct(values: list[float], q: float) -> float:
 async def _bench(quick: bool) -> dict[str, float]:
     import grpc
 
+    from cmesh.bench.mesh import bench_state, one_engine_broker
     from cmesh.client import build_request
-    from cmesh.stack import LocalStack, ServiceSpec, ensure_dev_keys
+    from cmesh.stack import LocalStack, ServiceSpec
     from core.embedder import Embedder
     from protos.backend.v1 import backend_pb2, backend_pb2_grpc
     from protos.common.v1 import common_pb2
@@ -48,13 +47,7 @@ async def _bench(quick: bool) -> dict[str, float]:
     pairs = 12 if quick else 40
     n_throughput, max_tokens = (16, 32) if quick else (48, 64)
     rounds = 2
-    state = Path(tempfile.mkdtemp(prefix="cmesh-bench-gateway-"))
-    keys_file = ensure_dev_keys(state, ("bench",))
-    key = (state / "bench-api-key").read_text().strip()
-
-    def broker_peers(addresses: dict[str, str]) -> list[str]:
-        backend = addresses["backend-small"]
-        return ["--backends", f"small={backend};large={backend}", "--load_poll_s", "0.05"]
+    state, keys_file, key = bench_state("gateway")
 
     def direct_peers(addresses: dict[str, str]) -> list[str]:
         backend = addresses["backend-small"]
@@ -71,7 +64,7 @@ async def _bench(quick: bool) -> dict[str, float]:
              ServiceSpec("cache", "services.cache", needs_nats=True),
              ServiceSpec("classifier", "services.classifier"),
              ServiceSpec("broker", "services.broker", needs_nats=True,
-                         needs=("backend-small",), peer_args=broker_peers),
+                         needs=("backend-small",), peer_args=one_engine_broker),
              ServiceSpec("gateway", "services.gateway", needs_nats=True,
                          needs=("backend-small", "cache", "classifier", "broker"),
                          peer_args=gateway_peers),

@@ -25,9 +25,7 @@ import asyncio
 import json
 import os
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from cmesh.bench.fair import Sample, compare
@@ -38,19 +36,14 @@ async def _bench(quick: bool) -> dict[str, float]:
     import grpc
     import httpx
 
+    from cmesh.bench.mesh import bench_state, one_engine_broker
     from cmesh.client import build_request
-    from cmesh.stack import DOOR_PORT_FILE, LocalStack, ServiceSpec, ensure_dev_keys
+    from cmesh.stack import DOOR_PORT_FILE, LocalStack, ServiceSpec
     from protos.gateway.v1 import gateway_pb2_grpc
 
     pairs, rounds = (6, 2) if quick else (20, 4)
     n_throughput, max_tokens, batch_lines = (16, 32, 80) if quick else (48, 64, 200)
-    state = Path(tempfile.mkdtemp(prefix="cmesh-bench-openai-"))
-    keys_file = ensure_dev_keys(state, ("bench",))
-    key = (state / "bench-api-key").read_text().strip()
-
-    def broker_peers(addresses: dict[str, str]) -> list[str]:
-        backend = addresses["backend-small"]
-        return ["--backends", f"small={backend};large={backend}", "--load_poll_s", "0.05"]
+    state, keys_file, key = bench_state("openai")
 
     def gateway_peers(addresses: dict[str, str]) -> list[str]:
         return ["--cache_address", addresses["cache"],
@@ -63,7 +56,7 @@ async def _bench(quick: bool) -> dict[str, float]:
              ServiceSpec("cache", "services.cache", needs_nats=True),
              ServiceSpec("classifier", "services.classifier"),
              ServiceSpec("broker", "services.broker", needs_nats=True,
-                         needs=("backend-small",), peer_args=broker_peers),
+                         needs=("backend-small",), peer_args=one_engine_broker),
              ServiceSpec("gateway", "services.gateway", needs_nats=True,
                          needs=("backend-small", "cache", "classifier", "broker"),
                          peer_args=gateway_peers)]
