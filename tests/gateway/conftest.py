@@ -85,12 +85,16 @@ async def running_mesh(keys_dir: Path, model: Path, spans: SpanCollector,
             "services.broker", "--nats_url", nats.url, "--load_poll_s", "0.05",
             "--backends", f"small={small.address};large={large.address}", *traced)
         started = [*backends, cache, classifier, broker]
+        mesh: Mesh | None = None
         try:
             for service in started:
                 service.wait_serving(timeout=600)
-            yield Mesh(nats, cache, classifier, small, large, keys_file,
-                       key, other_key, spans, broker)
+            mesh = Mesh(nats, cache, classifier, small, large, keys_file,
+                        key, other_key, spans, broker)
+            yield mesh
         finally:
+            if mesh is not None and mesh.broker not in started:
+                started.append(mesh.broker)  # a test replaced the broker it killed
             for service in started:  # all at once: engines take seconds to shut down
                 if service.proc.poll() is None:
                     service.proc.send_signal(signal.SIGTERM)
