@@ -36,7 +36,7 @@ def _pct(values: list[float], q: float) -> float:
 async def _bench(quick: bool) -> dict[str, float]:
     import grpc
 
-    from cmesh.bench.mesh import bench_state, one_engine_broker
+    from cmesh.bench.mesh import bench_state, one_engine_mesh
     from cmesh.client import build_request
     from cmesh.stack import LocalStack, ServiceSpec
     from core.embedder import Embedder
@@ -60,14 +60,7 @@ async def _bench(quick: bool) -> dict[str, float]:
                 "--api_keys_file", str(keys_file), "--policy", "route",
                 "--rate_limit_per_s", "10000", "--rate_limit_burst", "10000"]
 
-    specs = [ServiceSpec("backend-small", "services.backend", ("--served_name", "small")),
-             ServiceSpec("cache", "services.cache", needs_nats=True),
-             ServiceSpec("classifier", "services.classifier"),
-             ServiceSpec("broker", "services.broker", needs_nats=True,
-                         needs=("backend-small",), peer_args=one_engine_broker),
-             ServiceSpec("gateway", "services.gateway", needs_nats=True,
-                         needs=("backend-small", "cache", "classifier", "broker"),
-                         peer_args=gateway_peers),
+    specs = [*one_engine_mesh(gateway_peers),
              ServiceSpec("gateway-direct", "services.gateway",
                          needs=("backend-small", "cache", "classifier"),
                          peer_args=direct_peers)]

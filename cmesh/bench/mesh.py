@@ -4,7 +4,9 @@ and the broker flags that serve both tiers from the one SmolLM2 engine (two core
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 
 def bench_state(name: str) -> tuple[Path, Path, str]:
@@ -21,3 +23,18 @@ def one_engine_broker(addresses: dict[str, str]) -> list[str]:
     """Broker flags: the small and the large tier both on `backend-small`."""
     backend = addresses["backend-small"]
     return ["--backends", f"small={backend};large={backend}", "--load_poll_s", "0.05"]
+
+
+def one_engine_mesh(gateway_peers: Callable[[dict[str, str]], list[str]]) -> list[Any]:
+    """The stack's services with one SmolLM2 engine behind both tiers, the gateway through
+    the broker with `gateway_peers` flags (a list of `cmesh.stack.ServiceSpec`)."""
+    from cmesh.stack import ServiceSpec
+
+    return [ServiceSpec("backend-small", "services.backend", ("--served_name", "small")),
+            ServiceSpec("cache", "services.cache", needs_nats=True),
+            ServiceSpec("classifier", "services.classifier"),
+            ServiceSpec("broker", "services.broker", needs_nats=True,
+                        needs=("backend-small",), peer_args=one_engine_broker),
+            ServiceSpec("gateway", "services.gateway", needs_nats=True,
+                        needs=("backend-small", "cache", "classifier", "broker"),
+                        peer_args=gateway_peers)]

@@ -36,9 +36,9 @@ async def _bench(quick: bool) -> dict[str, float]:
     import grpc
     import httpx
 
-    from cmesh.bench.mesh import bench_state, one_engine_broker
+    from cmesh.bench.mesh import bench_state, one_engine_mesh
     from cmesh.client import build_request
-    from cmesh.stack import DOOR_PORT_FILE, LocalStack, ServiceSpec
+    from cmesh.stack import DOOR_PORT_FILE, LocalStack
     from protos.gateway.v1 import gateway_pb2_grpc
 
     pairs, rounds = (6, 2) if quick else (20, 4)
@@ -52,14 +52,7 @@ async def _bench(quick: bool) -> dict[str, float]:
                 "--rate_limit_per_s", "10000", "--rate_limit_burst", "10000",
                 "--http_port", "0", "--http_port_file", str(state / DOOR_PORT_FILE)]
 
-    specs = [ServiceSpec("backend-small", "services.backend", ("--served_name", "small")),
-             ServiceSpec("cache", "services.cache", needs_nats=True),
-             ServiceSpec("classifier", "services.classifier"),
-             ServiceSpec("broker", "services.broker", needs_nats=True,
-                         needs=("backend-small",), peer_args=one_engine_broker),
-             ServiceSpec("gateway", "services.gateway", needs_nats=True,
-                         needs=("backend-small", "cache", "classifier", "broker"),
-                         peer_args=gateway_peers)]
+    specs = one_engine_mesh(gateway_peers)
     console.print("starting nats, backend (SmolLM2), cache, classifier, broker, gateway...")
     auth = {"authorization": f"Bearer {key}", "x-cmesh-skip-cache": "1"}
     async with LocalStack(specs, state) as stack, \
