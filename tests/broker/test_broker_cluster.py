@@ -31,7 +31,7 @@ async def run_50_jobs_killing_a_node(cluster: NatsCluster, broker, backend: str,
     # The client stays off the node that dies: replies in flight on a dropped core-NATS
     # connection are lost by design (the client then reports UNAVAILABLE); what this test
     # checks is that the queue and the broker survive the stream leader's death.
-    nc = await nats.connect(cluster.url)
+    nc = await nats.connect(servers=cluster.urls)
     try:
         leader = int((await nc.jetstream().stream_info("GEN_C3")).cluster.leader.rsplit("-", 1)[1])
     finally:
