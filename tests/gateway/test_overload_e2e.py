@@ -16,6 +16,7 @@ from collections import Counter
 from urllib.request import urlopen
 
 import grpc
+import httpx
 import pytest
 
 from protos.common.v1 import common_pb2
@@ -107,7 +108,9 @@ async def test_twice_the_bound_is_refused_with_a_retry_hint_and_nothing_expires(
 
 
 async def test_a_50_ms_deadline_never_reaches_a_backend(mesh: Mesh) -> None:
-    settings = mesh.settings(nats_url=mesh.nats.url, backend_addresses={})
+    """Over gRPC (refused, or the client's own deadline first) and over HTTP (429 with a
+    Retry-After): the backends count nothing either way."""
+    settings = mesh.settings(nats_url=mesh.nats.url, backend_addresses={}, http_port=0)
     async with GatewayNode(settings) as node, \
             grpc.aio.insecure_channel(node.address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
@@ -121,4 +124,12 @@ async def test_a_50_ms_deadline_never_reaches_a_backend(mesh: Mesh) -> None:
             codes.append(err.value.code())
         assert set(codes) <= {grpc.StatusCode.RESOURCE_EXHAUSTED,
                               grpc.StatusCode.DEADLINE_EXCEEDED}, codes
+        async with httpx.AsyncClient(timeout=60) as http:
+            reply = await http.post(f"{node.http_base_url}/chat/completions", headers={
+                "authorization": f"Bearer {mesh.key}", "x-cmesh-timeout-s": "0.05",
+                "x-cmesh-skip-cache": "1"}, json={
+                "model": "small", "max_tokens": 64,
+                "messages": [{"role": "user", "content": "Tell me a long story."}]})
+        assert reply.status_code == 429, reply.text
+        assert int(reply.headers["retry-after-ms"]) > 0 and "deadline" in reply.text
         assert await settled_backend_count(mesh, before) == before
