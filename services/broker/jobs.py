@@ -135,6 +135,10 @@ async def run_job(run: JobRun, first: Replica, backend: BackendCalls, sink: Chun
     for attempt in range(max_attempts):
         if replica is None:
             break
+        if run.expired():  # never hand a backend a job it could only abandon
+            await sink.send(run.error(wire_code(ErrorKind.DEADLINE_EXCEEDED),
+                                      "deadline passed before a backend took the job"))
+            return Outcome.EXPIRED
         tried.add(replica.address)
         replica.local_in_flight += 1
         try:

@@ -39,6 +39,7 @@ from services.gateway.frontends.openai import OpenAIDoor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.orchestrator import Orchestrator, OrchestratorConfig
 from services.gateway.settings import GatewaySettings
+from services.gateway.tier_admission import AdmittedTier, TierAdmission
 
 SERVICE_NAME = full_name(gateway_pb2, "Gateway")
 log = logging.getLogger("services.gateway")
@@ -86,9 +87,12 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         return await self.stack.enter_async_context(channel)
 
     async def _tier_clients(self, policy: Policy) -> dict[str, TierClient]:
+        """The given tier clients as they are; the ones built here (broker or direct gRPC)
+        each behind its tier's deadline-aware admission."""
         s = self.settings
-        tiers = dict(self._tiers or {})
-        if s.nats_url and not tiers:
+        given = dict(self._tiers or {})
+        tiers: dict[str, TierClient] = {}
+        if s.nats_url and not given:
             from services.broker.client import BrokerClient
             from services.gateway.broker_tier import BrokerTier
 
@@ -97,11 +101,13 @@ class GatewayNode(ServiceNode[GatewaySettings]):
                 connect_options=connect_options("gateway", s.nats_credentials_file)))
             tiers = {tier: BrokerTier(tier, broker) for tier in policy.tiers}
         for tier in policy.tiers:
-            if tier not in tiers:
+            if tier not in tiers and tier not in given:
                 if tier not in s.backend_addresses:
                     raise ValueError(f"backend_addresses: no address for tier {tier!r}")
                 tiers[tier] = BackendTier(tier, await self._channel(s.backend_addresses[tier]))
-        return tiers
+        return {**given, **{tier: AdmittedTier(client, TierAdmission(
+            tier, s.tier_max_pending, s.tier_concurrency, s.tier_min_start_ms / 1000))
+            for tier, client in tiers.items()}}
 
     async def build(self) -> list[Registration]:
         s = self.settings

@@ -48,6 +48,19 @@ class GatewaySettings(ServiceSettings):
         20.0, gt=0, description="Sustained requests per second per tenant.")
     rate_limit_burst: int = Field(
         40, ge=1, description="Requests a tenant may make at once before the rate applies.")
+    tier_max_pending: int = Field(
+        64, ge=1, le=100_000,
+        description="Calls this gateway may have in flight or queued on one tier; one more "
+                    "is refused at once (RESOURCE_EXHAUSTED / 429, with a retry-after).")
+    tier_concurrency: int = Field(
+        8, ge=1, le=100_000,
+        description="Calls one tier serves at once (its backends' slots), for the wait "
+                    "estimate: pending beyond it queue, each for the measured service time "
+                    "shared over these slots.")
+    tier_min_start_ms: float = Field(
+        100, ge=0, description="Least time a tier call needs to its first token; a call with "
+                               "less of its deadline left (after the estimated queue wait) is "
+                               "refused before it reaches the broker or a backend.")
     max_prompt_chars: int = Field(8_000, ge=1, description="Longer prompts are rejected.")
     max_context_chars: int = Field(
         32_000, ge=1, description="Longest system prompt plus earlier turns.")

@@ -8,7 +8,7 @@ import yaml
 from core.errors import FieldError
 from protos.broker.v1 import broker_pb2
 from services.broker.dispatch import Replica, affinity_key, pick, rendezvous
-from services.broker.jobs import check_job
+from services.broker.jobs import Outcome, check_job, run_job
 from services.broker.scheduler import Scheduler
 from services.broker.settings import BrokerSettings, parse_backends
 from services.broker.subjects import job_subject, tenant_token
@@ -119,6 +119,38 @@ def test_job_class_and_deadline() -> None:
     run = check_job(job, "small")
     assert run.job_class == "batch" and run.expired()
     assert check_job(good_job(), "small").deadline is None
+
+
+class _CountingBackend:
+    """Counts the calls a job makes (it must make none here)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def generate(self, address, request, continue_ids, timeout):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        yield  # pragma: no cover
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.chunks: list[broker_pb2.JobChunk] = []
+
+    async def send(self, chunk: broker_pb2.JobChunk) -> None:
+        self.chunks.append(chunk)
+
+
+async def test_a_job_past_its_deadline_never_reaches_a_backend() -> None:
+    job = good_job()
+    job.deadline.FromSeconds(1)  # long past
+    backend, sink = _CountingBackend(), _Sink()
+
+    async def choose(run: object, tried: set[str]) -> Replica | None:
+        return None
+
+    outcome = await run_job(check_job(job, "small"), Replica("b:1"), backend, sink, choose)
+    assert outcome is Outcome.EXPIRED and backend.calls == 0
+    assert [c.error.code for c in sink.chunks] == [4]  # DEADLINE_EXCEEDED
 
 
 def test_subjects_and_settings() -> None:
