@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 import uuid
@@ -324,9 +325,10 @@ def _checked_extra(extra: Mapping[str, Any]) -> dict[str, Any]:
         elif kind is int:
             ok = number and float(value).is_integer()
         else:
-            ok = number
+            ok = number and math.isfinite(value)
         if not ok:
-            raise FieldError(f"sampling_overrides.{key}", f"must be {kind.__name__}")
+            raise FieldError(f"sampling_overrides.{key}", f"must be a finite {kind.__name__}"
+                             if kind is float else f"must be {kind.__name__}")
         value = kind(value)
         checked[key] = value
     return checked

@@ -7,9 +7,11 @@ caller's `field` prefix (a cache Scope's conversation is `scope.conversation`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import Any
 
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from core.errors import FieldError
@@ -41,9 +43,35 @@ def _prefixed(prefix: str, name: str) -> str:
     return f"{prefix}.{name}" if prefix else name
 
 
-def conversation_from_proto(msg: common_pb2.Conversation,
-                            field: str = "conversation") -> Conversation:
-    """The domain conversation; a turn without a user/assistant role is a FieldError."""
+def struct_from_proto(msg: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    """A Struct as plain Python values; a NaN or infinite number is a FieldError naming
+    its key (JSON has no such numbers, and no threshold or penalty means anything there)."""
+    return {key: _value(value, f"{field}.{key}") for key, value in msg.fields.items()}
+
+
+def _value(msg: struct_pb2.Value, field: str) -> Any:
+    kind = msg.WhichOneof("kind")
+    if kind == "number_value":
+        if not math.isfinite(msg.number_value):
+            raise FieldError(field, f"must be a finite number, got {msg.number_value}")
+        return msg.number_value
+    if kind == "struct_value":
+        return struct_from_proto(msg.struct_value, field)
+    if kind == "list_value":
+        return [_value(v, f"{field}[{i}]") for i, v in enumerate(msg.list_value.values)]
+    if kind == "string_value":
+        return msg.string_value
+    if kind == "bool_value":
+        return msg.bool_value
+    return None
+
+
+def conversation_from_proto(msg: common_pb2.Conversation, field: str = "conversation",
+                            max_turns: int | None = None) -> Conversation:
+    """The domain conversation; a turn without a user/assistant role, or more than
+    `max_turns` turns (counted before any is converted), is a FieldError."""
+    if max_turns is not None and len(msg.turns) > max_turns:
+        raise FieldError(_prefixed(field, "turns"), f"more than {max_turns} turns")
     turns = []
     for i, turn in enumerate(msg.turns):
         role = _ROLE_FROM_PROTO.get(turn.role)
@@ -122,7 +150,7 @@ def generation_request_from_proto(msg: backend_pb2.GenerateRequest) -> Generatio
         sampling=sampling_from_proto(msg.sampling),
         chat=msg.chat,
         logprobs=msg.return_logprobs,
-        extra=json_format.MessageToDict(msg.sampling_overrides),
+        extra=struct_from_proto(msg.sampling_overrides, "sampling_overrides"),
         request_id=msg.request_id,
         continue_token_ids=tuple(msg.continue_token_ids),
     )

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
 from services.common.callers import CallerCheck
+from services.common.decoding import StrictDecoding
 from services.common.settings import ServiceSettings
 from services.common.tracing import flush_tracing, init_tracing
 
@@ -39,8 +40,8 @@ _OPTIONS = [
 
 class GrpcService:
     """A grpc.aio server with standard health (NOT_SERVING until warm), reflection,
-    a Prometheus side port and optional interceptors (auth, request ids), as one
-    async context manager.
+    a Prometheus side port, requests decoded inside the call (`StrictDecoding`) and
+    optional interceptors (auth, request ids), as one async context manager.
 
     `registry` exists from construction on, so servicers can create their metrics
     in it before the server starts; several services can share one process.
@@ -63,7 +64,9 @@ class GrpcService:
         self.port: int = 0
         self.metrics_port: int | None = None
         self._register = register
-        self._interceptors = list(interceptors)
+        # Decoding inside the call: a request that does not decode is INVALID_ARGUMENT.
+        self._interceptors: list[grpc.aio.ServerInterceptor] = [StrictDecoding(),
+                                                                *interceptors]
         if settings.tls_allowed_callers:  # first: nothing runs for a caller turned away
             self._interceptors.insert(0, CallerCheck(settings.tls_allowed_callers))
         self._credentials = credentials or settings.server_credentials()

@@ -77,8 +77,16 @@ class Limits:
 
     max_prompt_chars: int = 8_000
     max_context_chars: int = 32_000
+    max_turns: int = 256
     max_tokens_limit: int = 1024
     max_stop: int = 8
+
+
+TURN_CHARS = 16
+"""What one earlier turn costs the context limit on top of its text: about the chat
+template's role header and end marker (SmolLM2's `<|im_start|>user\n...<|im_end|>\n`
+is 24 characters), so empty turns are not free."""
+MAX_SEED = 2**64 - 1  # the wire's uint64
 
 
 def check_question(q: Question, limits: Limits) -> None:
@@ -88,9 +96,13 @@ def check_question(q: Question, limits: Limits) -> None:
     if len(q.prompt) > limits.max_prompt_chars:
         raise FieldError("prompt", f"longer than {limits.max_prompt_chars} characters")
     conversation = q.conversation
-    context = len(conversation.system_prompt) + sum(len(t.content) for t in conversation.turns)
+    if len(conversation.turns) > limits.max_turns:
+        raise FieldError("conversation.turns", f"more than {limits.max_turns} turns")
+    context = len(conversation.system_prompt) + sum(len(t.content) + TURN_CHARS
+                                                    for t in conversation.turns)
     if context > limits.max_context_chars:
-        raise FieldError("conversation", f"longer than {limits.max_context_chars} characters")
+        raise FieldError("conversation", f"longer than {limits.max_context_chars} characters "
+                                         f"(each turn counts {TURN_CHARS} more than its text)")
     for i, turn in enumerate(conversation.turns):
         if turn.role not in ("user", "assistant"):
             raise FieldError(f"conversation.turns[{i}].role", "must be user or assistant")
@@ -103,6 +115,8 @@ def check_question(q: Question, limits: Limits) -> None:
         raise FieldError("sampling.top_p", f"must be in (0, 1], got {s.top_p}")
     if s.top_k is not None and s.top_k < -1:
         raise FieldError("sampling.top_k", f"must be -1, 0 or positive, got {s.top_k}")
+    if s.seed is not None and not 0 <= s.seed <= MAX_SEED:
+        raise FieldError("sampling.seed", f"must be in [0, 2**64 - 1], got {s.seed}")
     if s.max_tokens is not None and not 0 < s.max_tokens <= limits.max_tokens_limit:
         raise FieldError("sampling.max_tokens",
                          f"must be in [1, {limits.max_tokens_limit}], got {s.max_tokens}")

@@ -51,7 +51,7 @@ def orchestrator_config(s: GatewaySettings) -> OrchestratorConfig:
     return OrchestratorConfig(
         tier_prices=dict(s.tier_prices),
         limits=Limits(max_prompt_chars=s.max_prompt_chars,
-                      max_context_chars=s.max_context_chars,
+                      max_context_chars=s.max_context_chars, max_turns=s.max_turns,
                       max_tokens_limit=s.max_tokens_limit),
         default_temperature=s.default_temperature, default_max_tokens=s.default_max_tokens,
         cache_timeout_s=s.cache_timeout_ms / 1000,

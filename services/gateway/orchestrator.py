@@ -22,7 +22,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
@@ -51,6 +51,10 @@ from services.gateway.domain import (
 from services.gateway.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
+
+Deadline = Callable[[], float]
+"""The flight's deadline (monotonic), read whenever a timeout is set: the latest of
+the callers sharing it, so it may move later while the work runs."""
 
 
 class Observer(Protocol):
@@ -151,19 +155,34 @@ class Orchestrator:
         return replace(question, sampling=sampling, request_id=rid), policy
 
     async def ask(self, question: Question, timeout_s: float | None = None) -> AsyncIterator[Event]:
-        """Answer `question` within `timeout_s` (the client's remaining deadline)."""
+        """Answer `question` within `timeout_s` (the client's remaining deadline).
+
+        Identical concurrent questions share one flight, which runs to the latest
+        deadline among them; each caller still stops at its own (DEADLINE_EXCEEDED)."""
         question, policy = self.prepare(question)
         budget = timeout_s if timeout_s is not None else self.config.default_timeout_s
         deadline = time.monotonic() + budget
         started = time.perf_counter()
         first_ms: float | None = None
-        async for joined, event in self.flights.stream(
-                question.flight_key(), lambda: self._run(question, policy, deadline)):
-            if isinstance(event, TextDelta):
-                if first_ms is None:
-                    first_ms = (time.perf_counter() - started) * 1000
-                yield event
-            else:
+        stream = self.flights.stream(
+            question.flight_key(), lambda flight: self._run(question, policy, flight), deadline)
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(deadline - time.monotonic()):
+                        joined, event = await anext(stream)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    if isinstance(exc, DeadlineExceeded):  # the flight's own, replayed
+                        raise
+                    raise DeadlineExceeded("deadline passed before the answer was complete"
+                                           ) from exc
+                if isinstance(event, TextDelta):
+                    if first_ms is None:
+                        first_ms = (time.perf_counter() - started) * 1000
+                    yield event
+                    continue
                 meta = replace(event, request_id=question.request_id, coalesced=joined,
                                latency_ms=dict(event.latency_ms))
                 if joined:
@@ -171,8 +190,10 @@ class Orchestrator:
                     meta.latency_ms["total_ms"] = (time.perf_counter() - started) * 1000
                 yield meta
                 return
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
 
-    async def _run(self, q: Question, policy: Policy, deadline: float) -> AsyncIterator[Event]:
+    async def _run(self, q: Question, policy: Policy, deadline: Deadline) -> AsyncIterator[Event]:
         started = time.perf_counter()
         latency: dict[str, float] = {}
         cache_status: CacheStatus = "skipped"
@@ -294,10 +315,10 @@ class Orchestrator:
         self.observer.answered(meta)
         return meta
 
-    def _side_timeout(self, limit: float, deadline: float) -> float:
-        return max(0.0, min(limit, (deadline - time.monotonic()) * self.config.side_share))
+    def _side_timeout(self, limit: float, deadline: Deadline) -> float:
+        return max(0.0, min(limit, (deadline() - time.monotonic()) * self.config.side_share))
 
-    async def _lookup(self, q: Question, deadline: float,
+    async def _lookup(self, q: Question, deadline: Deadline,
                       want_vector: bool = False) -> tuple[CacheLookup, CacheStatus]:
         assert self.cache is not None
         timeout = self._side_timeout(self.config.cache_timeout_s, deadline)
@@ -311,7 +332,7 @@ class Orchestrator:
             return CacheLookup(hit=False), "unavailable"
         return found, "hit" if found.hit and found.answer is not None else "miss"
 
-    async def _timed_score(self, q: Question, deadline: float, latency: dict[str, float],
+    async def _timed_score(self, q: Question, deadline: Deadline, latency: dict[str, float],
                            vector: tuple[float, ...] = ()) -> tuple[float | None, ClassifierStatus]:
         t0 = time.perf_counter()
         try:
@@ -319,7 +340,7 @@ class Orchestrator:
         finally:
             latency["classifier_ms"] = (time.perf_counter() - t0) * 1000
 
-    async def _score(self, q: Question, deadline: float,
+    async def _score(self, q: Question, deadline: Deadline,
                      vector: tuple[float, ...] = ()) -> tuple[float | None, ClassifierStatus]:
         if self.classifier is None:
             return None, "unavailable"
@@ -334,7 +355,7 @@ class Orchestrator:
             self.observer.side_call_failed("classifier", "score")
             return None, "unavailable"
 
-    async def _store(self, q: Question, answer: _Answer, tier: str, deadline: float) -> bool:
+    async def _store(self, q: Question, answer: _Answer, tier: str, deadline: Deadline) -> bool:
         """Store the answer within its share of the deadline; False when the cache failed
         or was too slow."""
         assert self.cache is not None
@@ -351,37 +372,48 @@ class Orchestrator:
             return False
         return True
 
-    async def _generate(self, q: Question, tier: str, live: bool, deadline: float,
+    async def _generate(self, q: Question, tier: str, live: bool, deadline: Deadline,
                         started: float, latency: dict[str, float],
                         ) -> AsyncIterator[TextDelta | _Answer]:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise DeadlineExceeded(f"deadline passed before tier {tier!r} could start")
-        request = GenerationRequest(
-            prompt=q.prompt, conversation=q.conversation, sampling=q.sampling, chat=True,
-            logprobs=True, request_id=f"{q.request_id}-{tier}")
-        call = TierCall(request, tenant=q.tenant, timeout_s=remaining, batch=q.batch)
-        self.observer.generation(tier)
+        """One tier's answer. A call cut off by the deadline it started with continues
+        after the tokens already made (`continue_token_ids`) when a caller with a later
+        deadline has joined the flight since, so its text is neither repeated nor lost."""
         parts: list[str] = []
+        tokens: list[int] = []
         logprobs: list[float] = []
         prompt_tokens = completion_tokens = 0
         finish = "stop"
-        try:
-            async with asyncio.timeout(remaining):
-                async for delta in self.tiers[tier].generate(call):
-                    if delta.text:
-                        parts.append(delta.text)
-                        if live:
-                            latency.setdefault("first_token_ms",
-                                               (time.perf_counter() - started) * 1000)
-                            yield TextDelta(delta.text)
-                    logprobs.extend(lp.logprob for lp in delta.logprobs)
-                    if delta.finish_reason is not None:
-                        finish = delta.finish_reason
-                        prompt_tokens = delta.prompt_tokens
-                        completion_tokens = delta.completion_tokens
-        except TimeoutError as exc:
-            raise DeadlineExceeded(
-                f"deadline passed while tier {tier!r} was generating") from exc
+        self.observer.generation(tier)
+        while True:
+            remaining = deadline() - time.monotonic()
+            if remaining <= 0:
+                raise DeadlineExceeded(f"deadline passed before tier {tier!r} could finish")
+            request = GenerationRequest(
+                prompt=q.prompt, conversation=q.conversation, sampling=q.sampling, chat=True,
+                logprobs=True, request_id=f"{q.request_id}-{tier}",
+                continue_token_ids=tuple(tokens))
+            call = TierCall(request, tenant=q.tenant, timeout_s=remaining, batch=q.batch)
+            try:
+                async with asyncio.timeout(remaining):
+                    async for delta in self.tiers[tier].generate(call):
+                        if delta.text:
+                            parts.append(delta.text)
+                            if live:
+                                latency.setdefault("first_token_ms",
+                                                   (time.perf_counter() - started) * 1000)
+                                yield TextDelta(delta.text)
+                        tokens += delta.token_ids
+                        logprobs.extend(lp.logprob for lp in delta.logprobs)
+                        if delta.finish_reason is not None:
+                            finish = delta.finish_reason
+                            prompt_tokens = delta.prompt_tokens
+                            completion_tokens = delta.completion_tokens
+                break
+            except TimeoutError as exc:
+                if deadline() - time.monotonic() <= 0:
+                    raise DeadlineExceeded(
+                        f"deadline passed while tier {tier!r} was generating") from exc
+                log.info("request %s: tier %s continues after %d tokens for a caller with "
+                         "a later deadline", q.request_id, tier, len(tokens))
         conf = confidence(logprobs, self.config.confidence_method)
         yield _Answer("".join(parts), conf, prompt_tokens, completion_tokens, finish, live)

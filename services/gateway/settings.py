@@ -63,7 +63,9 @@ class GatewaySettings(ServiceSettings):
                                "refused before it reaches the broker or a backend.")
     max_prompt_chars: int = Field(8_000, ge=1, description="Longer prompts are rejected.")
     max_context_chars: int = Field(
-        32_000, ge=1, description="Longest system prompt plus earlier turns.")
+        32_000, ge=1, description="Longest system prompt plus earlier turns; each turn counts "
+                                  "16 characters more than its text, so empty turns add up.")
+    max_turns: int = Field(256, ge=0, description="Most earlier turns a request may carry.")
     max_tokens_limit: int = Field(
         512, ge=1, description="Largest sampling.max_tokens a request may ask for (keep it at "
                                "or below every backend's own limit).")

@@ -5,6 +5,12 @@ caller, first or later, replays the flight's events from the start. The work
 is not tied to any one caller: a caller that leaves does not cancel it while
 others still listen, and the last one leaving cancels it unless its answer is
 already complete (so the cache store that follows an answer still happens).
+
+Each caller brings its own deadline, and the flight lives as long as its
+longest-lived listener: the work reads `flight.deadline()` (the latest deadline
+of those still listening) whenever it sets a timeout, so a joiner with 90 s is
+not cut off by a leader with 2 s. Each caller enforces its own deadline on
+itself (`Orchestrator.ask`).
 """
 
 from __future__ import annotations
@@ -23,9 +29,27 @@ class _Flight(Generic[T]):
         self.error: BaseException | None = None
         self.done = False
         self.answered = False
-        self.listeners = 0
+        self.deadlines: list[float] = []  # one per listener
+        self.latest = 0.0  # the deadline the work runs to, kept when the last one leaves
         self.changed = asyncio.Condition()
         self.task: asyncio.Task[None] | None = None
+
+    @property
+    def listeners(self) -> int:
+        return len(self.deadlines)
+
+    def deadline(self) -> float:
+        """The latest deadline among the listeners (monotonic clock)."""
+        return self.latest
+
+    def join(self, deadline: float) -> None:
+        self.deadlines.append(deadline)
+        self.latest = max(self.deadlines)
+
+    def leave(self, deadline: float) -> None:
+        self.deadlines.remove(deadline)
+        if self.deadlines:
+            self.latest = max(self.deadlines)
 
     async def replay(self) -> AsyncIterator[T]:
         seen = 0
@@ -59,9 +83,12 @@ class SingleFlight(Generic[T]):
     def in_flight(self) -> int:
         return len(self._flights)
 
-    async def stream(self, key: Hashable,
-                     work: Callable[[], AsyncIterator[T]]) -> AsyncIterator[tuple[bool, T]]:
+    async def stream(self, key: Hashable, work: Callable[[Callable[[], float]], AsyncIterator[T]],
+                     deadline: float) -> AsyncIterator[tuple[bool, T]]:
         """Yield (joined, event): joined is True for callers that found a flight running.
+
+        `work(flight_deadline)` runs once per flight; `flight_deadline()` is the latest
+        `deadline` (monotonic) of the callers still listening.
 
         A flight whose answer is already out is only finishing (storing it); a new
         caller waits for that to end and starts afresh, so it finds the stored answer
@@ -76,20 +103,21 @@ class SingleFlight(Generic[T]):
             flight = _Flight()
             self._flights[key] = flight
             flight.task = asyncio.create_task(self._drive(key, flight, work))
-        flight.listeners += 1
+        flight.join(deadline)  # before the new task first runs, so it reads this deadline
         try:
             async for event in flight.replay():
                 yield joined, event
         finally:
-            flight.listeners -= 1
+            flight.leave(deadline)
             task = flight.task
             if flight.listeners == 0 and not flight.answered and task and not task.done():
                 task.cancel()
+                await asyncio.wait([task])  # the tier call is aborted before the caller returns
 
     async def _drive(self, key: Hashable, flight: _Flight[T],
-                     work: Callable[[], AsyncIterator[T]]) -> None:
+                     work: Callable[[Callable[[], float]], AsyncIterator[T]]) -> None:
         try:
-            async for event in work():
+            async for event in work(flight.deadline):
                 async with flight.changed:
                     flight.events.append(event)
                     flight.answered = flight.answered or self._is_final(event)

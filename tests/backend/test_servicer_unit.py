@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 
 import grpc
@@ -44,7 +45,7 @@ class FakeEngine:
 
 
 @pytest.fixture
-async def served():
+async def serving():
     engine = FakeEngine()
     servicer = BackendServicer(engine, BackendMetrics(CollectorRegistry(), "t"))
     service = GrpcService(
@@ -52,7 +53,13 @@ async def served():
         register=lambda s: backend_pb2_grpc.add_BackendServicer_to_server(servicer, s),
     )
     async with service, grpc.aio.insecure_channel(service.address) as channel:
-        yield engine, backend_pb2_grpc.BackendStub(channel)
+        yield engine, channel
+
+
+@pytest.fixture
+def served(serving):
+    engine, channel = serving
+    return engine, backend_pb2_grpc.BackendStub(channel)
 
 
 async def test_request_fields_reach_the_engine(served) -> None:
@@ -95,7 +102,25 @@ def test_extra_sampling_fields_are_checked() -> None:
     assert _checked_extra({"min_tokens": 3.0, "ignore_eos": True}) == {
         "min_tokens": 3, "ignore_eos": True}
     for bad in ({"min_tokens": 2.5}, {"min_tokens": True}, {"ignore_eos": 1},
-                {"repetition_penalty": "x"}, {"n": 2}):
+                {"repetition_penalty": "x"}, {"n": 2}, {"repetition_penalty": math.nan},
+                {"min_p": math.inf}):
         with pytest.raises(FieldError) as err:
             _checked_extra(bad)
         assert err.value.field == f"sampling_overrides.{next(iter(bad))}"
+
+
+async def test_nan_override_and_undecodable_bytes_are_invalid_argument(serving) -> None:
+    engine, channel = serving
+    stub = backend_pb2_grpc.BackendStub(channel)
+    request = backend_pb2.GenerateRequest(prompt="x")
+    request.sampling_overrides.update({"repetition_penalty": math.nan})
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Complete(request)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("sampling_overrides.repetition_penalty:")
+    raw = backend_pb2.GenerateRequest(prompt="@@").SerializeToString().replace(b"@@", b"\xff\xfe")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await channel.unary_unary("/cascademesh.backend.v1.Backend/Complete")(raw)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details() == "prompt: is not valid UTF-8"
+    assert engine.seen == []

@@ -83,8 +83,9 @@ class FakeTier:
             raise TierUnavailable(self.name, "connection refused")
         words = f"{self.name}: {call.request.prompt}".split()
         lp = math.log(self.probability)
+        done = len(call.request.continue_token_ids)  # a continuation skips what was made
         try:
-            for i, word in enumerate(words):
+            for i, word in enumerate(words[done:], start=done):
                 await asyncio.sleep(self.delay)
                 yield Delta(word + " ", [i], [TokenLogprob(i, word, lp)])
         except asyncio.CancelledError:

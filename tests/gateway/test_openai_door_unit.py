@@ -127,6 +127,11 @@ async def test_responses_unary_and_streamed(client) -> None:
      "messages[0].content[0].type"),
     ({"messages": [{"role": "assistant", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": ""}]}, "messages"),
+    ({"temperature": 5}, "temperature"),
+    ({"stop": [""]}, "stop"),
+    ({"seed": -3}, "seed"),
+    ({"messages": [{"role": "user", "content": ""}] * 300 + [
+        {"role": "user", "content": "hi"}]}, "messages"),
 ])
 async def test_bad_bodies_are_400_naming_the_param(client, kwargs, param) -> None:
     body = {"model": "cascade-mesh", "messages": [{"role": "user", "content": "hi"}], **kwargs}
@@ -135,6 +140,22 @@ async def test_bad_bodies_are_400_naming_the_param(client, kwargs, param) -> Non
     assert err.value.status_code == 400
     assert err.value.param == param, err.value.body
     assert err.value.type == "invalid_request_error"
+
+
+@pytest.mark.parametrize(("fragment", "param"), [
+    ('"temperature": NaN', "temperature"),
+    ('"top_p": Infinity', "top_p"),
+    ('"cascade": {"thresholds": {"route.large": NaN}}', "cascade.thresholds.route.large"),
+])
+async def test_nan_and_infinity_are_400_naming_the_param(node, keys, fragment, param) -> None:
+    """Python's JSON reader takes NaN and Infinity literals, so the door must refuse them."""
+    body = ('{"model": "cascade-mesh", "messages": [{"role": "user", "content": "hi"}], '
+            + fragment + "}")
+    async with httpx.AsyncClient(base_url=node.http_base_url, timeout=20) as http:
+        reply = await http.post("/chat/completions", content=body, headers={
+            "authorization": f"Bearer {keys[1]}", "content-type": "application/json"})
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["error"]["param"] == param
 
 
 async def test_wrong_key_unknown_model_and_bad_deadline(node, client) -> None:

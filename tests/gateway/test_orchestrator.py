@@ -205,6 +205,20 @@ async def test_deadline_shorter_than_generation_cancels_the_tier() -> None:
     assert tiers["small"].sent[0].timeout_s <= 0.3
 
 
+async def test_a_joiner_keeps_its_own_deadline_when_the_leader_runs_out() -> None:
+    orch, _, _, tiers = make()
+    tiers["small"].delay = 0.1
+    prompt = "one two three four five six seven eight nine ten"
+    leader = asyncio.create_task(ask(orch, q(prompt), timeout=0.35))
+    await asyncio.sleep(0.05)
+    text, meta, _ = await ask(orch, q(prompt), timeout=10)
+    with pytest.raises(DeadlineExceeded):
+        await leader
+    assert meta.coalesced
+    assert text.split() == f"small: {prompt}".split()  # continued: nothing repeated or lost
+    assert tiers["small"].calls == 2 and tiers["small"].sent[1].request.continue_token_ids
+
+
 @pytest.mark.parametrize(("question", "field"), [
     (q(""), "prompt"),
     (q("x" * 9000), "prompt"),

@@ -3,6 +3,7 @@ status codes, streaming. The real-stack behaviour is in test_gateway_e2e.py."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -102,6 +103,17 @@ def struct(**values: object) -> struct_pb2.Struct:
      "sampling.top_p"),
     (gateway_pb2.AskRequest(prompt="a", sampling=common_pb2.SamplingParams(max_tokens=0)),
      "sampling.max_tokens"),
+    (gateway_pb2.AskRequest(prompt="a", policy=gateway_pb2.PolicyOverrides(
+        thresholds=struct(**{"cascade.small": math.nan}))), "policy.thresholds.cascade.small"),
+    (gateway_pb2.AskRequest(prompt="a", policy=gateway_pb2.PolicyOverrides(
+        thresholds=struct(**{"cascade.small": -math.inf}))), "policy.thresholds.cascade.small"),
+    (gateway_pb2.AskRequest(prompt="a", sampling=common_pb2.SamplingParams(
+        temperature=math.nan)), "sampling.temperature"),
+    (gateway_pb2.AskRequest(prompt="a", conversation=common_pb2.Conversation(
+        turns=[common_pb2.Turn(role=common_pb2.ROLE_USER)] * 300)), "conversation.turns"),
+    (gateway_pb2.AskRequest(prompt="a", conversation=common_pb2.Conversation(
+        turns=[common_pb2.Turn(role=common_pb2.ROLE_USER, content="x" * 150)] * 200)),
+     "conversation"),  # 30,000 characters of text, plus 16 per turn: past 32,000
 ])
 async def test_bad_input_is_invalid_argument_naming_the_field(stub, keys_file, request_,
                                                               field) -> None:
@@ -109,6 +121,41 @@ async def test_bad_input_is_invalid_argument_naming_the_field(stub, keys_file, r
         await stub.Ask(request_, metadata=auth(keys_file[1]))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details().startswith(field + ":")
+
+
+def undecodable_requests() -> list[tuple[bytes, str]]:
+    """Serialized AskRequests protobuf cannot decode, and the field each one breaks."""
+    bad_turn = gateway_pb2.AskRequest(prompt="hi", conversation=common_pb2.Conversation(
+        turns=[common_pb2.Turn(content="ok"), common_pb2.Turn(content="@@")]))
+    deep = struct_pb2.Value()
+    inner = deep
+    for _ in range(200):
+        inner = inner.struct_value.fields["a"]
+    deep_request = gateway_pb2.AskRequest(prompt="hi")
+    deep_request.policy.thresholds.fields["route.large"].CopyFrom(deep)
+    return [
+        (b"\x0a\x02\xff\xfe", "prompt"),  # field 1 (prompt), 2 bytes that are not UTF-8
+        (bad_turn.SerializeToString().replace(b"@@", b"\xc3\x28"),
+         "conversation.turns[1].content"),
+        (deep_request.SerializeToString(), "policy.thresholds"),
+    ]
+
+
+@pytest.mark.parametrize(("data", "field"), undecodable_requests())
+async def test_undecodable_bytes_are_invalid_argument_naming_the_field(
+        node: GatewayNode, keys_file, data: bytes, field: str) -> None:
+    async with grpc.aio.insecure_channel(node.address) as channel:
+        for method, streaming in (("Ask", False), ("AskStream", True)):
+            path = f"/cascademesh.gateway.v1.Gateway/{method}"
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                if streaming:
+                    async for _ in channel.unary_stream(path)(data, metadata=auth(keys_file[1])):
+                        pass
+                else:
+                    await channel.unary_unary(path)(data, metadata=auth(keys_file[1]))
+            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+            assert err.value.details().startswith(field + ":"), err.value.details()
+            assert dict(err.value.trailing_metadata())["cmesh-field"] == field
 
 
 async def test_rate_limit_is_resource_exhausted_with_retry_after(stub, keys_file) -> None:

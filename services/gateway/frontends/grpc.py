@@ -41,7 +41,8 @@ class GatewayServicer(gateway_pb2_grpc.GatewayServicer):
                       context: grpc.aio.ServicerContext) -> AsyncIterator[Event]:
         try:
             caller = await self.admission.admit(authorization(context))
-            question = question_from_pb(request, caller.tenant, caller.request_id)
+            question = question_from_pb(request, caller.tenant, caller.request_id,
+                                        self.orchestrator.config.limits.max_turns)
             async for event in self.orchestrator.ask(question, context.time_remaining()):
                 yield event
         except Exception as exc:
