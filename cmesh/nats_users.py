@@ -56,19 +56,21 @@ def cache_permissions(stream: str = "CMESH_CACHE", subject: str = "cmesh.cache.l
 def broker_permissions(tiers: Iterable[str]) -> tuple[list[str], list[str]]:
     """(publish, subscribe) of a broker serving `tiers`."""
     from services.broker.jetstream import DONE_BUCKET
-    from services.broker.subjects import CANCEL_SUBJECT, stream_name
+    from services.broker.subjects import CANCEL_SUBJECT, beacon_subject, stream_name
 
     publish = [f"{inbox_prefix('gateway')}.>", f"$KV.{DONE_BUCKET}.>",
                f"{API}.INFO",  # account usage, no data (a cluster's readiness check)
                *_stream_ops(f"KV_{DONE_BUCKET}", get=True)]
     for tier in sorted(tiers):
-        publish += [f"gen.{tier}.>", *_stream_ops(stream_name(tier), consume=True)]
+        publish += [f"gen.{tier}.>", beacon_subject(tier),
+                    *_stream_ops(stream_name(tier), consume=True)]
     return publish, [CANCEL_SUBJECT, f"{inbox_prefix('broker')}.>"]
 
 
 def gateway_permissions() -> tuple[list[str], list[str]]:
-    """(publish, subscribe) of the gateway: jobs, cancels, the Batch API's buckets."""
-    from services.broker.subjects import CANCEL_SUBJECT
+    """(publish, subscribe) of the gateway: jobs, cancels, the Batch API's buckets; it
+    reads the brokers' tier beacons."""
+    from services.broker.subjects import BEACONS, CANCEL_SUBJECT
     from services.gateway.batch.store import BATCHES, FILE_META, FILES, LINES
 
     publish = ["gen.>", CANCEL_SUBJECT, f"$O.{FILES}.>",
@@ -77,7 +79,7 @@ def gateway_permissions() -> tuple[list[str], list[str]]:
                f"{API}.STREAM.NAMES"]  # an object's get finds its stream by subject
     for bucket in (FILE_META, BATCHES, LINES):
         publish += [f"$KV.{bucket}.>", *_stream_ops(f"KV_{bucket}", consume=True, get=True)]
-    return publish, [f"{inbox_prefix('gateway')}.>"]
+    return publish, [f"{inbox_prefix('gateway')}.>", BEACONS]
 
 
 def write_mesh_users(folder: Path, tiers: Sequence[str], host: str = "0.0.0.0",

@@ -13,6 +13,13 @@ after a broker died and another took the job over, text the client already
 has (by character offset) is dropped. Leaving the loop early, `cancel()`, or the
 deadline passing cancels the job on the broker (its backend call is aborted).
 
+The broker holding a job sends it a heartbeat chunk every half second or so
+(not yielded). With a `TierWatch` (the brokers' tier beacons), `submit`
+refuses at once a tier with no live broker or no healthy backend replica, and
+a job whose heartbeats stopped for `stall_s` while its tier has no live broker
+fails with UNAVAILABLE naming the tier, instead of waiting for its deadline;
+while another broker of the tier lives, the job waits for it to take over.
+
 Chunks travel on core NATS, at most once: what the broker sends while the
 connection is down is lost. So a job whose chunks stop after the client's
 connection came back, or whose next chunk starts past the text received (a
@@ -35,12 +42,14 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from core.errors import DomainError, ErrorKind
 from protos.broker.v1 import broker_pb2
+from services.broker.beacons import TierWatch
 from services.broker.subjects import CANCEL_SUBJECT, job_subject
 from services.common.errors import status_of_code
 from services.common.tracing import trace_headers
 
 _FULL = 10077  # JetStream: maximum messages (per subject) exceeded
 _QUIET_S = 1.0  # after a reconnect, this long without a chunk means the chunks were lost
+_TICK_S = 0.25  # how often a waiting stream looks at its heartbeats and its tier
 
 
 class JobError(DomainError):
@@ -69,6 +78,7 @@ class JobStream:
         self.job = job
         self._client, self._sub, self._queue = client, sub, queue
         self._deadline, self._grace = deadline, grace_s
+        self._sign = time.monotonic()  # the last chunk or heartbeat (or the submit)
         self._have = 0        # characters of the answer received
         self._done = False
         self._reconnects = client.reconnects  # the connection's count when submitted
@@ -119,13 +129,24 @@ class JobStream:
                 self._done = True
                 await self.cancel()
                 raise JobError("DEADLINE_EXCEEDED", "no answer before the deadline")
-            wait = _QUIET_S if timeout is None else min(timeout, _QUIET_S)
+            wait = _TICK_S if timeout is None else min(timeout, _TICK_S)
             try:
-                return await asyncio.wait_for(self._queue.get(), wait)
+                chunk = await asyncio.wait_for(self._queue.get(), wait)
             except TimeoutError:
-                if self._client.reconnects != self._reconnects:
+                quiet = time.monotonic() - self._sign
+                if self._client.reconnects != self._reconnects and quiet > _QUIET_S:
                     raise JobError("UNAVAILABLE", "the NATS connection was lost while the "
                                    "job ran, and its chunks with it") from None
+                watch = self._client.tier_watch
+                if watch is not None and quiet > self._client.stall_s:
+                    problem = watch.problem(self.job.tier)
+                    if problem is not None:
+                        raise JobError("UNAVAILABLE", f"{problem}; no sign of the job for "
+                                       f"{quiet:.1f} s") from None
+                continue
+            self._sign = time.monotonic()
+            if not chunk.heartbeat:
+                return chunk
 
     async def text(self) -> str:
         """The whole answer (joins the stream, or the one unary chunk)."""
@@ -146,13 +167,15 @@ class BrokerClient:
     def __init__(self, servers: Sequence[str] | str, retry_after_ms: int = 500,
                  publish_timeout_s: float = 2.0, deadline_grace_s: float = 1.0,
                  publish_retry_s: float = 10.0, nc: Any = None,
-                 connect_options: Mapping[str, Any] | None = None) -> None:
+                 connect_options: Mapping[str, Any] | None = None,
+                 tier_watch: TierWatch | None = None, stall_s: float = 2.0) -> None:
         self.connect_options = dict(connect_options or {})  # credentials, inbox prefix
         self.publish_retry_s = publish_retry_s
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.retry_after_ms = retry_after_ms
         self.publish_timeout_s = publish_timeout_s
         self.deadline_grace_s = deadline_grace_s
+        self.tier_watch, self.stall_s = tier_watch, stall_s
         self.nc = nc
         self._own = nc is None
         self.js: Any = nc.jetstream() if nc is not None else None
@@ -162,10 +185,14 @@ class BrokerClient:
             self.nc = await nats.connect(servers=self.servers, max_reconnect_attempts=-1,
                                          reconnect_time_wait=0.2, **self.connect_options)
             self.js = self.nc.jetstream()
+        if self.tier_watch is not None:
+            await self.tier_watch.start(self.nc)
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.tier_watch is not None:
+            await self.tier_watch.stop()
         if self._own and self.nc is not None:
             with contextlib.suppress(Exception):
                 await self.nc.close()
@@ -191,6 +218,9 @@ class BrokerClient:
             subject = job_subject(job_.tier, job_class, job_.tenant)
         except ValueError as exc:
             raise JobError("INVALID_ARGUMENT", str(exc)) from exc
+        problem = self.tier_watch.problem(job_.tier) if self.tier_watch is not None else None
+        if problem is not None:
+            raise JobError("UNAVAILABLE", problem)
         queue: asyncio.Queue[broker_pb2.JobChunk] = asyncio.Queue()
 
         async def on_chunk(msg: Any) -> None:

@@ -31,6 +31,7 @@ from nats.js.errors import BadRequestError
 from protos.broker.v1 import broker_pb2
 from services.broker.subjects import (
     CANCEL_SUBJECT,
+    beacon_subject,
     class_filter,
     consumer_name,
     job_subject,
@@ -162,6 +163,11 @@ class JobQueue:
             await self.nc.publish(subject, chunk.SerializeToString())
         except Exception as exc:  # the client is gone or NATS is reconnecting
             log.warning("reply to %s failed: %s", subject, exc)
+
+    async def announce(self, tier: str, beacon: broker_pb2.TierBeacon) -> None:
+        """Publish the tier's beacon (core NATS: a lost one is replaced by the next)."""
+        with contextlib.suppress(Exception):
+            await self.nc.publish(beacon_subject(tier), beacon.SerializeToString())
 
     async def republish(self, job: broker_pb2.GenerateJob, job_class: str) -> bool:
         """Queue a continuation of a job (its partial output inside); True once stored."""

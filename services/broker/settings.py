@@ -69,6 +69,13 @@ class BrokerSettings(ServiceSettings):
     dispatch: Literal["scored", "random"] = Field(
         "scored", description="scored: free slots, queue depth and prefix affinity; random: "
         "any replica with room (a baseline for benchmarks).")
+    heartbeat_s: float = Field(
+        0.5, gt=0, le=10, description="Period of the tier beacon (`broker.tier.<tier>`) and "
+        "of the heartbeat sent to each job this broker holds.")
+    down_after_s: float = Field(
+        2.0, ge=0, le=60, description="A tier whose every backend replica has been unhealthy "
+        "this long fails its held jobs with UNAVAILABLE naming the tier (not retried until "
+        "their deadline).")
     cancel_memory_s: float = Field(
         600.0, ge=1, description="How long a cancel for a job not seen yet is remembered.")
 

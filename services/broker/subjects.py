@@ -5,6 +5,10 @@ A job of tier `small`, class `batch`, tenant `acme` is published on
 The tenant token lets the stream cap each tenant's queued jobs
 (`max_msgs_per_subject`), which is what keeps one tenant's flood from
 filling the queue ahead of everyone else.
+
+Each broker announces every tier it serves on `broker.tier.<tier>` (a
+`TierBeacon` per `heartbeat_s`): who is alive, and with how many healthy
+backend replicas.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import re
 from core.errors import FieldError
 
 CANCEL_SUBJECT = "broker.cancel"
+BEACONS = "broker.tier.*"  # every tier's beacons (`beacon_subject`)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -35,6 +40,11 @@ def tenant_token(tenant: str) -> str:
 
 def job_subject(tier: str, job_class: str, tenant: str) -> str:
     return f"gen.{check_tier(tier)}.{job_class}.{tenant_token(tenant)}"
+
+
+def beacon_subject(tier: str) -> str:
+    """Where the brokers of `tier` announce it (`TierBeacon`, core NATS)."""
+    return f"broker.tier.{check_tier(tier)}"
 
 
 def class_filter(tier: str, job_class: str) -> str:

@@ -5,6 +5,13 @@ small look-ahead; the scheduler picks class and tenant; each job runs as its
 own task over the dispatch pick; the outcome decides ack / term / nak.
 Fetched and running jobs get `in_progress()` every third of the ack wait, so
 JetStream redelivers a job only when its broker is gone.
+
+Every `heartbeat_s` the worker announces the tier (`TierBeacon` on
+`broker.tier.<tier>`) and sends a heartbeat chunk to each job it holds, so
+clients learn within seconds that a broker died. A tier whose every replica
+has been unhealthy for `down_after_s` is down: the jobs it holds or fetches
+end at once with UNAVAILABLE naming the tier, instead of waiting for a
+replica until their deadline.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import contextlib
 import functools
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -40,6 +48,7 @@ log = logging.getLogger(__name__)
 CANCELLED = int(grpc.StatusCode.CANCELLED.value[0])  # not an error kind: the client left
 DEADLINE_EXCEEDED = wire_code(ErrorKind.DEADLINE_EXCEEDED)
 INVALID_ARGUMENT = wire_code(ErrorKind.INVALID_ARGUMENT)
+UNAVAILABLE = wire_code(ErrorKind.UNAVAILABLE)
 _READY_WAIT_S = 0.01  # a fetch of what is already queued (the server answers at once)
 
 
@@ -95,6 +104,8 @@ class TierWorker:
         self.cancelled: dict[str, float] = {}
         self.done: OrderedDict[str, None] = OrderedDict()  # recently completed job ids
         self.fetching = True
+        self.broker_id = uuid.uuid4().hex[:12]
+        self._unhealthy_since: float | None = None  # since when no replica is healthy
         self.stats = {"completed": 0, "terminated": 0, "redeliveries": 0}
         self._subs: dict[JobClass, Any] = {}
         for r in self.replicas:
@@ -121,7 +132,7 @@ class TierWorker:
         async with asyncio.TaskGroup() as group:
             for c in CLASSES:
                 group.create_task(self._forever(self._puller(c)))
-            for loop in (self._dispatch, self._heartbeat, self._depth):
+            for loop in (self._dispatch, self._heartbeat, self._beacon, self._depth):
                 group.create_task(self._forever(loop))
 
     async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
@@ -214,6 +225,9 @@ class TierWorker:
         if run.expired():
             await self._drop(Held(run, msg, ""), DEADLINE_EXCEEDED, "deadline passed in queue")
             return
+        if self.down():
+            await self._drop(Held(run, msg, ""), UNAVAILABLE, self.down_reason())
+            return
         conv = job.conversation
         key = affinity_key(job.affinity_key, conv.system_prompt,
                            conv.turns[0].content if conv.turns else "",
@@ -266,6 +280,9 @@ class TierWorker:
         finally:
             self.running.pop(run.job_id, None)
             self.changed.fire()
+        if outcome is Outcome.RETRY and self.down():  # no replica to go back to: say so
+            await self._drop(held, UNAVAILABLE, self.down_reason())
+            return
         await self._settle(held, outcome)
 
     async def _settle(self, held: Held, outcome: Outcome) -> None:
@@ -303,7 +320,7 @@ class TierWorker:
         limit = self.s.failover_wait_s
         left = run.remaining()
         end = time.monotonic() + (limit if left is None else min(limit, left))
-        while time.monotonic() < end:
+        while time.monotonic() < end and not self.down():
             fresh = [r for r in self.replicas if r.address not in tried]
             replica, _ = pick(fresh)
             if replica is None:
@@ -315,8 +332,26 @@ class TierWorker:
 
     async def _drop(self, held: Held, code: int, why: str) -> None:
         await self.queue.reply(held.run.job.reply_subject, held.run.error(code, why))
-        self._count_term("expired" if code == DEADLINE_EXCEEDED else "cancelled")
+        self._count_term({DEADLINE_EXCEEDED: "expired", UNAVAILABLE: "tier_down"}.get(
+            code, "cancelled"))
         await self._settle_all(held, "term")
+
+    # ---- tier health ----------------------------------------------------------------------
+    def down(self) -> bool:
+        """No replica has been healthy for `down_after_s` (so none is coming back soon)."""
+        since = self._unhealthy_since
+        return since is not None and time.monotonic() - since >= self.s.down_after_s
+
+    def down_reason(self) -> str:
+        return (f"tier {self.tier!r}: no healthy backend replica "
+                f"({len(self.replicas)} configured)")
+
+    def _track_health(self) -> None:
+        if any(r.healthy for r in self.replicas):
+            self._unhealthy_since = None
+        elif self._unhealthy_since is None:
+            self._unhealthy_since = time.monotonic()
+            log.warning("tier %s: no healthy backend replica", self.tier)
 
     def _count_term(self, reason: str) -> None:
         self.m.terminations.labels(self.tier, reason).inc()
@@ -341,6 +376,28 @@ class TierWorker:
             for held in [q.item for q in self.scheduler] + list(self.running.values()):
                 for msg in held.msgs:
                     await settle(msg, "progress")
+
+    async def _beacon(self) -> None:
+        """Announce the tier and send every held job a heartbeat, each `heartbeat_s`;
+        while the tier is down, fail the jobs buffered here."""
+        while True:
+            was_down = self.down()
+            self._track_health()
+            if self.down() and not was_down:
+                log.warning("tier %s down: failing its buffered jobs", self.tier)
+                for queued in self.scheduler.remove(lambda h: True):
+                    await self._drop(queued.item, UNAVAILABLE, self.down_reason())
+                self.changed.fire()
+            beacon = broker_pb2.TierBeacon(
+                tier=self.tier, broker_id=self.broker_id, replicas=len(self.replicas),
+                healthy_replicas=sum(r.healthy for r in self.replicas),
+                free_slots=total_free(self.replicas), running=len(self.running),
+                buffered=len(self.scheduler), down=self.down())
+            await self.queue.announce(self.tier, beacon)
+            for held in [q.item for q in self.scheduler] + list(self.running.values()):
+                await self.queue.reply(held.run.job.reply_subject, broker_pb2.JobChunk(
+                    job_id=held.run.job_id, attempt=held.run.attempt, heartbeat=True))
+            await asyncio.sleep(self.s.heartbeat_s)
 
     async def _depth(self) -> None:
         while True:

@@ -86,6 +86,11 @@ class GrpcService:
         for service in ["", *self._service_names]:
             await self._health.set(service, status)
 
+    async def set_part_serving(self, name: str, serving: bool) -> None:
+        """Report one part of what this server fronts (a gateway's tier) under its own
+        health name, apart from the server's own status."""
+        await self._health.set(name, SERVING if serving else NOT_SERVING)
+
     async def __aenter__(self) -> Self:
         server = grpc.aio.server(options=_OPTIONS, interceptors=self._interceptors or None)
         self._register(server)

@@ -25,8 +25,9 @@ from cache.keys import Sampling, Scope
 from cascade.policy import Policy
 from cascade.thresholds import load_thresholds
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from services.broker.beacons import TierWatch
 from services.common.natsauth import connect_options, refuse_passwords_in_argv
-from services.common.node import Registration, ServiceNode, full_name, serve
+from services.common.node import Registration, ServiceNode, cancel_task, full_name, serve
 from services.common.settings import channel_credentials
 from services.gateway.admission import Admission, RequestIdFilter
 from services.gateway.auth import load_keys
@@ -40,6 +41,7 @@ from services.gateway.metrics import GatewayMetrics
 from services.gateway.orchestrator import Orchestrator, OrchestratorConfig
 from services.gateway.settings import GatewaySettings
 from services.gateway.tier_admission import AdmittedTier, TierAdmission
+from services.gateway.tier_health import report_tiers
 
 SERVICE_NAME = full_name(gateway_pb2, "Gateway")
 log = logging.getLogger("services.gateway")
@@ -75,6 +77,7 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         self.metrics: GatewayMetrics | None = None
         self.http: HttpServer | None = None
         self.batches: BatchRunner | None = None
+        self.tier_watch: TierWatch | None = None  # through the broker: its tier beacons
 
     async def _channel(self, address: str) -> grpc.aio.Channel:
         """A channel to an internal service: TLS (mutual with mesh_cert) when mesh_ca is set."""
@@ -96,9 +99,11 @@ class GatewayNode(ServiceNode[GatewaySettings]):
             from services.broker.client import BrokerClient
             from services.gateway.broker_tier import BrokerTier
 
+            self.tier_watch = TierWatch(s.tier_dead_after_s)
             broker = await self.stack.enter_async_context(BrokerClient(
                 [u.strip() for u in s.nats_url.split(",") if u.strip()],
-                connect_options=connect_options("gateway", s.nats_credentials_file)))
+                connect_options=connect_options("gateway", s.nats_credentials_file),
+                tier_watch=self.tier_watch, stall_s=s.tier_stall_s))
             tiers = {tier: BrokerTier(tier, broker) for tier in policy.tiers}
         for tier in policy.tiers:
             if tier not in tiers and tier not in given:
@@ -149,6 +154,12 @@ class GatewayNode(ServiceNode[GatewaySettings]):
                 await o.classifier.score(scope, prompt, timeout, vector)
         except Exception as exc:
             log.warning("gateway warm-up: a side call failed (%r); serving anyway", exc)
+        if self.tier_watch is not None and self.metrics is not None:
+            assert self.service is not None
+            task = asyncio.create_task(report_tiers(
+                self.tier_watch, sorted(o.tiers), self.service.set_part_serving,
+                self.metrics.tier_up), name="gateway-tier-health")
+            self.stack.push_async_callback(cancel_task, task)
         await self._start_http_door()
 
     async def _start_http_door(self) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.gateway.domain import Metadata
 
@@ -34,6 +34,9 @@ class GatewayMetrics:
                             registry=registry)
         self.top_tier_cost = Counter("gateway_cost_if_top_tier", "What the same answers would "
                                      "have cost from the most capable tier.", registry=registry)
+        self.tier_up = Gauge("gateway_tier_up", "1 while a tier can take work (through the "
+                             "broker: a live broker with a healthy replica), by tier.",
+                             ["tier"], registry=registry)
         self.stage = Histogram("gateway_stage_seconds", "Latency per stage.", ["stage"],
                                buckets=_STAGE_BUCKETS, registry=registry)
 

@@ -48,6 +48,16 @@ class GatewaySettings(ServiceSettings):
         20.0, gt=0, description="Sustained requests per second per tenant.")
     rate_limit_burst: int = Field(
         40, ge=1, description="Requests a tenant may make at once before the rate applies.")
+    tier_dead_after_s: float = Field(
+        1.5, gt=0, le=60,
+        description="Through the broker: a tier none of whose brokers beaconed this long, "
+                    "or whose brokers all have no healthy backend replica, is down; its "
+                    "requests get UNAVAILABLE naming it at once (health `cascademesh.tier."
+                    "<tier>` NOT_SERVING, metric gateway_tier_up 0).")
+    tier_stall_s: float = Field(
+        2.0, gt=0, le=300,
+        description="Through the broker: a job with no chunk or heartbeat this long while "
+                    "its tier is down ends with UNAVAILABLE naming the tier.")
     tier_max_pending: int = Field(
         64, ge=1, le=100_000,
         description="Calls this gateway may have in flight or queued on one tier; one more "

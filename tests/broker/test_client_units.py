@@ -17,6 +17,8 @@ class _Client:
     def __init__(self) -> None:
         self.reconnects = 0
         self.cancelled: list[str] = []
+        self.tier_watch = None  # no beacons: only the deadline and reconnects end a wait
+        self.stall_s = 2.0
 
     async def cancel(self, job_id: str) -> None:
         self.cancelled.append(job_id)

@@ -13,10 +13,13 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.common.v1 import common_pb2
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from services.common.natsd import NatsServer
 from services.gateway.main import GatewayNode
+from services.gateway.tier_health import tier_health_name
 from tests.gateway.conftest import Mesh, metric_or_zero
 from tests.support import ServiceProcess, start_service
 
@@ -261,6 +264,7 @@ async def test_through_the_broker_answers_and_a_deadline_cancels_the_job(mesh: M
     async with GatewayNode(settings) as node, \
             grpc.aio.insecure_channel(node.address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
+        assert await tier_health(channel) == {"small": "SERVING", "large": "SERVING"}
         before = mesh.backend_requests()
         reply = await stub.Ask(gateway_pb2.AskRequest(
             prompt="What is the boiling point of water in Celsius?",
@@ -277,6 +281,45 @@ async def test_through_the_broker_answers_and_a_deadline_cancels_the_job(mesh: M
             sampling=common_pb2.SamplingParams(max_tokens=400),
             policy=policy(force_tier="large", skip_cache=True))
         await expire_and_see_the_backend_stop(stub, mesh, mesh.large, request)
+
+
+async def tier_health(channel: grpc.aio.Channel, within_s: float = 5.0) -> dict[str, str]:
+    """Each tier's status under the gateway's per-tier health names, once the first
+    beacons had time to arrive (within_s)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    give_up = time.monotonic() + within_s
+    while True:
+        seen = {}
+        for tier in ("small", "large"):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(
+                service=tier_health_name(tier)), timeout=5)
+            seen[tier] = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        if set(seen.values()) == {"SERVING"} or time.monotonic() > give_up:
+            return seen
+        await asyncio.sleep(0.2)
+
+
+async def test_a_tier_with_no_live_broker_is_refused_at_once_and_reported(
+        mesh: Mesh) -> None:
+    """Through a NATS with no broker on it: after the beacons' grace, every tier is
+    NOT_SERVING in the gateway's health and a request is UNAVAILABLE naming its tier
+    at once, not at its deadline."""
+    async with NatsServer() as empty:
+        settings = mesh.settings(nats_url=empty.url, backend_addresses={})
+        async with GatewayNode(settings) as node, \
+                grpc.aio.insecure_channel(node.address) as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            await asyncio.sleep(settings.tier_dead_after_s + 0.6)
+            assert await tier_health(channel, 0) == {"small": "NOT_SERVING",
+                                                     "large": "NOT_SERVING"}
+            start = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Ask(gateway_pb2.AskRequest(prompt="Hello there?", policy=policy(
+                    force_tier="small", skip_cache=True)), metadata=auth(mesh.key),
+                    timeout=30)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "'small'" in err.value.details() and "no live broker" in err.value.details()
+            assert time.monotonic() - start < 1
 
 
 async def test_dead_tier_is_unavailable_naming_it(mesh: Mesh) -> None:

@@ -67,7 +67,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., field: _Optional[str] = ...) -> None: ...
 
 class JobChunk(_message.Message):
-    __slots__ = ("job_id", "seq", "text_delta", "logprobs", "finish_reason", "usage", "error", "attempt", "offset", "token_ids")
+    __slots__ = ("job_id", "seq", "text_delta", "logprobs", "finish_reason", "usage", "error", "attempt", "offset", "token_ids", "heartbeat")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class JobChunk(_message.Message):
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     seq: int
     text_delta: str
@@ -88,7 +89,28 @@ class JobChunk(_message.Message):
     attempt: int
     offset: int
     token_ids: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., text_delta: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[_common_pb2.TokenLogprob, _Mapping]]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ...) -> None: ...
+    heartbeat: bool
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., text_delta: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[_common_pb2.TokenLogprob, _Mapping]]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., heartbeat: _Optional[bool] = ...) -> None: ...
+
+class TierBeacon(_message.Message):
+    __slots__ = ("tier", "broker_id", "replicas", "healthy_replicas", "free_slots", "running", "buffered", "down")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    BROKER_ID_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    HEALTHY_REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    BUFFERED_FIELD_NUMBER: _ClassVar[int]
+    DOWN_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    broker_id: str
+    replicas: int
+    healthy_replicas: int
+    free_slots: int
+    running: int
+    buffered: int
+    down: bool
+    def __init__(self, tier: _Optional[str] = ..., broker_id: _Optional[str] = ..., replicas: _Optional[int] = ..., healthy_replicas: _Optional[int] = ..., free_slots: _Optional[int] = ..., running: _Optional[int] = ..., buffered: _Optional[int] = ..., down: _Optional[bool] = ...) -> None: ...
 
 class CancelJob(_message.Message):
     __slots__ = ("job_id",)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import time
@@ -51,7 +52,9 @@ ENDPOINTS: dict[str, tuple[type, Callable[..., Any], type]] = {
 }
 MAX_LINES = 50_000  # OpenAI's limit per batch
 UNFINISHED = ("validating", "in_progress", "finalizing", "cancelling")
-RETRIES = 3  # per line, for a tier that is busy or down for a moment
+# A line whose tier is busy or down (a broker or backend restarting) is tried again
+# with a growing pause, for this long, before its error goes to the output.
+LINE_RETRY_S = 120.0
 
 
 def line_error(custom_id: Any, code: str, message: str) -> dict[str, Any]:
@@ -256,7 +259,8 @@ class BatchRunner:
                     body: dict[str, Any]) -> dict[str, Any]:
         model, translate, renderer_type = ENDPOINTS[batch["endpoint"]]
         translated = None
-        for attempt in range(RETRIES + 1):
+        give_up = time.monotonic() + LINE_RETRY_S
+        for attempt in itertools.count():
             # A new id per attempt: the broker stores a job once per id (JetStream's
             # de-duplication), so a retry under the same id would never run.
             request_id = uuid.uuid4().hex
@@ -275,8 +279,9 @@ class BatchRunner:
                         "response": {"status_code": 200, "request_id": request_id,
                                      "body": reply}}
             except Exception as exc:
-                if kind_of(exc).retryable and attempt < RETRIES:
-                    await asyncio.sleep(1.0 * (attempt + 1))
+                pause = min(5.0, 1.0 * (attempt + 1))
+                if kind_of(exc).retryable and time.monotonic() + pause < give_up:
+                    await asyncio.sleep(pause)
                     continue
                 status, error, _ = error_response(exc, translated)
                 if kind_of(exc) is ErrorKind.INTERNAL:

@@ -1,0 +1,137 @@
+"""A dead part is known within seconds: heartbeats, tier beacons, a tier going down.
+
+Real nats-server, real broker processes, the backend's real gRPC servicer over
+a scripted engine. The client watches the brokers' beacons (`TierWatch`), as
+the gateway does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from protos.backend.v1 import backend_pb2_grpc
+from protos.broker.v1 import broker_pb2
+from protos.common.v1 import common_pb2
+from services.backend.metrics import BackendMetrics
+from services.backend.servicer import BackendServicer
+from services.backend.settings import BackendSettings
+from services.broker.beacons import TierWatch
+from services.broker.client import BrokerClient, JobError
+from services.common.natsd import NatsServer, free_port
+from services.common.server import GrpcService
+from tests.broker.conftest import ScriptedEngine, until
+
+pytestmark = pytest.mark.nats
+
+
+@pytest.fixture
+async def watched(nats_server: NatsServer) -> AsyncIterator[BrokerClient]:
+    async with BrokerClient(nats_server.url, tier_watch=TierWatch(dead_after_s=1.5),
+                            stall_s=2.0) as client:
+        yield client
+
+
+async def slow_backend(port: int, delay_s: float) -> GrpcService:
+    """A scripted backend on `port` that dies at once when drained (no grace)."""
+    servicer = BackendServicer(ScriptedEngine(slots=4, delay_s=delay_s),
+                               BackendMetrics(CollectorRegistry(), "fake"))
+    service = GrpcService(
+        "fake-backend", BackendSettings(port=port, grace_seconds=0), service_names=[],
+        register=lambda s: backend_pb2_grpc.add_BackendServicer_to_server(servicer, s))
+    return await service.__aenter__()
+
+
+def job(tier: str, max_tokens: int) -> broker_pb2.GenerateJob:
+    return broker_pb2.GenerateJob(tier=tier, prompt="hello", tenant="t1", stream=True,
+                                  sampling=common_pb2.SamplingParams(max_tokens=max_tokens))
+
+
+async def ending(stream: AsyncIterator[broker_pb2.JobChunk]) -> list[str]:
+    """Read a stream to its end: [error code, message] it ended with, else ['OK', '']."""
+    try:
+        async for _ in stream:
+            pass
+    except JobError as err:
+        return [err.code, err.message]
+    return ["OK", ""]
+
+
+async def test_heartbeats_keep_a_quiet_job_alive(watched, broker) -> None:
+    """Tokens 3 s apart (past the client's 2 s stall limit): the broker's heartbeats say
+    the job lives, so it completes; the beacon names the tier up."""
+    backend = await slow_backend(free_port(), delay_s=3.0)
+    try:
+        broker(f"quiet={backend.address}")
+        stream = await watched.submit(job("quiet", 2), deadline_s=60)
+        chunks = [c async for c in stream]
+        assert "".join(c.text_delta for c in chunks) == " w0 w1"
+        assert not any(c.heartbeat for c in chunks)  # heartbeats are not yielded
+        assert watched.tier_watch is not None and watched.tier_watch.problem("quiet") is None
+    finally:
+        await backend.drain()
+
+
+async def test_a_killed_broker_fails_its_streams_and_new_jobs_within_seconds(
+        watched, broker) -> None:
+    backend = await slow_backend(free_port(), delay_s=0.5)
+    try:
+        only = broker(f"bkill={backend.address}")
+        streams = [(await watched.submit(job("bkill", 60), deadline_s=90)).__aiter__()
+                   for _ in range(4)]
+        assert (await streams[0].__anext__()).text_delta == " w0"
+        only.kill()
+        killed = time.monotonic()
+        ends = await asyncio.gather(*(ending(s) for s in streams))
+        took = time.monotonic() - killed
+
+        assert {code for code, _ in ends} == {"UNAVAILABLE"}, ends
+        assert all("'bkill'" in message and "no live broker" in message
+                   for _, message in ends), ends
+        assert took < 5, took
+        start = time.monotonic()
+        with pytest.raises(JobError) as refused:
+            await watched.submit(job("bkill", 4), deadline_s=90)
+        assert refused.value.code == "UNAVAILABLE" and "'bkill'" in refused.value.message
+        assert time.monotonic() - start < 1
+    finally:
+        await backend.drain()
+
+
+async def test_a_tier_whose_only_backend_dies_fails_fast_and_serves_again_on_its_return(
+        watched, broker) -> None:
+    port = free_port()
+    backend = await slow_backend(port, delay_s=0.5)
+    b = broker(f"bdead={backend.address}")
+    streams = [(await watched.submit(job("bdead", 60), deadline_s=90)).__aiter__()
+               for _ in range(3)]
+    assert (await streams[0].__anext__()).text_delta == " w0"
+    await backend.drain()  # the only replica is gone, its calls cut
+    killed = time.monotonic()
+    ends = await asyncio.gather(*(ending(s) for s in streams))
+    took = time.monotonic() - killed
+
+    assert {code for code, _ in ends} == {"UNAVAILABLE"}, ends
+    assert all("no healthy backend replica" in m and "'bdead'" in m for _, m in ends), ends
+    assert took < 5, took
+    watch = watched.tier_watch
+    assert watch is not None
+    await until(lambda: watch.problem("bdead") is not None, 5, "tier known down")
+    start = time.monotonic()
+    with pytest.raises(JobError) as refused:
+        await watched.submit(job("bdead", 4), deadline_s=90)
+    assert refused.value.code == "UNAVAILABLE" and "no healthy backend" in refused.value.message
+    assert time.monotonic() - start < 1
+    assert b.metric("broker_terminations_total") >= 1
+
+    back = await slow_backend(port, delay_s=0.01)  # restarted on the same port
+    try:
+        await until(lambda: watch.problem("bdead") is None, 10, "tier up again")
+        stream = await watched.submit(job("bdead", 3), deadline_s=30)
+        assert "".join([c.text_delta async for c in stream]) == " w0 w1 w2"
+    finally:
+        await back.drain()
