@@ -17,7 +17,6 @@ turns the mesh's TLS off (benchmarks that dial internal services directly).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
 
 from cmesh.nats_users import mesh_users
 from cmesh.pki import STACK_IDENTITY, MeshPki, ensure_mesh_pki, stack_pki
+from cmesh.supervisor import Supervisor, kill_group
 from services.common.natsauth import NatsCredentials, connect_options, write_credentials
 from services.common.natscluster import NatsCluster
 from services.common.natsd import NatsServer, NatsUser, free_port
@@ -166,6 +166,7 @@ class RunningService:
     metrics_port: int
     log_path: Path
     port: int = 0
+    restarts: int = 0  # by the supervisor (`LocalStack(supervise=True)`)
 
     @property
     def address(self) -> str:
@@ -185,6 +186,8 @@ class LocalStack:
     mesh_tls: bool = True  # internal services on mutual TLS with the stack's own CA
     pki: MeshPki | None = None
     nats_users: dict[str, NatsUser] = field(default_factory=dict)  # by service, once started
+    supervise: bool = False  # restart a service that dies (`cmesh up`), see cmesh.supervisor
+    supervisor: Supervisor | None = None
 
     @property
     def nats_url(self) -> str | None:
@@ -227,12 +230,16 @@ class LocalStack:
         if self.nats_url is not None:
             addresses["nats"] = self.nats.public_url if self.nats else self.nats_url
         (self.state_dir / "addresses.json").write_text(json.dumps(addresses, indent=2))
-        (self.state_dir / "services.json").write_text(json.dumps(
-            {name: {"address": s.address, "metrics_port": s.metrics_port, "pid": s.proc.pid,
-                    "log": str(s.log_path)} for name, s in self.services.items()}, indent=2))
+        self._write_services()
+        if self.supervise:
+            self.supervisor = Supervisor(self)
+            self.supervisor.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.supervisor is not None:  # first: nothing stopped here is restarted
+            await self.supervisor.stop()
+            self.supervisor = None
         for service in reversed(list(self.services.values())):
             if service.proc.returncode is None:
                 service.proc.send_signal(signal.SIGTERM)
@@ -242,8 +249,7 @@ class LocalStack:
             except TimeoutError:
                 service.proc.kill()
                 await service.proc.wait()
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(service.proc.pid, signal.SIGKILL)  # whatever it left behind
+            kill_group(service.proc.pid)  # whatever it left behind
         self.services.clear()
         if self.nats is not None:
             await self.nats.stop()
@@ -271,14 +277,39 @@ class LocalStack:
             await self.nats.start()
             log.info("nats-server (JetStream, a user per service) on %s", self.nats.public_url)
 
-    async def _spawn(self, spec: ServiceSpec) -> RunningService:
+    def _write_services(self) -> None:
+        (self.state_dir / "services.json").write_text(json.dumps(
+            {name: {"address": s.address, "metrics_port": s.metrics_port, "pid": s.proc.pid,
+                    "log": str(s.log_path), "restarts": s.restarts}
+             for name, s in self.services.items()}, indent=2))
+
+    async def respawn(self, name: str) -> RunningService:
+        """Start `name` again with the same flags on the same ports (its peers keep its
+        address), wait until SERVING, count it in services.json; a start that fails is
+        killed and raised."""
+        old = self.services[name]
+        service = await self._spawn(old.spec, old.port, old.metrics_port)
+        try:
+            await self._wait_serving(service)
+        except BaseException:
+            kill_group(service.proc.pid)
+            await service.proc.wait()
+            raise
+        service.restarts = old.restarts + 1
+        self.services[name] = service
+        self._write_services()
+        return service
+
+    async def _spawn(self, spec: ServiceSpec, port: int = 0,
+                     metrics_port: int | None = None) -> RunningService:
         port_file = self.state_dir / f"{spec.name}.port"
         port_file.unlink(missing_ok=True)
         log_path = self.state_dir / f"{spec.name}.log"
-        metrics_port = free_port()
+        metrics_port = metrics_port or free_port()
         known = {name: s.address for name, s in self.services.items()}
         args = [a.format(**known) if spec.needs else a for a in spec.args]
-        args += ["--port", "0", "--port_file", str(port_file), "--metrics_port", str(metrics_port)]
+        args += ["--port", str(port), "--port_file", str(port_file),
+                 "--metrics_port", str(metrics_port)]
         if spec.peer_args is not None:
             args += list(spec.peer_args(known))
         args += self._tls_args(spec)
@@ -292,7 +323,7 @@ class LocalStack:
                 args += ["--nats_credentials_file", str(credentials)]
             if broker and self.cluster is not None:
                 args += ["--stream_replicas", str(min(3, self.nats_cluster))]
-        with log_path.open("wb") as out:
+        with log_path.open("ab" if port else "wb") as out:  # a restart keeps the last words
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", spec.module, *args,
                 stdout=out, stderr=asyncio.subprocess.STDOUT,

@@ -80,7 +80,7 @@ def status(state_dir: Path = STATE) -> None:
         raise typer.Exit(1)
     services = json.loads(path.read_text())
     table = Table(title=f"stack in {state_dir}")
-    for column in ("service", "address", "health", "key metrics"):
+    for column in ("service", "address", "health", "restarts", "key metrics"):
         table.add_column(column)
     for name, info in services.items():
         healthy = probe_stack(info["address"], state_dir, timeout=2.0)
@@ -88,7 +88,7 @@ def status(state_dir: Path = STATE) -> None:
         if healthy and name.startswith("backend-"):
             metrics = f"{_engine_line(info['address'], state_dir)}\n{metrics}"
         table.add_row(name, info["address"], "SERVING" if healthy else "[red]down[/red]",
-                      metrics)
+                      str(info.get("restarts", 0)), metrics)
     console.print(table)
 
 

@@ -41,7 +41,8 @@ def up(
     state_dir: Path = typer.Option(
         Path.home() / ".cache" / "cascade-mesh" / "stack", help="Logs, ports, JetStream data."),
 ) -> None:
-    """Bring the local stack up (nats-server + services), print addresses, run until Ctrl-C."""
+    """Bring the local stack up (nats-server + services), print addresses, run until Ctrl-C;
+    a service that dies is restarted (cmesh.supervisor)."""
     from cmesh import demo as demo_mod
     from cmesh.client import read_door
     from cmesh.output import console
@@ -61,7 +62,8 @@ def up(
 
     async def run() -> None:
         console.print(f"starting {', '.join(s.name for s in specs)} (logs in {state_dir})")
-        async with LocalStack(specs, state_dir, nats_cluster=nats_cluster) as stack:
+        async with LocalStack(specs, state_dir, nats_cluster=nats_cluster,
+                              supervise=True) as stack:
             addresses = json.loads((state_dir / "addresses.json").read_text())
             console.print(stack_table(stack, addresses))
             if "gateway" in addresses:
