@@ -82,6 +82,7 @@ class GenerationRequest:
     request_id: str = ""
     # Tokens an earlier attempt already generated: generation continues after them.
     continue_token_ids: tuple[int, ...] = ()
+    continue_text: str = ""  # their text (a broker job's stream offsets count from it)
 
     @property
     def uses_chat_template(self) -> bool:

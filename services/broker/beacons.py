@@ -6,6 +6,9 @@ of those brokers is not down (it has a healthy backend replica). Before the
 first beacon of a tier arrives the tier gets `dead_after_s` of grace from the
 watch's start (a broker that never showed up is as dead as one that stopped).
 
+A job's heartbeats name the broker holding it: a job whose broker is no
+longer live while the tier is up is orphaned (another broker could run it).
+
 Pure bookkeeping over a clock; `TierWatch.start` subscribes on a NATS
 connection.
 """
@@ -59,6 +62,11 @@ class TierWatch:
 
     def observe(self, beacon: broker_pb2.TierBeacon) -> None:
         self._seen.setdefault(beacon.tier, {})[beacon.broker_id] = Seen(self._clock(), beacon)
+
+    def live(self, tier: str, broker_id: str) -> bool:
+        """Whether broker `broker_id` beaconed `tier` within `dead_after_s`."""
+        seen = self._seen.get(tier, {}).get(broker_id)
+        return seen is not None and self._clock() - seen.at <= self.dead_after_s
 
     def problem(self, tier: str) -> str | None:
         """Why `tier` cannot take work now (naming it), or None when it can."""

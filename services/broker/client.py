@@ -18,7 +18,10 @@ The broker holding a job sends it a heartbeat chunk every half second or so
 refuses at once a tier with no live broker or no healthy backend replica, and
 a job whose heartbeats stopped for `stall_s` while its tier has no live broker
 fails with UNAVAILABLE naming the tier, instead of waiting for its deadline;
-while another broker of the tier lives, the job waits for it to take over.
+when the broker holding it died but another broker of the tier lives, it fails
+with `JobOrphaned` (an UNAVAILABLE), which a caller resumes as a new job after
+the text it has (`partial_token_ids`) rather than waiting for the queue's ack
+wait to hand the old one over.
 
 Chunks travel on core NATS, at most once: what the broker sends while the
 connection is down is lost. So a job whose chunks stop after the client's
@@ -69,6 +72,14 @@ class JobError(DomainError):
         self.kind = ErrorKind.__members__.get(code, ErrorKind.UNAVAILABLE)  # type: ignore[misc]
 
 
+class JobOrphaned(JobError):
+    """The broker holding the job died while its tier has another live broker: resume
+    the job (a new one after the tokens received) instead of waiting for redelivery."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("UNAVAILABLE", message)
+
+
 class JobStream:
     """The chunks of one submitted job (async iterator); see the module doc."""
 
@@ -79,7 +90,8 @@ class JobStream:
         self._client, self._sub, self._queue = client, sub, queue
         self._deadline, self._grace = deadline, grace_s
         self._sign = time.monotonic()  # the last chunk or heartbeat (or the submit)
-        self._have = 0        # characters of the answer received
+        self._have = len(job.partial_text)  # characters of the answer received
+        self._holder = ""  # the broker holding the job, from its heartbeats
         self._done = False
         self._reconnects = client.reconnects  # the connection's count when submitted
         self.attempts: set[int] = set()
@@ -139,14 +151,21 @@ class JobStream:
                                    "job ran, and its chunks with it") from None
                 watch = self._client.tier_watch
                 if watch is not None and quiet > self._client.stall_s:
-                    problem = watch.problem(self.job.tier)
-                    if problem is not None:
-                        raise JobError("UNAVAILABLE", f"{problem}; no sign of the job for "
-                                       f"{quiet:.1f} s") from None
+                    self._check_holder(watch, quiet)
                 continue
             self._sign = time.monotonic()
+            self._holder = chunk.broker_id or self._holder
             if not chunk.heartbeat:
                 return chunk
+
+    def _check_holder(self, watch: TierWatch, quiet: float) -> None:
+        """Raise when the job went quiet because its tier or its broker is gone."""
+        problem = watch.problem(self.job.tier)
+        if problem is not None:
+            raise JobError("UNAVAILABLE", f"{problem}; no sign of the job for {quiet:.1f} s")
+        if self._holder and not watch.live(self.job.tier, self._holder):
+            raise JobOrphaned(f"tier {self.job.tier!r}: broker {self._holder} holding the "
+                              f"job stopped (no sign for {quiet:.1f} s)")
 
     async def text(self) -> str:
         """The whole answer (joins the stream, or the one unary chunk)."""

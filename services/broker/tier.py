@@ -233,6 +233,7 @@ class TierWorker:
                            conv.turns[0].content if conv.turns else "",
                            self.s.affinity_min_chars)
         self.scheduler.push(run.job_class, job.tenant, Held(run, msg, key))
+        await self._send_heartbeat(run)  # the client knows at once which broker holds it
 
     # ---- dispatching --------------------------------------------------------------------
     async def _dispatch(self) -> None:
@@ -351,7 +352,6 @@ class TierWorker:
             self._unhealthy_since = None
         elif self._unhealthy_since is None:
             self._unhealthy_since = time.monotonic()
-            log.warning("tier %s: no healthy backend replica", self.tier)
 
     def _count_term(self, reason: str) -> None:
         self.m.terminations.labels(self.tier, reason).inc()
@@ -380,24 +380,32 @@ class TierWorker:
     async def _beacon(self) -> None:
         """Announce the tier and send every held job a heartbeat, each `heartbeat_s`;
         while the tier is down, fail the jobs buffered here."""
+        was_down = False
         while True:
-            was_down = self.down()
             self._track_health()
-            if self.down() and not was_down:
-                log.warning("tier %s down: failing its buffered jobs", self.tier)
+            down = self.down()
+            if down and not was_down:
+                log.warning("%s for %.1f s: failing its jobs", self.down_reason(),
+                            self.s.down_after_s)
                 for queued in self.scheduler.remove(lambda h: True):
                     await self._drop(queued.item, UNAVAILABLE, self.down_reason())
                 self.changed.fire()
+            elif was_down and not down:
+                log.info("tier %s: a backend replica is healthy again", self.tier)
+            was_down = down
             beacon = broker_pb2.TierBeacon(
                 tier=self.tier, broker_id=self.broker_id, replicas=len(self.replicas),
                 healthy_replicas=sum(r.healthy for r in self.replicas),
                 free_slots=total_free(self.replicas), running=len(self.running),
-                buffered=len(self.scheduler), down=self.down())
+                buffered=len(self.scheduler), down=down)
             await self.queue.announce(self.tier, beacon)
             for held in [q.item for q in self.scheduler] + list(self.running.values()):
-                await self.queue.reply(held.run.job.reply_subject, broker_pb2.JobChunk(
-                    job_id=held.run.job_id, attempt=held.run.attempt, heartbeat=True))
+                await self._send_heartbeat(held.run)
             await asyncio.sleep(self.s.heartbeat_s)
+
+    async def _send_heartbeat(self, run: JobRun) -> None:
+        await self.queue.reply(run.job.reply_subject, broker_pb2.JobChunk(
+            job_id=run.job_id, attempt=run.attempt, heartbeat=True, broker_id=self.broker_id))
 
     async def _depth(self) -> None:
         while True:

@@ -200,13 +200,16 @@ def job_to_generation_request(job: broker_pb2.GenerateJob) -> GenerationRequest:
 def generation_request_to_job(request: GenerationRequest, tier: str, *, tenant: str = "",
                               batch: bool = False, stream: bool = True,
                               affinity_key: str = "") -> broker_pb2.GenerateJob:
-    """The broker job a client (the gateway) publishes for a domain request."""
+    """The broker job a client (the gateway) publishes for a domain request; one that
+    continues after tokens already made carries them (and their text) as partial output."""
     return broker_pb2.GenerateJob(
         job_id=request.request_id, tier=tier, tenant=tenant, prompt=request.prompt,
         conversation=conversation_to_proto(request.conversation),
         sampling=sampling_to_proto(request.sampling), chat=request.chat,
         return_logprobs=request.logprobs, stream=stream, affinity_key=affinity_key,
-        priority=broker_pb2.PRIORITY_BATCH if batch else broker_pb2.PRIORITY_INTERACTIVE)
+        priority=broker_pb2.PRIORITY_BATCH if batch else broker_pb2.PRIORITY_INTERACTIVE,
+        partial_token_ids=list(request.continue_token_ids),
+        partial_text=request.continue_text)
 
 
 def timestamp(seconds: float) -> Timestamp:

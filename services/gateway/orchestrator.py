@@ -391,7 +391,7 @@ class Orchestrator:
             request = GenerationRequest(
                 prompt=q.prompt, conversation=q.conversation, sampling=q.sampling, chat=True,
                 logprobs=True, request_id=f"{q.request_id}-{tier}",
-                continue_token_ids=tuple(tokens))
+                continue_token_ids=tuple(tokens), continue_text="".join(parts))
             call = TierCall(request, tenant=q.tenant, timeout_s=remaining, batch=q.batch)
             try:
                 async with asyncio.timeout(remaining):

@@ -11,11 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
+import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from core.generation import GenerationRequest, Sampling
 from protos.backend.v1 import backend_pb2_grpc
-from protos.broker.v1 import broker_pb2
+from protos.broker.v1 import broker_pb2, broker_pb2_grpc
 from protos.common.v1 import common_pb2
 from services.backend.metrics import BackendMetrics
 from services.backend.servicer import BackendServicer
@@ -24,6 +26,8 @@ from services.broker.beacons import TierWatch
 from services.broker.client import BrokerClient, JobError
 from services.common.natsd import NatsServer, free_port
 from services.common.server import GrpcService
+from services.gateway.broker_tier import BrokerTier
+from services.gateway.domain import TierCall
 from tests.broker.conftest import ScriptedEngine, until
 
 pytestmark = pytest.mark.nats
@@ -108,7 +112,7 @@ async def test_a_tier_whose_only_backend_dies_fails_fast_and_serves_again_on_its
     backend = await slow_backend(port, delay_s=0.5)
     b = broker(f"bdead={backend.address}")
     streams = [(await watched.submit(job("bdead", 60), deadline_s=90)).__aiter__()
-               for _ in range(3)]
+               for _ in range(6)]  # 4 run (the replica's slots), 2 wait
     assert (await streams[0].__anext__()).text_delta == " w0"
     await backend.drain()  # the only replica is gone, its calls cut
     killed = time.monotonic()
@@ -135,3 +139,43 @@ async def test_a_tier_whose_only_backend_dies_fails_fast_and_serves_again_on_its
         assert "".join([c.text_delta async for c in stream]) == " w0 w1 w2"
     finally:
         await back.drain()
+
+
+async def holder_of_one_job(brokers: list) -> int:
+    """Index of the broker running the one job in flight."""
+    for _ in range(100):
+        for i, b in enumerate(brokers):
+            async with grpc.aio.insecure_channel(b.address) as channel:
+                status = await broker_pb2_grpc.BrokerStub(channel).GetStatus(
+                    broker_pb2.GetStatusRequest(), timeout=5)
+            if sum(r.in_flight for r in status.replicas):
+                return i
+        await asyncio.sleep(0.05)
+    raise AssertionError("no broker runs the job")
+
+
+async def test_a_job_whose_broker_dies_is_resumed_on_another_without_waiting_for_redelivery(
+        watched, broker) -> None:
+    """Two brokers, JetStream's ack wait at its 30 s default: SIGKILL the one running a
+    stream and the gateway's broker tier resumes it on the other within seconds, the
+    text going on from where it stopped, nothing repeated."""
+    backend = await slow_backend(free_port(), delay_s=0.2)
+    try:
+        brokers = [broker(f"orph={backend.address}") for _ in range(2)]
+        tier = BrokerTier("orph", watched)
+        call = TierCall(GenerationRequest(prompt="hello", sampling=Sampling(max_tokens=30),
+                                          request_id="orphan-test"), tenant="t1",
+                        timeout_s=60)
+        stream = tier.generate(call)
+        text = [(await stream.__anext__()).text]
+        brokers[await holder_of_one_job(brokers)].kill()
+        killed = time.monotonic()
+        gap = 0.0
+        async for delta in stream:
+            if gap == 0.0:
+                gap = time.monotonic() - killed
+            text.append(delta.text)
+        assert "".join(text) == "".join(f" w{i}" for i in range(30))
+        assert gap < 5, gap
+    finally:
+        await backend.drain()

@@ -67,7 +67,7 @@ class JobError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., retry_after_ms: _Optional[int] = ..., field: _Optional[str] = ...) -> None: ...
 
 class JobChunk(_message.Message):
-    __slots__ = ("job_id", "seq", "text_delta", "logprobs", "finish_reason", "usage", "error", "attempt", "offset", "token_ids", "heartbeat")
+    __slots__ = ("job_id", "seq", "text_delta", "logprobs", "finish_reason", "usage", "error", "attempt", "offset", "token_ids", "heartbeat", "broker_id")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TEXT_DELTA_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,7 @@ class JobChunk(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     seq: int
     text_delta: str
@@ -90,7 +91,8 @@ class JobChunk(_message.Message):
     offset: int
     token_ids: _containers.RepeatedScalarFieldContainer[int]
     heartbeat: bool
-    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., text_delta: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[_common_pb2.TokenLogprob, _Mapping]]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., heartbeat: _Optional[bool] = ...) -> None: ...
+    broker_id: str
+    def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., text_delta: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[_common_pb2.TokenLogprob, _Mapping]]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., heartbeat: _Optional[bool] = ..., broker_id: _Optional[str] = ...) -> None: ...
 
 class TierBeacon(_message.Message):
     __slots__ = ("tier", "broker_id", "replicas", "healthy_replicas", "free_slots", "running", "buffered", "down")
