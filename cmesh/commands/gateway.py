@@ -87,6 +87,8 @@ def status(state_dir: Path = STATE) -> None:
         metrics = _key_metrics(info.get("metrics_port"))
         if healthy and name.startswith("backend-"):
             metrics = f"{_engine_line(info['address'], state_dir)}\n{metrics}"
+        if healthy and name == "gateway":
+            metrics = f"{tier_line(info.get('metrics_port'))}\n{metrics}"
         table.add_row(name, info["address"], "SERVING" if healthy else "[red]down[/red]",
                       str(info.get("restarts", 0)), metrics)
     console.print(table)
@@ -115,6 +117,20 @@ _KEY_METRICS = ("gateway_requests_total", "gateway_escalations_total", "gateway_
                 "gateway_side_call_failures_total", "cache_lookups_total", "cache_hits_total",
                 "cache_index_entries", "classifier_scores_count", "backend_requests_total",
                 "backend_engine_unfinished_requests", "backend_generation_tokens_total")
+
+
+def tier_line(port: int | None) -> str:
+    """Each tier as the gateway sees it (`gateway_tier_up`: through the broker)."""
+    try:
+        body = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except (OSError, ValueError):
+        return "tiers: metrics unreachable"
+    tiers = [(line.split('tier="', 1)[1].split('"', 1)[0], float(line.rsplit(" ", 1)[1]))
+             for line in body.splitlines() if line.startswith("gateway_tier_up{")]
+    if not tiers:
+        return "tiers: direct (no broker)"
+    return "tiers: " + ", ".join(f"{t} {'up' if up else '[red]DOWN[/red]'}"
+                                 for t, up in sorted(tiers))
 
 
 def _key_metrics(port: int | None) -> str:

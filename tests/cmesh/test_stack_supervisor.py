@@ -26,6 +26,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cmesh.commands.gateway import tier_line
 from cmesh.stack import LocalStack, RunningService, default_specs, ensure_dev_keys, select_specs
 from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.gateway.tier_health import tier_health_name
@@ -155,11 +156,13 @@ async def test_a_killed_service_is_restarted_on_its_port_and_the_tier_answers_ag
                 assert took < 1, took
         if victim == "backend-small":  # restarting vLLM takes long enough to look
             assert await small_tier_health(channel, "NOT_SERVING") == "NOT_SERVING"
+            assert "small [red]DOWN" in tier_line(stack.services["gateway"].metrics_port)
     after = await replaced(stack, before)
     assert after.port == before.port and after.proc.pid != before.proc.pid
     answer = await answered_again(stack)
     async with grpc.aio.insecure_channel(stack.services["gateway"].address) as channel:
         assert await small_tier_health(channel) == "SERVING"
+    assert "small up" in tier_line(stack.services["gateway"].metrics_port)  # cmesh status
     assert answer.metadata.tier == "small" and answer.text
     assert {name: s.proc.pid for name, s in stack.services.items() if name != victim} == others
     recorded = json.loads((stack.state_dir / "services.json").read_text())
