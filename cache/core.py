@@ -18,17 +18,19 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from cache.audit import AuditBook, AuditConfig, Estimate
 from cache.calibration import Bound
 from cache.decision import HitDecision, LookupResult, Verifier
 from cache.entries import Entry, Event
 from cache.keys import Scope, namespace_of
 from cache.replica import EventSink, ReplicaState
 from cache.store import Candidate, NamespaceStore, Stats, StoreConfig
+from core.errors import FieldError
 
 __all__ = ["CacheConfig", "CacheParts", "Candidate", "EntryLog", "EventSink", "Invalidated",
            "LookupQueue", "LookupResult", "SemanticCache", "Stats", "Stored", "Verifier"]
@@ -69,6 +71,8 @@ class CacheConfig:
     hnsw_from: int = 20_000
     allow_sampling: bool = False
     use_gpu: bool = True
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    near_miss_margin: float = 0.2  # a miss this close under the bound may be audited
 
     def store_config(self, dim: int) -> StoreConfig:
         """The store's share of these knobs."""
@@ -96,7 +100,9 @@ class CacheParts:
         config = config or CacheConfig()
         counters = Stats()
         store = NamespaceStore(config.store_config(dim), counters, clock)
-        return cls(config, counters, store, HitDecision(verifier, config.delta, store, counters),
+        audit = AuditBook(config.delta, lambda d: verifier.bound(d).threshold, config.audit)
+        return cls(config, counters, store,
+                   HitDecision(verifier, config.delta, store, counters, audit),
                    ReplicaState(store))
 
 
@@ -160,6 +166,28 @@ class SemanticCache:
     @property
     def threshold(self) -> float:
         return self._decision.threshold
+
+    @property
+    def audit(self) -> AuditBook:
+        return self._decision.audit
+
+    def near_miss(self, result: LookupResult) -> Entry | None:
+        """The best candidate of a miss that came within `near_miss_margin` of the bound
+        its tenant needs (what an audit of near-misses judges), else None."""
+        c = result.candidate
+        if result.hit or c is None:
+            return None
+        need = self.audit.threshold(c.tenant)
+        return c if result.probability >= need - self.config.near_miss_margin else None
+
+    def record_verdict(self, tenant: str, entry_id: str, *, hit: bool,
+                       same: bool) -> Estimate:
+        """A judge's verdict on a hit or near-miss of `tenant`; an entry this replica holds
+        for another tenant is refused (`FieldError` on entry_id)."""
+        entry = self._store.get(entry_id)
+        if entry is not None and entry.tenant != tenant:
+            raise FieldError("entry_id", "not an entry of this tenant")
+        return self.audit.record(tenant, hit=hit, same=same)
 
     # ---- public async surface -------------------------------------------------------
     def namespace(self, scope: Scope) -> str:

@@ -2,7 +2,9 @@
 
 Only a verifier probability at or above the bound derived from the operator's
 target wrong-hit share δ makes a hit; the store's similarity floor only saves
-verifier work. A candidate removed while it was being verified never hits.
+verifier work. A candidate removed while it was being verified never hits. A
+tenant whose audited hits broke the promise needs the tightened bound its
+`AuditBook` gives.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
+from cache.audit import AuditBook
 from cache.calibration import Bound
 from cache.entries import Entry
 from cache.store import Candidate, NamespaceStore, Stats
@@ -52,12 +55,13 @@ class HitDecision:
     """Verifies candidates and turns probabilities into hits at δ's bound."""
 
     def __init__(self, verifier: Verifier, delta: float, store: NamespaceStore,
-                 counters: Stats) -> None:
+                 counters: Stats, audit: AuditBook | None = None) -> None:
         self.verifier = verifier
         self.store = store
         self.counters = counters
         self.bound = verifier.bound(delta)
         self.threshold = self.bound.threshold
+        self.audit = audit or AuditBook(delta, lambda d: verifier.bound(d).threshold)
 
     def verify(self, prompts: list[str], vectors: np.ndarray,
                rows: list[Candidate]) -> np.ndarray:
@@ -75,7 +79,6 @@ class HitDecision:
                threshold: float | None = None) -> list[LookupResult]:
         """Each query's best-verified candidate, a hit if it reaches the bound and its entry
         is still cached (an entry removed while it was being verified never hits)."""
-        bound = self.threshold if threshold is None else threshold
         self.counters.lookups += n
         results = [LookupResult(hit=False, namespace=ns) for _ in range(n)]
         for (qi, entry, sim), p in zip(rows, np.asarray(probs).tolist(), strict=True):
@@ -84,6 +87,8 @@ class HitDecision:
         for r in results:
             if r.candidate is None:
                 continue
+            bound = self.audit.threshold(r.candidate.tenant) if threshold is None \
+                else threshold
             if self.store.holds(ns, r.candidate.id) and r.probability >= bound:
                 r.hit, r.entry = True, r.candidate
                 self.store.touch(ns, r.entry)

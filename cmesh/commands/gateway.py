@@ -89,6 +89,8 @@ def status(state_dir: Path = STATE) -> None:
             metrics = f"{_engine_line(info['address'], state_dir)}\n{metrics}"
         if healthy and name == "gateway":
             metrics = f"{tier_line(info.get('metrics_port'))}\n{metrics}"
+        if healthy and name.startswith("cache"):
+            metrics = f"{audit_line(info.get('metrics_port'))}\n{metrics}"
         table.add_row(name, info["address"], "SERVING" if healthy else "[red]down[/red]",
                       str(info.get("restarts", 0)), metrics)
     console.print(table)
@@ -119,27 +121,59 @@ _KEY_METRICS = ("gateway_requests_total", "gateway_escalations_total", "gateway_
                 "backend_engine_unfinished_requests", "backend_generation_tokens_total")
 
 
+def _scrape(port: int | None) -> str | None:
+    """A service's Prometheus text, or None when it cannot be read."""
+    if not port:
+        return None
+    try:
+        return str(urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode())
+    except (OSError, ValueError):
+        return None
+
+
+def _samples(body: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The labels and value of each sample of metric `name` in Prometheus text."""
+    out = []
+    for line in body.splitlines():
+        if line.startswith(name + "{"):
+            labels, value = line[len(name) + 1:].rsplit("} ", 1)
+            pairs = (part.split("=", 1) for part in labels.split('",') if "=" in part)
+            out.append(({k: v.strip('"') for k, v in pairs}, float(value)))
+    return out
+
+
 def tier_line(port: int | None) -> str:
     """Each tier as the gateway sees it (`gateway_tier_up`: through the broker)."""
-    try:
-        body = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except (OSError, ValueError):
+    body = _scrape(port)
+    if body is None:
         return "tiers: metrics unreachable"
-    tiers = [(line.split('tier="', 1)[1].split('"', 1)[0], float(line.rsplit(" ", 1)[1]))
-             for line in body.splitlines() if line.startswith("gateway_tier_up{")]
+    tiers = [(labels["tier"], up) for labels, up in _samples(body, "gateway_tier_up")]
     if not tiers:
         return "tiers: direct (no broker)"
     return "tiers: " + ", ".join(f"{t} {'up' if up else '[red]DOWN[/red]'}"
                                  for t, up in sorted(tiers))
 
 
+def audit_line(port: int | None) -> str:
+    """Each audited tenant's live wrong-hit share (90 % interval) and the δ it is held to."""
+    body = _scrape(port)
+    if body is None:
+        return "audit: metrics unreachable"
+    share: dict[str, dict[str, float]] = {}
+    for labels, x in _samples(body, "cache_audit_wrong_share"):
+        share.setdefault(labels["tenant"], {})[labels["value"]] = x
+    held = {labels["tenant"]: x for labels, x in _samples(body, "cache_audit_effective_delta")}
+    if not share:
+        return "audit: no verdicts yet"
+    return "audit: " + "; ".join(
+        f"{t} wrong {v.get('estimate', 0):.3f} [{v.get('low', 0):.3f}, {v.get('high', 1):.3f}]"
+        f" δ {held.get(t, float('nan')):g}" for t, v in sorted(share.items()))
+
+
 def _key_metrics(port: int | None) -> str:
-    if not port:
-        return "-"
-    try:
-        body = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-    except OSError:
-        return "metrics unreachable"
+    body = _scrape(port)
+    if body is None:
+        return "-" if not port else "metrics unreachable"
     sums: dict[str, float] = {}
     for line in body.splitlines():
         name = line.split("{", 1)[0].split(" ", 1)[0]

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from cache.audit import Estimate
 from cache.core import SemanticCache
 from cache.entries import Entry
 from cache.keys import Scope, Uncacheable, check_tenant
@@ -43,7 +44,24 @@ class CacheMetrics:
                               registry=registry)
         self.latency = Histogram("cache_lookup_seconds", "Lookup latency.", registry=registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1))
+        self.audit_verdicts = Counter(
+            "cache_audit_verdicts", "Judge verdicts by kind (hit, near_miss) and verdict "
+            "(same, different).", ["kind", "verdict"], registry=registry)
+        self.audit_share = Gauge(
+            "cache_audit_wrong_share", "Audited wrong-hit share per tenant at the bound in "
+            "force: the estimate and its Clopper-Pearson limits (low, high).",
+            ["tenant", "value"], registry=registry)
+        self.audit_delta = Gauge(
+            "cache_audit_effective_delta", "The δ a tenant's hits are held to now (the "
+            "configured δ until audits tighten it).", ["tenant"], registry=registry)
         self.registry = registry
+
+    def audited(self, kind: str, same: bool, estimate: Estimate) -> None:
+        self.audit_verdicts.labels(kind, "same" if same else "different").inc()
+        for value, x in (("estimate", estimate.share), ("low", estimate.low),
+                         ("high", estimate.high)):
+            self.audit_share.labels(estimate.tenant, value).set(x)
+        self.audit_delta.labels(estimate.tenant).set(estimate.effective_delta)
 
     def follow(self, event_log: JetStreamLog) -> None:
         """Export the event log's counters (refused, not durable, dead letters, pending)."""
@@ -124,7 +142,23 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             reply.entry.CopyFrom(_entry(result.entry))
         elif result.candidate is not None:
             self.metrics.rejections.inc()
+            near = self.cache.near_miss(result)
+            if near is not None:
+                reply.near_miss.id, reply.near_miss.prompt = near.id, near.prompt
         return reply
+
+    @grpc_errors
+    async def Audit(self, request: cache_pb2.AuditRequest,
+                    context: grpc.aio.ServicerContext) -> cache_pb2.AuditEstimate:
+        if not request.tenant:
+            raise FieldError("tenant", "is required")
+        check_tenant(request.tenant)
+        if not request.entry_id:
+            raise FieldError("entry_id", "is required")
+        estimate = self.cache.record_verdict(request.tenant, request.entry_id,
+                                             hit=request.hit, same=request.same)
+        self.metrics.audited("hit" if request.hit else "near_miss", request.same, estimate)
+        return _estimate(estimate)
 
     @grpc_errors
     async def Store(self, request: cache_pb2.StoreRequest,
@@ -184,11 +218,21 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
             expected_wrong_hit_rate=bound.expected_wrong_share, degraded=degraded,
             pending_writes=int(getattr(self.log_state, "pending", 0)),
             refused_writes=self.log_state.counters.refused
-            if isinstance(self.log_state, JetStreamLog) else 0)
+            if isinstance(self.log_state, JetStreamLog) else 0,
+            audits=[_estimate(self.cache.audit.estimate(t))
+                    for t in ([request.tenant] if request.tenant
+                              else self.cache.audit.tenants())])
 
     def _gauges(self) -> None:
         self.metrics.entries.set(self.cache.stats().entries)
         self.metrics.degraded.set(float(bool(getattr(self.log_state, "degraded", False))))
+
+
+def _estimate(e: Estimate) -> cache_pb2.AuditEstimate:
+    return cache_pb2.AuditEstimate(
+        tenant=e.tenant, verdicts=e.verdicts, wrong=e.wrong, low=e.low, high=e.high,
+        step=e.step, effective_delta=e.effective_delta, threshold=e.threshold,
+        near_misses=e.near_misses, near_misses_same=e.near_misses_same)
 
 
 def _entry(e: Entry) -> cache_pb2.Entry:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from cache.audit import AuditConfig
 from cache.core import CacheConfig
 from services.cache.log import LogConfig
 from services.common.natsauth import connect_options
@@ -83,6 +84,14 @@ class CacheSettings(ServiceSettings):
     max_event_bytes: int = Field(-1, ge=-1, description="Largest event the stream takes "
                                                         "(-1: the server's limit).")
     sweep_interval_s: float = Field(30.0, gt=0, description="How often expired entries go.")
+    audit_window: int = Field(
+        200, ge=1, le=100_000, description="A tenant's latest audited hits that estimate its "
+        "wrong-hit share (the gateway's `audit_share` sends them; `Audit` RPC).")
+    audit_min_verdicts: int = Field(
+        20, ge=1, description="Audited hits a tightened bound needs before it may relax.")
+    near_miss_margin: float = Field(
+        0.2, ge=0, le=1, description="A miss whose best candidate's probability is this "
+        "close under the bound is a near-miss: its candidate goes back for the audit.")
 
     def cache_config(self) -> CacheConfig:
         """The domain's view of these settings."""
@@ -91,7 +100,9 @@ class CacheSettings(ServiceSettings):
                            ttl_s=self.ttl_s,
                            max_entries_per_namespace=self.max_entries_per_namespace,
                            hnsw_from=self.hnsw_from, allow_sampling=self.allow_sampling,
-                           use_gpu=self.use_gpu)
+                           use_gpu=self.use_gpu, near_miss_margin=self.near_miss_margin,
+                           audit=AuditConfig(window=self.audit_window,
+                                             min_verdicts=self.audit_min_verdicts))
 
     def log_config(self, url: str) -> LogConfig:
         """The event log's view of these settings (on JetStream at `url`)."""

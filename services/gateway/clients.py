@@ -41,12 +41,20 @@ class GrpcCache:
         if not reply.hit:
             return CacheLookup(hit=False, similarity=reply.similarity,
                                probability=reply.verifier_probability,
-                               vector=tuple(reply.embedding))
+                               vector=tuple(reply.embedding), entry_id=reply.near_miss.id,
+                               cached_prompt=reply.near_miss.prompt)
         e = reply.entry
         return CacheLookup(hit=True, similarity=reply.similarity,
                            probability=reply.verifier_probability, answer=e.answer, tier=e.tier,
                            prompt_tokens=e.usage.prompt_tokens,
-                           completion_tokens=e.usage.completion_tokens)
+                           completion_tokens=e.usage.completion_tokens, entry_id=e.id,
+                           cached_prompt=e.prompt)
+
+    async def audit(self, tenant: str, entry_id: str, hit: bool, same: bool,
+                    timeout: float) -> None:
+        """A judge's verdict on a hit or near-miss (the cache's `Audit`)."""
+        await self._stub.Audit(cache_pb2.AuditRequest(tenant=tenant, entry_id=entry_id,
+                                                      hit=hit, same=same), timeout=timeout)
 
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str,
                     prompt_tokens: int, completion_tokens: int, timeout: float) -> bool:

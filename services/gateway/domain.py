@@ -138,6 +138,9 @@ class CacheLookup:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     vector: tuple[float, ...] = ()  # the prompt's embedding, when asked for
+    # The entry a hit served, or a near-miss's best candidate: what an audit judges.
+    entry_id: str = ""
+    cached_prompt: str = ""
 
 
 @dataclass(frozen=True)

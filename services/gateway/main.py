@@ -30,6 +30,7 @@ from services.common.natsauth import connect_options, refuse_passwords_in_argv
 from services.common.node import Registration, ServiceNode, cancel_task, full_name, serve
 from services.common.settings import channel_credentials
 from services.gateway.admission import Admission, RequestIdFilter
+from services.gateway.audit import Auditor, TierJudge
 from services.gateway.auth import load_keys
 from services.gateway.batch.runner import BatchRunner
 from services.gateway.clients import BackendTier, GrpcCache, GrpcClassifier
@@ -114,6 +115,20 @@ class GatewayNode(ServiceNode[GatewaySettings]):
             tier, s.tier_max_pending, s.tier_concurrency, s.tier_min_start_ms / 1000))
             for tier, client in tiers.items()}}
 
+    def _auditor(self, policy: Policy, cache: CacheClient | None,
+                 tiers: Mapping[str, TierClient]) -> Auditor | None:
+        """The cache audit, when a share of hits or near-misses is to be judged."""
+        s = self.settings
+        if s.audit_share <= 0 and s.audit_near_miss_share <= 0:
+            return None
+        if not isinstance(cache, GrpcCache):
+            raise ValueError("audit_share: needs the cache service (cache_address)")
+        judge_tier = s.audit_judge_tier or policy.tiers[-1]
+        if judge_tier not in tiers:
+            raise ValueError(f"audit_judge_tier: no tier {judge_tier!r}")
+        return Auditor(TierJudge(tiers[judge_tier]), cache, s.audit_share,
+                       s.audit_near_miss_share, s.audit_max_in_flight)
+
     async def build(self) -> list[Registration]:
         s = self.settings
         if s.api_keys_file is None:
@@ -128,8 +143,12 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         if s.classifier_address:
             classifier = GrpcClassifier(await self._channel(s.classifier_address))
         self.metrics = metrics = GatewayMetrics(self.registry)
+        auditor = self._auditor(policy, cache, tiers)
         self.orchestrator = orchestrator = Orchestrator(
-            policy, cache, classifier, tiers, orchestrator_config(s), observer=metrics)
+            policy, cache, classifier, tiers, orchestrator_config(s), observer=metrics,
+            auditor=auditor)
+        if auditor is not None:  # after the answers in flight (callbacks run in reverse)
+            self.stack.push_async_callback(auditor.drain)
         # Closed before the channels: answers in flight finish and their stores land.
         self.stack.push_async_callback(orchestrator.flights.drain, s.grace_seconds)
         self.admission = admission = Admission(keys, s.rate_limit_per_s, s.rate_limit_burst)

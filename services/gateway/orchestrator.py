@@ -30,6 +30,7 @@ from cascade.confidence import ConfidenceMethod, confidence
 from cascade.policy import Policy
 from cascade.thresholds import ThresholdError
 from core.generation import GenerationRequest
+from services.gateway.audit import Auditor
 from services.gateway.domain import (
     CacheClient,
     CacheLookup,
@@ -115,7 +116,7 @@ class Orchestrator:
     def __init__(self, policy: Policy, cache: CacheClient | None,
                  classifier: ClassifierClient | None, tiers: Mapping[str, TierClient],
                  config: OrchestratorConfig | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, auditor: Auditor | None = None) -> None:
         self.policy = policy
         self.cache = cache
         self.classifier = classifier
@@ -123,6 +124,7 @@ class Orchestrator:
         self.config = config or OrchestratorConfig(
             tier_prices={t: float(i + 1) for i, t in enumerate(policy.tiers)})
         self.observer: Observer = observer or _NullObserver()
+        self.auditor = auditor  # samples hits and near-misses for the cache's audit
         if missing := [t for t in policy.tiers if t not in self.tiers]:
             raise ValueError(f"tiers: no client for tier {missing[0]!r}")
         prices_cover(self.config.tier_prices, policy.tiers)
@@ -213,6 +215,8 @@ class Orchestrator:
                 t0 = time.perf_counter()
                 lookup, cache_status = await self._lookup(q, deadline, want_vector=embed_once)
                 latency["cache_ms"] = (time.perf_counter() - t0) * 1000
+                if self.auditor is not None:
+                    self.auditor.consider(q.tenant, q.prompt, lookup)
             if lookup.hit and lookup.answer is not None:
                 latency["first_token_ms"] = (time.perf_counter() - started) * 1000
                 yield TextDelta(lookup.answer)

@@ -48,6 +48,19 @@ class GatewaySettings(ServiceSettings):
         20.0, gt=0, description="Sustained requests per second per tenant.")
     rate_limit_burst: int = Field(
         40, ge=1, description="Requests a tenant may make at once before the rate applies.")
+    audit_share: float = Field(
+        0.0, ge=0, le=1, description="Share of cache hits re-asked, after the answer went "
+        "out, to the judge tier (`audit_judge_tier`), whose verdicts give the cache a live "
+        "wrong-hit estimate per tenant and tighten a tenant's bound past δ. 0: off.")
+    audit_near_miss_share: float = Field(
+        0.0, ge=0, le=1, description="Share of near-misses (a candidate just under the "
+        "bound) judged the same way: the recall the bound gives up.")
+    audit_judge_tier: str = Field(
+        "", description="The tier that judges audits (default: the policy's strongest); "
+        "through the broker it runs in the batch class.")
+    audit_max_in_flight: int = Field(
+        4, ge=1, le=1000, description="Audits judged at once; a sampled hit beyond that is "
+        "skipped.")
     tier_dead_after_s: float = Field(
         1.5, gt=0, le=60,
         description="Through the broker: a tier none of whose brokers beaconed this long, "

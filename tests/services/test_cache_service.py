@@ -66,6 +66,8 @@ async def stub(nats_server: NatsServer, embedder: Embedder
     ("Lookup", cache_pb2.LookupRequest(scope=scope("dev guest"), prompt="hi"), "scope.tenant"),
     ("Invalidate", cache_pb2.InvalidateRequest(tenant="dev/..", whole_tenant=True), "tenant"),
     ("Stats", cache_pb2.StatsRequest(tenant="t" * 65), "tenant"),
+    ("Audit", cache_pb2.AuditRequest(entry_id="e1", hit=True), "tenant"),
+    ("Audit", cache_pb2.AuditRequest(tenant="acme", hit=True), "entry_id"),
 ])
 async def test_bad_input_is_invalid_argument(stub: cache_pb2_grpc.CacheStub, call: str,
                                              request_msg: object, field: str) -> None:
@@ -94,6 +96,32 @@ async def test_store_lookup_stats(stub: cache_pb2_grpc.CacheStub) -> None:
     assert stats.delta == pytest.approx(0.25) and 0 < stats.expected_wrong_hit_rate <= 0.25
     removed = await stub.Invalidate(cache_pb2.InvalidateRequest(tenant="acme", whole_tenant=True))
     assert removed.removed == 1
+
+
+async def test_a_verdict_counts_for_its_tenant_only(stub: cache_pb2_grpc.CacheStub) -> None:
+    stored = await stub.Store(cache_pb2.StoreRequest(
+        scope=scope(), prompt="How do I reset my password?", answer="Settings > Security"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # globex cannot judge acme's entry
+        await stub.Audit(cache_pb2.AuditRequest(tenant="globex", entry_id=stored.entry_id,
+                                                hit=True, same=False))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (err.value.details() or "").startswith("entry_id:")
+    wrong = cache_pb2.AuditRequest(tenant="acme", entry_id=stored.entry_id, hit=True,
+                                   same=False)
+    # 2 of 2 wrong: the 90 % interval's low end (0.22) is still under δ 0.25; 3 of 3 (0.37)
+    # passes it, so the bound tightens and a fresh window starts.
+    for _ in range(2):
+        estimate = await stub.Audit(wrong)
+    assert (estimate.verdicts, estimate.wrong, estimate.step) == (2, 2, 0)
+    assert estimate.low == pytest.approx(0.05 ** 0.5) and estimate.low < 0.25
+    estimate = await stub.Audit(wrong)
+    assert (estimate.verdicts, estimate.step) == (0, 1)
+    assert estimate.effective_delta == pytest.approx(0.125)
+    near = await stub.Audit(cache_pb2.AuditRequest(tenant="acme", entry_id=stored.entry_id,
+                                                   hit=False, same=True))
+    assert (near.near_misses, near.near_misses_same) == (1, 1)
+    stats = await stub.Stats(cache_pb2.StatsRequest(tenant="globex"))
+    assert stats.audits[0].verdicts == 0 and stats.audits[0].step == 0
 
 
 async def _start(env: dict[str, str]) -> asyncio.subprocess.Process:

@@ -53,20 +53,58 @@ class LookupRequest(_message.Message):
     def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., prompt: _Optional[str] = ..., return_embedding: _Optional[bool] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("hit", "entry", "similarity", "verifier_probability", "namespace", "embedding")
+    __slots__ = ("hit", "entry", "similarity", "verifier_probability", "namespace", "embedding", "near_miss")
     HIT_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    NEAR_MISS_FIELD_NUMBER: _ClassVar[int]
     hit: bool
     entry: Entry
     similarity: float
     verifier_probability: float
     namespace: str
     embedding: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., similarity: _Optional[float] = ..., verifier_probability: _Optional[float] = ..., namespace: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
+    near_miss: Entry
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., similarity: _Optional[float] = ..., verifier_probability: _Optional[float] = ..., namespace: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., near_miss: _Optional[_Union[Entry, _Mapping]] = ...) -> None: ...
+
+class AuditRequest(_message.Message):
+    __slots__ = ("tenant", "entry_id", "hit", "same")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    HIT_FIELD_NUMBER: _ClassVar[int]
+    SAME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    entry_id: str
+    hit: bool
+    same: bool
+    def __init__(self, tenant: _Optional[str] = ..., entry_id: _Optional[str] = ..., hit: _Optional[bool] = ..., same: _Optional[bool] = ...) -> None: ...
+
+class AuditEstimate(_message.Message):
+    __slots__ = ("tenant", "verdicts", "wrong", "low", "high", "step", "effective_delta", "threshold", "near_misses", "near_misses_same")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    VERDICTS_FIELD_NUMBER: _ClassVar[int]
+    WRONG_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    EFFECTIVE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    NEAR_MISSES_FIELD_NUMBER: _ClassVar[int]
+    NEAR_MISSES_SAME_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    verdicts: int
+    wrong: int
+    low: float
+    high: float
+    step: int
+    effective_delta: float
+    threshold: float
+    near_misses: int
+    near_misses_same: int
+    def __init__(self, tenant: _Optional[str] = ..., verdicts: _Optional[int] = ..., wrong: _Optional[int] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., step: _Optional[int] = ..., effective_delta: _Optional[float] = ..., threshold: _Optional[float] = ..., near_misses: _Optional[int] = ..., near_misses_same: _Optional[int] = ...) -> None: ...
 
 class StoreRequest(_message.Message):
     __slots__ = ("scope", "prompt", "answer", "tier", "usage")
@@ -123,7 +161,7 @@ class StatsRequest(_message.Message):
     def __init__(self, tenant: _Optional[str] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("entries", "namespaces", "lookups", "hits", "guard_rejections", "evictions", "expirations", "delta", "expected_hit_rate", "expected_wrong_hit_rate", "degraded", "pending_writes", "refused_writes")
+    __slots__ = ("entries", "namespaces", "lookups", "hits", "guard_rejections", "evictions", "expirations", "delta", "expected_hit_rate", "expected_wrong_hit_rate", "degraded", "pending_writes", "refused_writes", "audits")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     LOOKUPS_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +175,7 @@ class StatsResponse(_message.Message):
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
     PENDING_WRITES_FIELD_NUMBER: _ClassVar[int]
     REFUSED_WRITES_FIELD_NUMBER: _ClassVar[int]
+    AUDITS_FIELD_NUMBER: _ClassVar[int]
     entries: int
     namespaces: int
     lookups: int
@@ -150,4 +189,5 @@ class StatsResponse(_message.Message):
     degraded: bool
     pending_writes: int
     refused_writes: int
-    def __init__(self, entries: _Optional[int] = ..., namespaces: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., guard_rejections: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., delta: _Optional[float] = ..., expected_hit_rate: _Optional[float] = ..., expected_wrong_hit_rate: _Optional[float] = ..., degraded: _Optional[bool] = ..., pending_writes: _Optional[int] = ..., refused_writes: _Optional[int] = ...) -> None: ...
+    audits: _containers.RepeatedCompositeFieldContainer[AuditEstimate]
+    def __init__(self, entries: _Optional[int] = ..., namespaces: _Optional[int] = ..., lookups: _Optional[int] = ..., hits: _Optional[int] = ..., guard_rejections: _Optional[int] = ..., evictions: _Optional[int] = ..., expirations: _Optional[int] = ..., delta: _Optional[float] = ..., expected_hit_rate: _Optional[float] = ..., expected_wrong_hit_rate: _Optional[float] = ..., degraded: _Optional[bool] = ..., pending_writes: _Optional[int] = ..., refused_writes: _Optional[int] = ..., audits: _Optional[_Iterable[_Union[AuditEstimate, _Mapping]]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class CacheStub:
                 request_serializer=protos_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.SerializeToString,
                 response_deserializer=protos_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.FromString,
                 _registered_method=True)
+        self.Audit = channel.unary_unary(
+                '/cascademesh.cache.v1.Cache/Audit',
+                request_serializer=protos_dot_cache_dot_v1_dot_cache__pb2.AuditRequest.SerializeToString,
+                response_deserializer=protos_dot_cache_dot_v1_dot_cache__pb2.AuditEstimate.FromString,
+                _registered_method=True)
 
 
 class CacheServicer:
@@ -83,6 +88,14 @@ class CacheServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Audit(self, request, context):
+        """A judge's verdict on a hit (or a near-miss) of the tenant: does the cached
+        prompt ask the same thing as the new one? Moves the tenant's audited bound.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +118,11 @@ def add_CacheServicer_to_server(servicer, server):
                     servicer.Stats,
                     request_deserializer=protos_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.FromString,
                     response_serializer=protos_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.SerializeToString,
+            ),
+            'Audit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Audit,
+                    request_deserializer=protos_dot_cache_dot_v1_dot_cache__pb2.AuditRequest.FromString,
+                    response_serializer=protos_dot_cache_dot_v1_dot_cache__pb2.AuditEstimate.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +233,33 @@ class Cache:
             '/cascademesh.cache.v1.Cache/Stats',
             protos_dot_cache_dot_v1_dot_cache__pb2.StatsRequest.SerializeToString,
             protos_dot_cache_dot_v1_dot_cache__pb2.StatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Audit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cascademesh.cache.v1.Cache/Audit',
+            protos_dot_cache_dot_v1_dot_cache__pb2.AuditRequest.SerializeToString,
+            protos_dot_cache_dot_v1_dot_cache__pb2.AuditEstimate.FromString,
             options,
             channel_credentials,
             insecure,
