@@ -48,11 +48,12 @@ class LengthClassifier:
 
 
 class TrainedClassifier:
-    """The shipped classifier: one trained head per question format (`cascade.designs`).
+    """A trained classifier: one trained head per question format (`cascade.designs`).
 
-    The registry name stays `minilm-features` for the files and settings
-    that name it; whether a head reads MiniLM components is the artifact's
-    business, and prompts whose head does not are never embedded.
+    `minilm-features` (the boosted heads) and `length-backbone` (the shipped
+    default, `cascade.backbone`) are both this class over their artifacts;
+    whether a head reads MiniLM components is the artifact's business, and
+    prompts whose head does not are never embedded.
 
     Its score is (1 + expected gain) / 2, where the gain is +1 when only the
     strong tier answers correctly, -1 when only the weak one does and 0
@@ -86,9 +87,20 @@ class TrainedClassifier:
         return self.artifact.predict(prompts, embeddings)
 
 
+SHIPPED = "length-backbone"
+"""The registry name the classifier service and the packaged thresholds use by default:
+prompt length plus a shrunk correction (issue 22: the boosted `minilm-features` routes
+worse than length alone on subjects it never saw)."""
+
+
 def default_artifact_path() -> Path:
-    """The trained classifier shipped with the package."""
+    """The boosted `minilm-features` artifact shipped with the package."""
     return Path(__file__).parent / "artifacts" / "difficulty.joblib"
+
+
+def shipped_artifact_path() -> Path:
+    """The artifact of the shipped default router (`SHIPPED`)."""
+    return backbone_artifact_path()
 
 
 def _make_trained(

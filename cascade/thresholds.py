@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cascade.classifiers import SHIPPED
 from core.errors import FieldError
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -57,7 +58,7 @@ class Thresholds(BaseModel):
     tiers: list[str] = Field(
         min_length=2, description="Tier names, cheapest first (as the gateway names them)."
     )
-    classifier: str = Field("minilm-features", description="Registry name the scores come from.")
+    classifier: str = Field(SHIPPED, description="Registry name the scores come from.")
     thresholds: dict[str, Probability] = Field(
         description="Flat threshold names (route.*, cascade.*, hybrid.*) to values in [0, 1]."
     )

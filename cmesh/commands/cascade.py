@@ -248,13 +248,13 @@ def evaluate(
 def _lockbox(artifact: Path | None, thresholds: Path | None, looks: Path | None, box: Any,
              cache: Path) -> dict[str, Any]:
     """The artifact on the lockbox beside length and random; the look is logged."""
-    from cascade.classifiers import default_artifact_path
+    from cascade.classifiers import shipped_artifact_path
     from cascade.evaluation import lockbox_report
     from cascade.lockbox import LOOKS_PATH, Lockbox, record_look
     from cascade.thresholds import load_thresholds
     from cascade.training import Artifact
 
-    shipped = Artifact.load(artifact or default_artifact_path())
+    shipped = Artifact.load(artifact or shipped_artifact_path())
     tuned = load_thresholds(thresholds)
     box_emb = _embed(box.prompts, cache) if shipped.uses_embedding else None
     top = tuned.tiers[-1]

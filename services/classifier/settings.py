@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from cascade.classifiers import SHIPPED
 from services.common.settings import ServiceSettings
 
 
@@ -17,7 +18,8 @@ class ClassifierSettings(ServiceSettings):
                                       validate_default=True)
 
     classifier: str = Field(
-        "minilm-features", description="Registry name of the classifier (cascade.CLASSIFIERS).")
+        SHIPPED, description="Registry name of the classifier (cascade.CLASSIFIERS); the "
+        "default `length-backbone` is prompt length plus a correction shrunk out of domain.")
     artifact: Path | None = Field(
         None, description="Trained classifier artifact; unset uses the packaged one.")
     model_path: Path | None = Field(

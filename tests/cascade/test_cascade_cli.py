@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from cascade.classifiers import TrainedClassifier, default_artifact_path
+from cascade.classifiers import SHIPPED, make_classifier, shipped_artifact_path
 from cascade.data import read_column, read_tables
 from cascade.lockbox import Lockbox
 from cascade.thresholds import load_thresholds
@@ -91,7 +91,7 @@ def test_evaluate_reports_outer_loop_per_subject_and_the_lockbox(tmp_path: Path)
     assert report["development"]["gsm8k"]["pooled"]["classifier"]["n"] == 914
     lock = report["lockbox"]
     assert set(lock["per_subject"]) == set(box.subjects)
-    assert lock["artifact"] == Artifact.load(default_artifact_path()).version
+    assert lock["artifact"] == Artifact.load(shipped_artifact_path()).version
     assert lock["looks"] == 1
     again = last_json(CliRunner().invoke(app, args).stdout)
     assert again["lockbox"]["looks"] == 2  # same artifact: the first look's entry is kept
@@ -106,9 +106,10 @@ def test_unknown_design_names_the_option() -> None:
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "issue 12 must-show not met: artifact 3f33d078 with the shipped thresholds sends 14.7 % "
-    "of lockbox prompts strong for a 30 % target (lockbox_looks.json); a fixed threshold's "
-    "share moves about 13 points between draws of 10 development subjects"))
+    "issue 12 must-show not met: the shipped length backbone (7fdafa4a) with its thresholds "
+    "sends 14.2 % of lockbox prompts strong for a 30 % target (the boosted 3f33d078: 14.7 %; "
+    "lockbox_looks.json); a fixed threshold's share moves about 13 points between draws of 10 "
+    "development subjects"))
 def test_shipped_thresholds_send_the_target_share_of_lockbox_prompts_strong() -> None:
     """The shipped model (not fold models) with the shipped thresholds, on the lockbox."""
     from cascade.data import read_contaminated
@@ -118,7 +119,7 @@ def test_shipped_thresholds_send_the_target_share_of_lockbox_prompts_strong() ->
                 for p in read_contaminated(f)]
     box = split(read_tables(DATA, exclude=excluded), Lockbox.load()).lockbox
     tuned = load_thresholds()
-    model = TrainedClassifier(Artifact.load(default_artifact_path()))
+    model = make_classifier(SHIPPED)
     share = float(np.mean(model.score(box.prompts) >= tuned.route("large")))
     assert abs(share - tuned.calibration["strong_share"]) <= 0.05
 

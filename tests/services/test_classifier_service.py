@@ -49,7 +49,7 @@ async def test_scores_match_the_library_classifier(
     reply = await stub.Score(classifier_pb2.ScoreRequest(prompts=[EASY, HARD]))
     assert len(reply.scores) == 2
     assert all(0.0 <= s <= 1.0 for s in reply.scores)
-    assert reply.classifier == "minilm-features"
+    assert reply.classifier == "length-backbone"  # the shipped default
     assert reply.version
     assert node.classifier is not None
     expected = node.classifier.score([EASY, HARD])
