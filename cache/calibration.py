@@ -7,12 +7,21 @@ would have been right. For a target wrong-hit share δ, the bound is the
 lowest probability at which the *upper* confidence limit (Clopper-Pearson,
 one-sided) of the wrong share among hits stays at or below δ, so that the
 figure holds on unseen data and not only on the sample it was chosen on.
+
+A sample bound is not enough under shift: traffic of another form (other
+wording, other look-alikes) puts its wrong hits at other scores. When the
+outcomes come from several forms (`Outcomes.pooled` keeps which row came from
+which), the bound is cross-checked form by form (`shift_margin`): the bound
+derived without one form must keep δ on that form, for every form, or the
+table is asked for a smaller δ (δ x 0.7, x 0.5, ...) until it does. So the
+shipped δ is a promise on a form of traffic the table never saw, as far as
+the calibration forms differ from one another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,26 +40,45 @@ class Outcomes:
     right: np.ndarray
     n_positive: int
     source: str = ""
+    # which calibration form each row came from (index into `forms`); one form if empty
+    form: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    forms: tuple[str, ...] = ()
+    positives: tuple[int, ...] = ()  # n_positive of each form
 
     def save(self, path: Path) -> None:
         """Write as npz (no pickle)."""
         np.savez_compressed(path, prob=self.prob.astype(np.float64),
                             right=self.right.astype(np.int8),
-                            n_positive=np.array(self.n_positive), source=np.array(self.source))
+                            n_positive=np.array(self.n_positive), source=np.array(self.source),
+                            form=self.form.astype(np.int16), forms=np.array(self.forms, dtype=str),
+                            positives=np.array(self.positives, dtype=np.int64))
 
     @classmethod
     def load(cls, path: Path) -> Outcomes:
         """Read what `save` wrote."""
         with np.load(path) as data:
+            extra = ((data["form"], tuple(str(f) for f in data["forms"]),
+                      tuple(int(n) for n in data["positives"])) if "form" in data.files
+                     else (np.zeros(0, dtype=np.int16), (), ()))
             return cls(data["prob"], data["right"].astype(bool), int(data["n_positive"]),
-                       str(data["source"]))
+                       str(data["source"]), *extra)
 
     @classmethod
     def pooled(cls, parts: Sequence[Outcomes]) -> Outcomes:
-        """Several calibration sets as one."""
+        """Several calibration sets as one, each remembered as a form."""
         return cls(np.concatenate([p.prob for p in parts]),
                    np.concatenate([p.right for p in parts]),
-                   sum(p.n_positive for p in parts), " + ".join(p.source for p in parts))
+                   sum(p.n_positive for p in parts), " + ".join(p.source for p in parts),
+                   np.concatenate([np.full(len(p.prob), i, dtype=np.int16)
+                                   for i, p in enumerate(parts)]),
+                   tuple(p.source for p in parts), tuple(p.n_positive for p in parts))
+
+    def split_forms(self) -> list[Outcomes]:
+        """One `Outcomes` per form (itself when it has one)."""
+        if len(self.forms) < 2:
+            return [self]
+        return [Outcomes(self.prob[self.form == i], self.right[self.form == i],
+                         self.positives[i], name) for i, name in enumerate(self.forms)]
 
 
 @dataclass(frozen=True)
@@ -63,6 +91,7 @@ class Bound:
     expected_wrong_share: float
     expected_recall: float
     calib_hits: int
+    shift_margin: float = 1.0  # the table was asked for delta x this (`shift_margin`)
 
     def as_dict(self) -> dict[str, float]:
         """Plain dict for JSON."""
@@ -100,3 +129,44 @@ def derive_bound(probs: np.ndarray, correct: np.ndarray, n_positive: int, delta:
     return Bound(delta=delta, threshold=float(p_sorted[k]), expected_hit_rate=h / max(n, 1),
                  expected_wrong_share=w / h, expected_recall=(h - w) / max(n_positive, 1),
                  calib_hits=h)
+
+
+MARGINS = (1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1)
+"""Factors of δ tried, largest first, until every left-out form keeps δ."""
+
+
+def realised_share(probs: np.ndarray, correct: np.ndarray, threshold: float) -> float:
+    """The wrong share among rows at or above `threshold` (0 when none is)."""
+    hits = (probs >= threshold) & (probs >= 0)
+    n = int(hits.sum())
+    return float((hits & ~correct).sum() / n) if n else 0.0
+
+
+def shift_margin(outcomes: Outcomes, delta: float, confidence: float = 0.9) -> float:
+    """The largest factor m of `MARGINS` such that, for every calibration form, the
+    bound for m x δ derived from the other forms keeps δ on the form left out (1.0 for
+    outcomes of one form: nothing to cross-check)."""
+    forms = outcomes.split_forms()
+    if len(forms) < 2:
+        return 1.0
+    for margin in MARGINS:
+        if all(_keeps(forms, i, delta, margin, confidence) for i in range(len(forms))):
+            return margin
+    return MARGINS[-1]
+
+
+def _keeps(forms: list[Outcomes], held: int, delta: float, margin: float,
+           confidence: float) -> bool:
+    rest = Outcomes.pooled([f for j, f in enumerate(forms) if j != held])
+    bound = derive_bound(rest.prob, rest.right, rest.n_positive, delta * margin, confidence)
+    out = forms[held]
+    return realised_share(out.prob, out.right, bound.threshold) <= delta
+
+
+def shifted_bound(outcomes: Outcomes, delta: float, confidence: float = 0.9) -> Bound:
+    """The bound for `delta` that keeps it across calibration forms: all outcomes pooled,
+    asked for δ x `shift_margin` (its `delta` stays the operator's δ)."""
+    margin = shift_margin(outcomes, delta, confidence)
+    bound = derive_bound(outcomes.prob, outcomes.right, outcomes.n_positive, delta * margin,
+                         confidence)
+    return replace(bound, delta=delta, shift_margin=margin)

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from cache.alignment import contrasting_terms, feature_matrix, one_slot_swap, role_swap
-from cache.calibration import Bound, Outcomes, derive_bound
+from cache.calibration import Bound, Outcomes, shifted_bound
 from cache.crossencoder import OnnxCrossEncoder
 
 ARTIFACT_DIR = Path(__file__).parent / "artifacts" / "verifier"
@@ -225,4 +225,4 @@ FeatureVerifier = CrossVerifier  # the name importers used before the cross-enco
 
 @lru_cache(maxsize=256)
 def _bound(outcomes: Outcomes, delta: float) -> Bound:
-    return derive_bound(outcomes.prob, outcomes.right, outcomes.n_positive, delta, CONFIDENCE)
+    return shifted_bound(outcomes, delta, CONFIDENCE)

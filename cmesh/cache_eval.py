@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from cache.calibration import Outcomes, derive_bound
+from cache.calibration import Outcomes, shifted_bound
 from cache.core import CacheConfig
 from cache.evaluate import Encode, replay, report
 from cache.pairs import Pair, Scorer, halves, load_pairs, overlap, split
@@ -75,8 +75,7 @@ def calibrate(path: Path, verifier: CrossVerifier, encode: Encode,
 
 def bounds_table(outcomes: Outcomes) -> dict[str, dict[str, float]]:
     """The δ -> bound table for the common δ."""
-    return {str(d): derive_bound(outcomes.prob, outcomes.right, outcomes.n_positive, d,
-                                 CONFIDENCE).as_dict() for d in DELTAS}
+    return {str(d): shifted_bound(outcomes, d, CONFIDENCE).as_dict() for d in DELTAS}
 
 
 def write_table(outcomes: Outcomes, out: Path) -> None:
@@ -157,8 +156,9 @@ def model_card(meta: dict[str, Any]) -> str:
     d = meta["data"]
     stage_pairs = meta.get("stage", {}).get("pairs", 0)
     planned = meta.get("planned_steps", meta["steps"])
-    rows = "\n".join(f"| {delta} | {b['threshold']:.4f} | {b['calib_hits']} | "
-                     f"{b['expected_wrong_share']:.4f} | {b['expected_recall']:.3f} |"
+    rows = "\n".join(f"| {delta} | {b.get('shift_margin', 1.0):g} | {b['threshold']:.4f} | "
+                     f"{b['calib_hits']} | {b['expected_wrong_share']:.4f} | "
+                     f"{b['expected_recall']:.3f} |"
                      for delta, b in meta["bounds"].items())
     return f"""# Cache verifier: model card
 
@@ -201,10 +201,12 @@ seed {meta["seed"]}, {meta["train_seconds"]:.0f} s on the shared 2-core CPU.
 
 **Calibration.** {meta["calibration"]}. For each δ the bound is the lowest
 score whose {meta["confidence"]:.0%} one-sided Clopper-Pearson upper limit of
-the share of wrong hits is <= δ (`cache.calibration`):
+the share of wrong hits is <= δ x margin, where the margin is the largest
+factor with which the bound derived without any one calibration form keeps δ
+on that form (`cache.calibration.shift_margin`):
 
-| δ | bound | calibration hits | wrong share there | recall there |
-|---|---|---|---|---|
+| δ | margin | bound | calibration hits | wrong share there | recall there |
+|---|---|---|---|---|---|
 {rows}
 
 **Limits.** English questions, requests and short statements; long

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from cache.calibration import derive_bound
+from cache.calibration import Outcomes, derive_bound, realised_share, shift_margin, shifted_bound
 
 
 def outcomes(n: int = 20_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -40,3 +42,56 @@ def test_unreachable_delta_means_no_hits() -> None:
     assert b.threshold == 1.0 and b.expected_hit_rate == 0.0
     with pytest.raises(ValueError):
         derive_bound(probs, right, 0, 0.0)
+
+
+def form(seed: int, overconfident: float = 0.0, n: int = 4000) -> Outcomes:
+    """Calibrated outcomes, or (overconfident > 0) a form whose scores run high: its
+    rows are right less often than their probability says."""
+    probs, right = outcomes(n, seed)
+    right = right & (np.random.default_rng(seed + 1).uniform(0, 1, n) >= overconfident)
+    return Outcomes(probs, right, int(right.sum()), f"form {seed}")
+
+
+def test_forms_that_agree_need_no_margin() -> None:
+    pooled = Outcomes.pooled([form(1), form(2), form(3)])
+    assert shift_margin(pooled, 0.05) == 1.0
+    assert shifted_bound(pooled, 0.05).threshold == pytest.approx(
+        derive_bound(pooled.prob, pooled.right, pooled.n_positive, 0.05).threshold)
+
+
+def test_a_form_unlike_the_others_shrinks_the_delta_asked_until_it_is_kept() -> None:
+    forms = [form(1), form(2), form(3, overconfident=0.04)]
+    pooled = Outcomes.pooled(forms)
+    plain = derive_bound(pooled.prob, pooled.right, pooled.n_positive, 0.05)
+    shifted = shifted_bound(pooled, 0.05)
+    assert shifted.shift_margin < 1.0 and shifted.delta == 0.05
+    assert shifted.threshold > plain.threshold
+    for held in range(3):  # the property the margin was chosen for, checked directly
+        rest = Outcomes.pooled([f for i, f in enumerate(forms) if i != held])
+        bound = derive_bound(rest.prob, rest.right, rest.n_positive,
+                             0.05 * shifted.shift_margin)
+        assert realised_share(forms[held].prob, forms[held].right, bound.threshold) <= 0.05
+
+
+def test_one_form_has_nothing_to_cross_check_and_forms_survive_a_file(tmp_path: Path) -> None:
+    assert shift_margin(form(1), 0.05) == 1.0
+    pooled = Outcomes.pooled([form(1), form(2, overconfident=0.04)])
+    pooled.save(tmp_path / "t.npz")
+    again = Outcomes.load(tmp_path / "t.npz")
+    assert again.forms == ("form 1", "form 2") and again.positives == pooled.positives
+    assert shift_margin(again, 0.05) == shift_margin(pooled, 0.05)
+
+
+def test_the_shipped_table_keeps_delta_on_each_calibration_form_left_out() -> None:
+    from cache.verifier import CONFIDENCE, CrossVerifier
+
+    table = CrossVerifier.load().calibration
+    assert table is not None and len(table.forms) >= 3
+    forms = table.split_forms()
+    for delta in (0.02, 0.05, 0.1):
+        margin = shift_margin(table, delta, CONFIDENCE)
+        for held in range(len(forms)):
+            rest = Outcomes.pooled([f for i, f in enumerate(forms) if i != held])
+            bound = derive_bound(rest.prob, rest.right, rest.n_positive, delta * margin,
+                                 CONFIDENCE)
+            assert realised_share(forms[held].prob, forms[held].right, bound.threshold) <= delta

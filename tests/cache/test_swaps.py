@@ -3,9 +3,10 @@ subject and object, sizes, branches, places, amounts) never hit at δ 0.05, whil
 clause-reordered paraphrases do (real MiniLM, FAISS and the shipped verifier).
 
 The rules refuse every swap here and none of the reorderings; whether a reordering
-*hits* is the model's call. Two of the eight written first score under the δ 0.05
-bound (0.526) with the shipped artifact and are listed apart (`NOT_CERTIFIED`, with
-their scores) instead of being rewritten until they pass."""
+*hits* is the model's call. Two of the eight written first scored under the δ 0.05
+bound (0.526) with the shipped artifact, and a third (0.551) fell under it when the
+bound took its shift margin (0.590, 2026-12-06); they are listed apart
+(`NOT_CERTIFIED`) instead of being rewritten until they pass."""
 
 from __future__ import annotations
 
@@ -66,8 +67,9 @@ def test_role_swap_spares_symmetric_and_moved_clauses() -> None:
 
 
 # Reorderings the shipped model scores under the δ 0.05 bound (0.526): 0.22 and 0.28.
-NOT_CERTIFIED = {"To my savings account, transfer 300 dollars from my checking account.",
-                 "If I quantise it to 4 bits, will a 70B model fit on one H100?"}
+NOT_CERTIFIED = {"To my savings account, transfer 300 dollars from my checking account.",  # 0.22
+                 "If I quantise it to 4 bits, will a 70B model fit on one H100?",  # 0.28
+                 "In January, is Norway colder than Sweden is in February?"}  # 0.55
 
 
 @pytest.mark.slow
