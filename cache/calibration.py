@@ -11,17 +11,17 @@ figure holds on unseen data and not only on the sample it was chosen on.
 A sample bound is not enough under shift: traffic of another form (other
 wording, other look-alikes) puts its wrong hits at other scores. When the
 outcomes come from several forms (`Outcomes.pooled` keeps which row came from
-which), the bound is cross-checked form by form (`shift_margin`): the bound
-derived without one form must keep δ on that form, for every form, or the
-table is asked for a smaller δ (δ x 0.7, x 0.5, ...) until it does. So the
-shipped δ is a promise on a form of traffic the table never saw, as far as
-the calibration forms differ from one another.
+which), each form is left out in turn: the bound derived from the others is
+raised until the form left out keeps δ, and the largest such rise, the shift
+allowance, is added to the pooled bound (`shifted_bound`). So the shipped δ
+is a promise on a form of traffic the table never saw, as far as the
+calibration forms differ from one another.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +91,7 @@ class Bound:
     expected_wrong_share: float
     expected_recall: float
     calib_hits: int
-    shift_margin: float = 1.0  # the table was asked for delta x this (`shift_margin`)
+    shift_allowance: float = 0.0  # added to the pooled bound (`shift_allowance`)
 
     def as_dict(self) -> dict[str, float]:
         """Plain dict for JSON."""
@@ -131,10 +131,6 @@ def derive_bound(probs: np.ndarray, correct: np.ndarray, n_positive: int, delta:
                  calib_hits=h)
 
 
-MARGINS = (1.0, 0.7, 0.5, 0.35, 0.25, 0.15, 0.1)
-"""Factors of δ tried, largest first, until every left-out form keeps δ."""
-
-
 def realised_share(probs: np.ndarray, correct: np.ndarray, threshold: float) -> float:
     """The wrong share among rows at or above `threshold` (0 when none is)."""
     hits = (probs >= threshold) & (probs >= 0)
@@ -142,31 +138,40 @@ def realised_share(probs: np.ndarray, correct: np.ndarray, threshold: float) -> 
     return float((hits & ~correct).sum() / n) if n else 0.0
 
 
-def shift_margin(outcomes: Outcomes, delta: float, confidence: float = 0.9) -> float:
-    """The largest factor m of `MARGINS` such that, for every calibration form, the
-    bound for m x δ derived from the other forms keeps δ on the form left out (1.0 for
-    outcomes of one form: nothing to cross-check)."""
+def lowest_keeping(o: Outcomes, start: float, delta: float) -> float:
+    """The lowest threshold at or above `start` at which `o`'s hits keep `delta` (1.0,
+    only exact repeats, when none does)."""
+    for t in (start, *np.unique(o.prob[o.prob > start])):
+        if realised_share(o.prob, o.right, float(t)) <= delta:
+            return float(t)
+    return 1.0
+
+
+def shift_allowance(outcomes: Outcomes, delta: float, confidence: float = 0.9) -> float:
+    """How far a bound derived without one calibration form must rise before that form
+    keeps `delta`, at most over the forms (0 for outcomes of one form)."""
     forms = outcomes.split_forms()
     if len(forms) < 2:
-        return 1.0
-    for margin in MARGINS:
-        if all(_keeps(forms, i, delta, margin, confidence) for i in range(len(forms))):
-            return margin
-    return MARGINS[-1]
-
-
-def _keeps(forms: list[Outcomes], held: int, delta: float, margin: float,
-           confidence: float) -> bool:
-    rest = Outcomes.pooled([f for j, f in enumerate(forms) if j != held])
-    bound = derive_bound(rest.prob, rest.right, rest.n_positive, delta * margin, confidence)
-    out = forms[held]
-    return realised_share(out.prob, out.right, bound.threshold) <= delta
+        return 0.0
+    rises = []
+    for held, form in enumerate(forms):
+        rest = Outcomes.pooled([f for j, f in enumerate(forms) if j != held])
+        start = derive_bound(rest.prob, rest.right, rest.n_positive, delta,
+                             confidence).threshold
+        rises.append(lowest_keeping(form, start, delta) - start)
+    return max(rises)
 
 
 def shifted_bound(outcomes: Outcomes, delta: float, confidence: float = 0.9) -> Bound:
-    """The bound for `delta` that keeps it across calibration forms: all outcomes pooled,
-    asked for δ x `shift_margin` (its `delta` stays the operator's δ)."""
-    margin = shift_margin(outcomes, delta, confidence)
-    bound = derive_bound(outcomes.prob, outcomes.right, outcomes.n_positive, delta * margin,
-                         confidence)
-    return replace(bound, delta=delta, shift_margin=margin)
+    """The pooled bound for `delta` raised by the shift allowance, and what the pooled
+    calibration data expects at it."""
+    allowance = shift_allowance(outcomes, delta, confidence)
+    base = derive_bound(outcomes.prob, outcomes.right, outcomes.n_positive, delta, confidence)
+    threshold = min(1.0, base.threshold + allowance)
+    hits = (outcomes.prob >= threshold) & (outcomes.prob >= 0)
+    n, wrong = int(hits.sum()), int((hits & ~outcomes.right).sum())
+    n_all = max(len(outcomes.prob), 1)
+    return Bound(delta=delta, threshold=threshold, expected_hit_rate=n / n_all,
+                 expected_wrong_share=wrong / n if n else 0.0,
+                 expected_recall=(n - wrong) / max(outcomes.n_positive, 1), calib_hits=n,
+                 shift_allowance=allowance)

@@ -122,12 +122,12 @@ def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
     verifier = CrossVerifier.load(folder)
     encode = encoder(embeddings)
     parts = [calibrate(p, verifier, encode, log) for p in SHIPPED_CALIBRATION]
-    written = written_calibration()
-    if written:
-        log(f"calibrating on {WRITTEN_CALIBRATION.name}/: {len(written)} written pairs (whole)")
+    for path in sorted(WRITTEN_CALIBRATION.glob("*.json")):  # each file a form of its own
+        written = load_pairs(path)
+        log(f"calibrating on {path.name}: {len(written)} written pairs (whole)")
         rep = replay(written, encode, verifier, Scorer(written), CacheConfig())
-        parts.append(rep.outcomes(f"data/cache/calibration ({len(written)} written pairs, "
-                                  "whole)"))
+        parts.append(rep.outcomes(f"data/cache/calibration/{path.name} ({len(written)} "
+                                  "written pairs, whole)"))
     outcomes = Outcomes.pooled(parts)
     outcomes.save(folder / "calibration.npz")
     meta = json.loads((folder / "training.json").read_text())
@@ -156,7 +156,7 @@ def model_card(meta: dict[str, Any]) -> str:
     d = meta["data"]
     stage_pairs = meta.get("stage", {}).get("pairs", 0)
     planned = meta.get("planned_steps", meta["steps"])
-    rows = "\n".join(f"| {delta} | {b.get('shift_margin', 1.0):g} | {b['threshold']:.4f} | "
+    rows = "\n".join(f"| {delta} | {b.get('shift_allowance', 0.0):.3f} | {b['threshold']:.4f} | "
                      f"{b['calib_hits']} | {b['expected_wrong_share']:.4f} | "
                      f"{b['expected_recall']:.3f} |"
                      for delta, b in meta["bounds"].items())
@@ -201,11 +201,11 @@ seed {meta["seed"]}, {meta["train_seconds"]:.0f} s on the shared 2-core CPU.
 
 **Calibration.** {meta["calibration"]}. For each δ the bound is the lowest
 score whose {meta["confidence"]:.0%} one-sided Clopper-Pearson upper limit of
-the share of wrong hits is <= δ x margin, where the margin is the largest
-factor with which the bound derived without any one calibration form keeps δ
-on that form (`cache.calibration.shift_margin`):
+the share of wrong hits is <= δ, raised by the shift allowance: the most that a
+bound derived without one calibration form must rise before that form keeps δ
+(`cache.calibration.shift_allowance`):
 
-| δ | margin | bound | calibration hits | wrong share there | recall there |
+| δ | allowance | bound | calibration hits | wrong share there | recall there |
 |---|---|---|---|---|---|
 {rows}
 
