@@ -61,3 +61,12 @@ def broker(quick: bool = QUICK, as_json: bool = JSON) -> None:
     from cmesh.bench import broker as impl
 
     impl.main(quick=quick, as_json=as_json)
+
+
+@app.command("system")
+def system(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """The mesh (cache off and on) beside vLLM's own OpenAI server, driven by vLLM's
+    benchmark client with the same workload files."""
+    from cmesh.bench import system as impl
+
+    impl.main(quick=quick, as_json=as_json)
