@@ -22,6 +22,12 @@ as long as the stream keeps events. An event the stream keeps rejecting, or
 one a replica cannot read or apply, goes to a dead-letter subject (its own
 small stream) with a warning, and stops blocking the events behind it.
 
+Regions (docs/regions.md): with `region` set, the stream is that region's own
+(placed in its NATS cluster) and sources every other region's stream, filtered
+to that region's own subject; the follower reads all of them in this stream's
+one order. Events carry the region that wrote them and when, so a replica
+exports its replication lag per source region.
+
 One class a job, wired by constructor (`open_log` does it): `Connection` (the
 NATS connection and the streams), `DeadLetters`, `WriteBuffer` (the bounded
 buffer and its in-order publishing), `Follower` (replay, follow, apply to the
@@ -60,6 +66,8 @@ _TRANSIENT = (nats.errors.TimeoutError, TimeoutError, nats.errors.ConnectionClos
               nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
               nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError)
 _REJECTED = -1  # what a dead-lettered event's future resolves to
+REGION_HEADER = "Cmesh-Region"  # the region whose replica published the event
+SENT_AT_HEADER = "Cmesh-Sent-At"  # unix time it was handed to the log there
 
 
 class LogUnavailable(Unavailable):
@@ -87,6 +95,7 @@ class _Outgoing:
     data: bytes
     text: str
     done: asyncio.Future[int]
+    headers: dict[str, str]
     tries: int = 0
     abandoned: bool = False  # refused to its caller: never retried
 
@@ -99,6 +108,8 @@ class LogCounters:
     not_durable: int = 0      # writes answered before an ack (buffered)
     dead_letters: int = 0     # events sent to the dead-letter subject
     rejections: int = 0       # publishes the stream refused (each try)
+    lag_s: dict[str, float] = field(default_factory=dict)  # source region -> last lag
+    replicated: dict[str, int] = field(default_factory=dict)  # source region -> applied
     errors: list[str] = field(default_factory=list)  # last async NATS errors (bounded)
 
 
@@ -122,6 +133,20 @@ class LogConfig:
     apply_timeout_s: float = 5.0
     connect_options: Mapping[str, Any] = field(default_factory=dict)
     """Extra `nats.connect` options: the service's credentials and inbox prefix."""
+    region: str = ""
+    """This replica's region: its streams are placed in that NATS cluster and its events
+    carry it (`Cmesh-Region`), so replicas elsewhere measure their replication lag."""
+    follow_subject: str = ""
+    """What the follower reads from the stream (default `subject`); with sources, a
+    wildcard that also takes the events sourced from the other regions."""
+    sources: tuple[tuple[str, str], ...] = ()
+    """(stream, subject) of each other region's log this stream sources; the subject
+    filter takes only that region's own events, so nothing comes round twice."""
+
+    @property
+    def followed(self) -> str:
+        """The subject filter of the follower."""
+        return self.follow_subject or self.subject
 
     @property
     def dead(self) -> str:
@@ -182,15 +207,20 @@ class Connection:
     async def ensure_streams(self) -> None:
         """Create or update the event stream and its dead-letter stream."""
         c = self.config
+        placement = api.Placement(cluster=c.region) if c.region else None
+        sources = [api.StreamSource(name=name, filter_subject=subject)
+                   for name, subject in c.sources] or None
         # The duplicate window is the whole retention: a retried publish is stored once
         # for as long as the stream could still hold the first copy.
         for config in (
             api.StreamConfig(name=c.stream, subjects=[c.subject], max_age=c.max_age_s,
                              max_bytes=c.max_bytes, max_msg_size=c.max_event_bytes,
-                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s),
+                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s,
+                             placement=placement, sources=sources),
             api.StreamConfig(name=f"{c.stream}_DEAD", subjects=[c.dead],
                              max_age=c.max_age_s, max_bytes=max(c.max_bytes // 16, 1 << 20),
-                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s),
+                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s,
+                             placement=placement),
         ):
             try:
                 await self.js.add_stream(config)
@@ -264,7 +294,7 @@ class WriteBuffer:
             raise LogFull(f"write buffer full ({c.max_pending} events) while the event "
                           "log is unreachable")
         item = _Outgoing(event.id, event.to_json(), describe(event),
-                         asyncio.get_running_loop().create_future())
+                         asyncio.get_running_loop().create_future(), self._headers(event))
         self._out.append(item)
         self.empty.clear()
         self._wake.set()
@@ -290,6 +320,12 @@ class WriteBuffer:
             raise LogRejected(f"the stream rejected {item.text}; sent to {c.dead}")
         return seq
 
+    def _headers(self, event: Event) -> dict[str, str]:
+        headers = {"Nats-Msg-Id": event.id}
+        if self.config.region:  # stamped once: a buffered event's lag includes its wait
+            headers |= {REGION_HEADER: self.config.region, SENT_AT_HEADER: f"{time.time():.6f}"}
+        return headers
+
     async def flush(self) -> None:
         """Publish the buffer in order; stop at the first transient failure."""
         try:
@@ -305,7 +341,7 @@ class WriteBuffer:
             try:
                 ack = await self._conn.js.publish(c.subject, item.data,
                                                   timeout=c.publish_timeout_s,
-                                                  headers={"Nats-Msg-Id": item.event_id})
+                                                  headers=item.headers)
             except _TRANSIENT:
                 if item.abandoned and self._out and self._out[0] is item:
                     self._out.popleft()  # its caller was told UNAVAILABLE: do not retry it
@@ -388,7 +424,7 @@ class Follower:
                                         opt_start_seq=self.last_seq + 1)
         else:
             config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
-        self._sub = await self._conn.js.subscribe(self.config.subject, cb=self._on_msg,
+        self._sub = await self._conn.js.subscribe(self.config.followed, cb=self._on_msg,
                                                   config=config, ordered_consumer=True,
                                                   stream=self.config.stream)
 
@@ -396,18 +432,33 @@ class Follower:
         seq = msg.metadata.sequence.stream
         if seq <= self.last_seq:
             return
-        event_id = (msg.headers or {}).get("Nats-Msg-Id", f"seq-{seq}")
+        headers = msg.headers or {}
+        event_id = headers.get("Nats-Msg-Id", f"seq-{seq}")
         try:
             event = Event.from_json(msg.data)
             event_id = event.id or event_id
             if event_id not in self._seen:
                 self._hand_on(self._sink.apply(event))
+                self._note_origin(headers)
         except Exception as exc:  # applying is deterministic: a retry fails the same way
             log.warning("event log: cannot apply event %s at sequence %d (%r): %r",
                         event_id, seq, exc, msg.data[:300])
             await self._dead.send(msg.data, event_id, f"apply failed at {seq}: {exc!r}")
         self._remember(event_id)
         self._advance(seq)
+
+    def _note_origin(self, headers: Mapping[str, str]) -> None:
+        """Count an event another region wrote, and how long it took to be applied here."""
+        origin = headers.get(REGION_HEADER, "")
+        if not origin or origin == self.config.region:
+            return
+        counters = self._buffer.counters
+        counters.replicated[origin] = counters.replicated.get(origin, 0) + 1
+        if not self.replayed.is_set():  # replaying old events: their age is not lag
+            return
+        with contextlib.suppress(ValueError):
+            sent = float(headers.get(SENT_AT_HEADER, ""))
+            counters.lag_s[origin] = max(time.time() - sent, 0.0)
 
     def _hand_on(self, decided: list[Event]) -> None:
         if not decided:

@@ -170,6 +170,6 @@ def gatewayz(server: NatsServer, timeout: float = 2.0) -> dict[str, Any]:
     if server.monitor_port is None:
         raise ValueError("the server has no monitoring port")
     url = f"http://127.0.0.1:{server.monitor_port}/gatewayz"
-    with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 (local http)
+    with urllib.request.urlopen(url, timeout=timeout) as reply:
         body: dict[str, Any] = json.loads(reply.read())
     return body
