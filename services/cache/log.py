@@ -114,6 +114,15 @@ class LogCounters:
 
 
 @dataclass(frozen=True)
+class PeerLog:
+    """Another region's cache log: its region, stream and the subject its replicas write."""
+
+    region: str
+    stream: str
+    subject: str
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """Where the log lives and how it behaves (the service fills it from its settings)."""
 
@@ -139,9 +148,9 @@ class LogConfig:
     follow_subject: str = ""
     """What the follower reads from the stream (default `subject`); with sources, a
     wildcard that also takes the events sourced from the other regions."""
-    sources: tuple[tuple[str, str], ...] = ()
-    """(stream, subject) of each other region's log this stream sources; the subject
-    filter takes only that region's own events, so nothing comes round twice."""
+    sources: tuple[PeerLog, ...] = ()
+    """Each other region's log this stream sources; the subject filter takes only that
+    region's own events, so nothing comes round twice."""
 
     @property
     def followed(self) -> str:
@@ -205,18 +214,30 @@ class Connection:
         await self.ensure_streams()
 
     async def ensure_streams(self) -> None:
-        """Create or update the event stream and its dead-letter stream."""
+        """Create or update the event stream and its dead-letter stream.
+
+        With peer regions, first create each peer's log where it is missing, bare (no
+        sources): a source whose stream does not exist yet is retried by the server only
+        after about 40 s (measured, nats-server 2.15), so every region's log exists before
+        any region adds its sources. The peer's own replicas add its sources later.
+        """
         c = self.config
-        placement = api.Placement(cluster=c.region) if c.region else None
-        sources = [api.StreamSource(name=name, filter_subject=subject)
-                   for name, subject in c.sources] or None
+        peers_js = self.nc.jetstream(timeout=c.publish_timeout_s)
+        for peer in c.sources:
+            try:
+                await peers_js.add_stream(self._log_stream(peer.stream, peer.subject,
+                                                           peer.region))
+            except Exception as exc:  # there already (configured by its region), or down
+                log.debug("event log: peer log %s not created here: %s", peer.stream, exc)
+        sources = [api.StreamSource(name=p.stream, filter_subject=p.subject)
+                   for p in c.sources] or None
+        own = self._log_stream(c.stream, c.subject, c.region)
+        own.sources = sources
+        placement = own.placement
         # The duplicate window is the whole retention: a retried publish is stored once
         # for as long as the stream could still hold the first copy.
         for config in (
-            api.StreamConfig(name=c.stream, subjects=[c.subject], max_age=c.max_age_s,
-                             max_bytes=c.max_bytes, max_msg_size=c.max_event_bytes,
-                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s,
-                             placement=placement, sources=sources),
+            own,
             api.StreamConfig(name=f"{c.stream}_DEAD", subjects=[c.dead],
                              max_age=c.max_age_s, max_bytes=max(c.max_bytes // 16, 1 << 20),
                              storage=api.StorageType.FILE, duplicate_window=c.max_age_s,
@@ -226,6 +247,13 @@ class Connection:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 await self.js.update_stream(config)
+
+    def _log_stream(self, name: str, subject: str, region: str) -> api.StreamConfig:
+        c = self.config
+        return api.StreamConfig(name=name, subjects=[subject], max_age=c.max_age_s,
+                                max_bytes=c.max_bytes, max_msg_size=c.max_event_bytes,
+                                storage=api.StorageType.FILE, duplicate_window=c.max_age_s,
+                                placement=api.Placement(cluster=region) if region else None)
 
     async def close(self) -> None:
         """Close the connection (errors ignored: shutting down)."""

@@ -10,7 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from cache.audit import AuditConfig
 from cache.core import CacheConfig
-from services.cache.log import LogConfig
+from services.cache.log import LogConfig, PeerLog
 from services.common.natsauth import connect_options
 from services.common.regions import check_region, regional_stream, regional_subject
 from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings
@@ -137,8 +137,8 @@ class CacheSettings(ServiceSettings):
                          subject=regional_subject(self.subject, region),
                          dead_subject=regional_subject(self.dead_subject, region),
                          region=region, follow_subject=f"{self.subject}.*" if region else "",
-                         sources=tuple((regional_stream(self.stream, peer),
-                                        regional_subject(self.subject, peer))
+                         sources=tuple(PeerLog(peer, regional_stream(self.stream, peer),
+                                               regional_subject(self.subject, peer))
                                        for peer in self.peer_regions),
                          max_age_s=self.ttl_s,
                          max_bytes=self.stream_max_bytes, max_event_bytes=self.max_event_bytes,

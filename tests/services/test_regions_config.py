@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from services.broker.jetstream import stream_config
 from services.broker.settings import BrokerSettings
+from services.cache.log import PeerLog
 from services.cache.settings import CacheSettings
 from services.common.natsd import ClusterBlock, GatewayBlock, NatsUser, server_config
 from services.common.regions import Supercluster, regional_stream, regional_subject
@@ -64,8 +65,8 @@ def test_a_regional_cache_log_sources_every_peer_region() -> None:
     assert (c.stream, c.subject, c.dead, c.region) == (
         "CMESH_CACHE_EU", "cmesh.cache.log.eu", "cmesh.cache.dead.eu", "eu")
     assert c.followed == "cmesh.cache.log.*"
-    assert c.sources == (("CMESH_CACHE_US", "cmesh.cache.log.us"),
-                         ("CMESH_CACHE_AP", "cmesh.cache.log.ap"))
+    assert c.sources == (PeerLog("us", "CMESH_CACHE_US", "cmesh.cache.log.us"),
+                         PeerLog("ap", "CMESH_CACHE_AP", "cmesh.cache.log.ap"))
     plain = CacheSettings().log_config("nats://x")
     assert (plain.stream, plain.followed, plain.sources) == ("CMESH_CACHE", "cmesh.cache.log", ())
 

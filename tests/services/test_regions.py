@@ -1,0 +1,153 @@
+"""Regions on a real NATS supercluster: placement, and the cache across regions.
+
+Two regions of one nats-server each, joined by gateways; one real cache service
+(`CacheNode`, gRPC on port 0) per region, each on its own region's server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+import nats
+import pytest
+from nats.js import api
+
+from cache.verifier import FeatureVerifier
+from core.embedder import Embedder
+from protos.cache.v1 import cache_pb2, cache_pb2_grpc
+from protos.common.v1 import common_pb2
+from services.cache.main import CacheNode
+from services.cache.settings import CacheSettings
+from services.common.regions import Supercluster
+
+pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(240)]
+GREEDY = common_pb2.SamplingParams(temperature=0.0)
+LAG_BOUND_S = 10.0  # what a store in one region may take to hit in the other, here
+QUESTION, PARAPHRASE = "How do I reset my password?", "How can I reset my password?"
+
+
+def scope(tenant: str = "acme") -> cache_pb2.Scope:
+    return cache_pb2.Scope(tenant=tenant, sampling=GREEDY)
+
+
+def lookup(prompt: str, tenant: str = "acme") -> cache_pb2.LookupRequest:
+    return cache_pb2.LookupRequest(scope=scope(tenant), prompt=prompt)
+
+
+@pytest.fixture(scope="module")
+def embedder() -> Embedder:
+    return Embedder()
+
+
+@pytest.fixture
+async def supercluster() -> AsyncIterator[Supercluster]:
+    async with Supercluster(("a", "b")) as sc:
+        yield sc
+
+
+@asynccontextmanager
+async def cache_in(sc: Supercluster, region: str, embedder: Embedder
+                   ) -> AsyncIterator[tuple[CacheNode, cache_pb2_grpc.CacheStub]]:
+    peers = [r for r in sc.regions if r != region]
+    # δ = 0.25: the shipped calibration certifies paraphrase hits from about 0.15 up.
+    settings = CacheSettings(nats_url=sc.url(region), region=region, peer_regions=peers,
+                             port=0, delta=0.25, publish_timeout_s=3.0)
+    async with (CacheNode(settings, embedder, FeatureVerifier.load()) as node,
+                grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as channel):
+        yield node, cache_pb2_grpc.CacheStub(channel)
+
+
+async def hit_within(stub: cache_pb2_grpc.CacheStub, prompt: str, timeout: float,
+                     tenant: str = "acme") -> float:
+    """Seconds until `prompt` hits through `stub` (polled every 50 ms); fails past timeout."""
+    start = time.monotonic()
+    while not (await stub.Lookup(lookup(prompt, tenant))).hit:
+        assert time.monotonic() - start < timeout, f"no hit within {timeout} s"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+async def test_a_stream_placed_in_a_region_lives_there(supercluster: Supercluster) -> None:
+    nc = await nats.connect(supercluster.url("b"))  # asked from region b for both
+    try:
+        js = nc.jetstream()
+        for region in ("a", "b"):
+            await js.add_stream(api.StreamConfig(
+                name=f"PLACED_{region.upper()}", subjects=[f"placed.{region}"],
+                placement=api.Placement(cluster=region)))
+            info = await js.stream_info(f"PLACED_{region.upper()}")
+            assert info.cluster is not None
+            assert (info.cluster.name, info.cluster.leader) == (region, f"{region}-0")
+        with pytest.raises(nats.js.errors.APIError):  # no such region: nowhere to place it
+            await js.add_stream(api.StreamConfig(name="NOWHERE", subjects=["nowhere"],
+                                                 placement=api.Placement(cluster="z")))
+    finally:
+        await nc.close()
+
+
+async def test_an_answer_stored_in_one_region_hits_in_the_other(
+        supercluster: Supercluster, embedder: Embedder) -> None:
+    async with (cache_in(supercluster, "a", embedder) as (node_a, a),
+                cache_in(supercluster, "b", embedder) as (node_b, b)):
+        stored = await a.Store(cache_pb2.StoreRequest(scope=scope(), prompt=QUESTION,
+                                                      answer="Settings > Security"))
+        assert stored.stored and stored.durable
+        lag = await hit_within(b, PARAPHRASE, LAG_BOUND_S)
+        hit = await b.Lookup(lookup(PARAPHRASE))
+        assert hit.entry.id == stored.entry_id and hit.entry.answer == "Settings > Security"
+        print(f"\nstore in a -> hit in b after {lag * 1000:.0f} ms (polled every 50 ms)")
+        for stub in (a, b):  # tenant isolation holds across regions
+            assert not (await stub.Lookup(lookup(PARAPHRASE, "globex"))).hit
+        back = await b.Store(cache_pb2.StoreRequest(scope=scope(), prompt="Who wrote Hamlet?",
+                                                    answer="Shakespeare"))
+        assert back.durable
+        print(f"store in b -> hit in a after "
+              f"{await hit_within(a, 'Who wrote Hamlet?', LAG_BOUND_S) * 1000:.0f} ms")
+        for stub in (a, b):  # each entry once in each region, whoever wrote it
+            stats = await stub.Stats(cache_pb2.StatsRequest(tenant="acme"))
+            assert stats.entries == 2
+        lag_b = node_b.registry.get_sample_value("cache_replication_lag_seconds",
+                                                 {"source_region": "a"})
+        assert lag_b is not None and 0 <= lag_b < LAG_BOUND_S
+        assert node_b.registry.get_sample_value("cache_replicated_events_total",
+                                                {"source_region": "a"}) == 1
+        assert node_a.registry.get_sample_value("cache_replicated_events_total",
+                                                {"source_region": "b"}) == 1
+        print(f"cache_replication_lag_seconds{{source_region=a}} in b: {lag_b * 1000:.0f} ms")
+
+
+async def test_a_region_serves_and_stores_while_the_other_is_down_and_both_catch_up(
+        supercluster: Supercluster, embedder: Embedder) -> None:
+    async with (cache_in(supercluster, "a", embedder) as (node_a, a),
+                cache_in(supercluster, "b", embedder) as (node_b, b)):
+        first = await a.Store(cache_pb2.StoreRequest(scope=scope(), prompt=QUESTION,
+                                                     answer="Settings > Security"))
+        await hit_within(b, PARAPHRASE, LAG_BOUND_S)
+        await supercluster.stop("a")
+        assert (await b.Lookup(lookup(PARAPHRASE))).hit  # from b's memory
+        during = await b.Store(cache_pb2.StoreRequest(scope=scope(), prompt="Who wrote Hamlet?",
+                                                      answer="Shakespeare"))
+        assert during.stored and during.durable  # b's own stream took it
+        assert (await b.Lookup(lookup("Who wrote Hamlet?"))).hit
+        down = await a.Store(cache_pb2.StoreRequest(scope=scope(), prompt="How far is the Moon?",
+                                                    answer="About 384,000 km"))
+        assert down.stored and not down.durable  # a buffers while its NATS is away
+        await supercluster.start("a", timeout=60)
+        assert node_a.log is not None and await node_a.log.drained(30)
+        start = time.monotonic()
+        await hit_within(a, "Who wrote Hamlet?", 30)  # b's store reaches a
+        await hit_within(b, "How far is the Moon?", 30)  # a's buffered one, b
+        print(f"\nafter a came back: both caught up in {time.monotonic() - start:.1f} s")
+        for node, stub in ((node_a, a), (node_b, b)):
+            stats = await stub.Stats(cache_pb2.StatsRequest(tenant="acme"))
+            assert stats.entries == 3, "an event applied twice, or one missing"
+            assert node.log is not None and not node.log.degraded
+        assert node_b.registry.get_sample_value("cache_replicated_events_total",
+                                                {"source_region": "a"}) == 2
+        assert node_a.registry.get_sample_value("cache_replicated_events_total",
+                                                {"source_region": "b"}) == 1
+        assert first.entry_id != during.entry_id != down.entry_id
