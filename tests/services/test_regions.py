@@ -7,9 +7,12 @@ Two regions of one nats-server each, joined by gateways; one real cache service
 from __future__ import annotations
 
 import asyncio
+import secrets
+import statistics
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import grpc
 import nats
@@ -17,15 +20,19 @@ import pytest
 from nats.js import api
 
 from cache.verifier import FeatureVerifier
+from cmesh.nats_users import regional_cache_permissions
 from core.embedder import Embedder
 from protos.cache.v1 import cache_pb2, cache_pb2_grpc
 from protos.common.v1 import common_pb2
 from services.cache.main import CacheNode
 from services.cache.settings import CacheSettings
+from services.common.natsauth import NatsCredentials, connect_options, write_credentials
+from services.common.natsd import NatsUser
 from services.common.regions import Supercluster
 
 pytestmark = [pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(240)]
 GREEDY = common_pb2.SamplingParams(temperature=0.0)
+REGIONS = ("a", "b")
 LAG_BOUND_S = 10.0  # what a store in one region may take to hit in the other, here
 QUESTION, PARAPHRASE = "How do I reset my password?", "How can I reset my password?"
 
@@ -45,17 +52,36 @@ def embedder() -> Embedder:
 
 @pytest.fixture
 async def supercluster() -> AsyncIterator[Supercluster]:
-    async with Supercluster(("a", "b")) as sc:
+    async with Supercluster(REGIONS) as sc:
         yield sc
 
 
+@pytest.fixture
+async def with_users(tmp_path: Path) -> AsyncIterator[tuple[Supercluster, dict[str, Path]]]:
+    """The supercluster with one NATS user per region's cache, allowed only its own log
+    (cmesh.nats_users); each cache authenticates with a credentials file."""
+    users, files = [], {}
+    for region in REGIONS:
+        publish, subscribe = regional_cache_permissions(
+            region, [r for r in REGIONS if r != region])
+        user = NatsUser(f"cache-{region}", secrets.token_urlsafe(16), publish, subscribe)
+        users.append(user)
+        files[region] = write_credentials(tmp_path / f"{region}.nats-auth",
+                                          NatsCredentials(user.user, user.password))
+    async with Supercluster(REGIONS, store_dir=tmp_path / "sc", users=users,
+                            connect_options=connect_options("cache", files["a"])) as sc:
+        yield sc, files
+
+
 @asynccontextmanager
-async def cache_in(sc: Supercluster, region: str, embedder: Embedder
+async def cache_in(sc: Supercluster, region: str, embedder: Embedder,
+                   credentials: Path | None = None
                    ) -> AsyncIterator[tuple[CacheNode, cache_pb2_grpc.CacheStub]]:
     peers = [r for r in sc.regions if r != region]
     # δ = 0.25: the shipped calibration certifies paraphrase hits from about 0.15 up.
     settings = CacheSettings(nats_url=sc.url(region), region=region, peer_regions=peers,
-                             port=0, delta=0.25, publish_timeout_s=3.0)
+                             port=0, delta=0.25, publish_timeout_s=3.0,
+                             nats_credentials_file=credentials)
     async with (CacheNode(settings, embedder, FeatureVerifier.load()) as node,
                 grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as channel):
         yield node, cache_pb2_grpc.CacheStub(channel)
@@ -151,3 +177,31 @@ async def test_a_region_serves_and_stores_while_the_other_is_down_and_both_catch
         assert node_a.registry.get_sample_value("cache_replicated_events_total",
                                                 {"source_region": "b"}) == 1
         assert first.entry_id != during.entry_id != down.entry_id
+
+
+async def test_regional_caches_replicate_with_users_allowed_only_their_own_logs(
+        with_users: tuple[Supercluster, dict[str, Path]], embedder: Embedder) -> None:
+    sc, files = with_users
+    async with (cache_in(sc, "a", embedder, files["a"]) as (_, a),
+                cache_in(sc, "b", embedder, files["b"]) as (node_b, b)):
+        first = await a.Store(cache_pb2.StoreRequest(scope=scope(), prompt=QUESTION,
+                                                     answer="Settings > Security"))
+        assert first.durable
+        await hit_within(b, QUESTION, LAG_BOUND_S)
+        lags = []  # steady state: one store at a time, a -> b
+        for i in range(8):
+            prompt = f"What is {i} plus {i}?"
+            await a.Store(cache_pb2.StoreRequest(scope=scope(), prompt=prompt, answer=str(2 * i)))
+            lags.append(await hit_within(b, prompt, LAG_BOUND_S))
+        print(f"\nwith users, store in a -> hit in b: median {statistics.median(lags) * 1000:.0f}"
+              f" ms, max {max(lags) * 1000:.0f} ms over {len(lags)} (polled every 50 ms)")
+        assert (await b.Stats(cache_pb2.StatsRequest(tenant="acme"))).entries == 9
+        # b's user may not write into a's log, nor read it: only the servers source it.
+        nc = await nats.connect(sc.url("b"), **connect_options("cache", files["b"]))
+        try:
+            with pytest.raises(Exception):  # noqa: B017 (permission violation or timeout)
+                await nc.jetstream().publish("cmesh.cache.log.a", b"{}", timeout=2)
+        finally:
+            await nc.close()
+        assert node_b.registry.get_sample_value("cache_replicated_events_total",
+                                                {"source_region": "a"}) == 9
