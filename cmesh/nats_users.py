@@ -50,10 +50,12 @@ def cache_permissions(stream: str = "CMESH_CACHE", subject: str = "cmesh.cache.l
                       dead_subject: str = "cmesh.cache.dead",
                       peer_streams: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """(publish, subscribe) of the cache: its log stream and its dead letters, and the
-    creation (only) of other regions' logs it sources, where they are missing."""
+    creation and info (only) of other regions' logs it sources: it creates them where
+    they are missing and checks they answer before restarting a stalled source."""
     publish = [subject, dead_subject, *_stream_ops(stream, consume=True),
                *_stream_ops(f"{stream}_DEAD"),
-               *(f"{API}.STREAM.CREATE.{peer}" for peer in peer_streams)]
+               *(f"{API}.STREAM.{op}.{peer}" for peer in peer_streams
+                 for op in ("CREATE", "INFO"))]
     return publish, [f"{inbox_prefix('cache')}.>"]
 
 

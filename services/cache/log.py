@@ -151,6 +151,8 @@ class LogConfig:
     sources: tuple[PeerLog, ...] = ()
     """Each other region's log this stream sources; the subject filter takes only that
     region's own events, so nothing comes round twice."""
+    source_check_s: float = 5.0
+    """How often the sources are checked; one silent this long is restarted."""
 
     @property
     def followed(self) -> str:
@@ -231,8 +233,7 @@ class Connection:
                 log.debug("event log: peer log %s not created here: %s", peer.stream, exc)
         sources = [api.StreamSource(name=p.stream, filter_subject=p.subject)
                    for p in c.sources] or None
-        own = self._log_stream(c.stream, c.subject, c.region)
-        own.sources = sources
+        own = self._log_stream(c.stream, c.subject, c.region, sources)
         placement = own.placement
         # The duplicate window is the whole retention: a retried publish is stored once
         # for as long as the stream could still hold the first copy.
@@ -248,12 +249,45 @@ class Connection:
             except nats.js.errors.BadRequestError:
                 await self.js.update_stream(config)
 
-    def _log_stream(self, name: str, subject: str, region: str) -> api.StreamConfig:
+    def _log_stream(self, name: str, subject: str, region: str,
+                    sources: list[api.StreamSource] | None = None) -> api.StreamConfig:
         c = self.config
         return api.StreamConfig(name=name, subjects=[subject], max_age=c.max_age_s,
                                 max_bytes=c.max_bytes, max_msg_size=c.max_event_bytes,
                                 storage=api.StorageType.FILE, duplicate_window=c.max_age_s,
-                                placement=api.Placement(cluster=region) if region else None)
+                                placement=api.Placement(cluster=region) if region else None,
+                                sources=sources)
+
+    async def restart_stalled_sources(self, stalled_after_s: float) -> list[str]:
+        """Restart this stream's sources that have been silent `stalled_after_s` (or
+        failed) while their stream answers; returns the streams restarted.
+
+        After an outage nats-server retries a broken source only after 10-40 s
+        (measured, 2.15); removing the sources and adding them back starts them at
+        once, from the last sequence this stream holds of each. Nothing is stored twice
+        either way: each event keeps its `Nats-Msg-Id` and the duplicate window is the
+        whole retention.
+        """
+        c = self.config
+        info = await self.js.stream_info(c.stream)
+        stalled = {s.name for s in info.sources or []
+                   if s.error or s.active is None or s.active < 0
+                   or s.active > stalled_after_s * 1e9}
+        peers_js = self.nc.jetstream(timeout=c.publish_timeout_s)
+        reachable = []
+        for name in sorted(stalled):
+            with contextlib.suppress(Exception):  # origin still away: nothing to restart
+                await peers_js.stream_info(name)
+                reachable.append(name)
+        if reachable:
+            own = self._log_stream(c.stream, c.subject, c.region)
+            await self.js.update_stream(own)  # without sources...
+            await self.js.update_stream(self._log_stream(  # ...and with them again
+                c.stream, c.subject, c.region,
+                [api.StreamSource(name=p.stream, filter_subject=p.subject)
+                 for p in c.sources]))
+            log.warning("event log: restarted stalled sources %s", reachable)
+        return reachable
 
     async def close(self) -> None:
         """Close the connection (errors ignored: shutting down)."""
@@ -543,6 +577,9 @@ class JetStreamLog:
             log.warning("event log unavailable at start (%s); serving from memory", exc)
             self.connection.stale = True
         self._tasks.append(asyncio.create_task(self._publisher(), name="cache-log-publisher"))
+        if self.config.sources:
+            self._tasks.append(asyncio.create_task(self._watch_sources(),
+                                                   name="cache-log-sources"))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -634,6 +671,19 @@ class JetStreamLog:
                     await self.buffer.flush()
             except Exception as exc:
                 log.debug("event log still unavailable: %s", exc)
+
+
+    async def _watch_sources(self) -> None:
+        """Every `source_check_s`, restart the peer regions' sources that stalled."""
+        interval = self.config.source_check_s
+        while True:
+            await asyncio.sleep(interval)
+            if not self.connected:
+                continue
+            try:
+                await self.connection.restart_stalled_sources(stalled_after_s=interval)
+            except Exception as exc:
+                log.debug("event log: sources not checked: %s", exc)
 
 
 def open_log(config: LogConfig, sink: EventSink) -> JetStreamLog:
