@@ -206,7 +206,9 @@ class Connection:
             self.counters.errors[:] = [*self.counters.errors[-9:], repr(exc)]
 
         # pending_size=0: no hidden client-side buffer; our own bounded one is the only one.
-        self.nc = await nats.connect(self.config.url, connect_timeout=2,
+        # A comma-separated url is a cluster (a region of three): any server will do.
+        servers = [u.strip() for u in self.config.url.split(",") if u.strip()]
+        self.nc = await nats.connect(servers=servers, connect_timeout=2,
                                      reconnect_time_wait=0.5, max_reconnect_attempts=-1,
                                      reconnected_cb=reconnected, disconnected_cb=disconnected,
                                      error_cb=on_error, pending_size=0, name="cmesh-cache",

@@ -117,6 +117,24 @@ async def test_a_stream_placed_in_a_region_lives_there(supercluster: Supercluste
         await nc.close()
 
 
+async def test_regions_of_three_servers_hold_replicated_streams_in_their_region() -> None:
+    async with Supercluster(("a", "b"), size=3) as sc:
+        nc = await nats.connect(servers=sc.url("a").split(","))
+        try:
+            js = nc.jetstream()
+            await js.add_stream(api.StreamConfig(name="R3_B", subjects=["r3.b"], num_replicas=3,
+                                                 placement=api.Placement(cluster="b")))
+            info = await js.stream_info("R3_B")
+            assert info.cluster is not None and info.cluster.name == "b"
+            peers = {info.cluster.leader, *(r.name for r in info.cluster.replicas or [])}
+            assert peers == {"b-0", "b-1", "b-2"}
+            await sc.servers("b")[0].stop()  # one server of b lost: b's stream goes on
+            ack = await js.publish("r3.b", b"x", timeout=10)
+            assert ack.stream == "R3_B"
+        finally:
+            await nc.close()
+
+
 async def test_an_answer_stored_in_one_region_hits_in_the_other(
         supercluster: Supercluster, embedder: Embedder) -> None:
     async with (cache_in(supercluster, "a", embedder) as (node_a, a),
