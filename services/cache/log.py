@@ -26,7 +26,9 @@ Regions (docs/regions.md): with `region` set, the stream is that region's own
 (placed in its NATS cluster) and sources every other region's stream, filtered
 to that region's own subject; the follower reads all of them in this stream's
 one order. Events carry the region that wrote them and when, so a replica
-exports its replication lag per source region.
+exports its replication lag per source region. Peer logs missing at start are
+created bare first, and sources that stall after an outage are restarted, since
+nats-server itself retries them only after tens of seconds.
 
 One class a job, wired by constructor (`open_log` does it): `Connection` (the
 NATS connection and the streams), `DeadLetters`, `WriteBuffer` (the bounded
