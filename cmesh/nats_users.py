@@ -25,6 +25,7 @@ from pathlib import Path
 
 from services.common.natsauth import NatsCredentials, inbox_prefix, write_credentials
 from services.common.natsd import NatsUser, server_config
+from services.common.regions import regional_stream, regional_subject
 
 API = "$JS.API"
 
@@ -46,11 +47,29 @@ def _stream_ops(stream: str, *, consume: bool = False, get: bool = False) -> lis
 
 
 def cache_permissions(stream: str = "CMESH_CACHE", subject: str = "cmesh.cache.log",
-                      dead_subject: str = "cmesh.cache.dead") -> tuple[list[str], list[str]]:
-    """(publish, subscribe) of the cache: its log stream and its dead letters."""
+                      dead_subject: str = "cmesh.cache.dead",
+                      peer_streams: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """(publish, subscribe) of the cache: its log stream and its dead letters, and the
+    creation and info (only) of other regions' logs it sources: it creates them where
+    they are missing and checks they answer before restarting a stalled source."""
     publish = [subject, dead_subject, *_stream_ops(stream, consume=True),
-               *_stream_ops(f"{stream}_DEAD")]
+               *_stream_ops(f"{stream}_DEAD"),
+               *(f"{API}.STREAM.{op}.{peer}" for peer in peer_streams
+                 for op in ("CREATE", "INFO"))]
     return publish, [f"{inbox_prefix('cache')}.>"]
+
+
+def regional_cache_permissions(region: str, peer_regions: Sequence[str]
+                               ) -> tuple[list[str], list[str]]:
+    """(publish, subscribe) of a region's cache (`CMESH_CACHE_<REGION>` on
+    `cmesh.cache.log.<region>`, sourcing `peer_regions`' logs; docs/regions.md).
+    Sourcing is the servers' own work: it takes no permission of this user. Account
+    info (usage, no data) is the supercluster's readiness check."""
+    publish, subscribe = cache_permissions(
+        regional_stream("CMESH_CACHE", region), regional_subject("cmesh.cache.log", region),
+        regional_subject("cmesh.cache.dead", region),
+        [regional_stream("CMESH_CACHE", p) for p in peer_regions])
+    return [*publish, f"{API}.INFO"], subscribe
 
 
 def broker_permissions(tiers: Iterable[str]) -> tuple[list[str], list[str]]:

@@ -55,6 +55,11 @@ class QueueLimits:
     max_ack_pending: int = 1000   # jobs out to brokers and not yet acked, per class
     max_age_s: float = 3600.0
     done_memory_s: float = 900.0  # completed job ids kept to recognise late redeliveries
+    placement: str = ""           # NATS cluster (region) holding the streams; "" anywhere
+
+    def where(self) -> api.Placement | None:
+        """The streams' placement: this broker's region, when it has one."""
+        return api.Placement(cluster=self.placement) if self.placement else None
 
 
 def stream_config(tier: str, limits: QueueLimits) -> api.StreamConfig:
@@ -64,6 +69,7 @@ def stream_config(tier: str, limits: QueueLimits) -> api.StreamConfig:
         max_msgs=limits.max_jobs, max_msgs_per_subject=limits.tenant_max_jobs,
         discard=api.DiscardPolicy.NEW, discard_new_per_subject=True,
         num_replicas=limits.replicas, max_age=limits.max_age_s, duplicate_window=120.0,
+        placement=limits.where(),
     )
 
 
@@ -110,7 +116,7 @@ class JobQueue:
             try:
                 self._done = await self.js.create_key_value(
                     bucket=DONE_BUCKET, ttl=self.limits.done_memory_s, history=1,
-                    replicas=self.limits.replicas)
+                    replicas=self.limits.replicas, placement=self.limits.where())
             except BadRequestError:
                 self._done = await self.js.key_value(DONE_BUCKET)
 

@@ -22,6 +22,14 @@ as long as the stream keeps events. An event the stream keeps rejecting, or
 one a replica cannot read or apply, goes to a dead-letter subject (its own
 small stream) with a warning, and stops blocking the events behind it.
 
+Regions (docs/regions.md): with `region` set, the stream is that region's own
+(placed in its NATS cluster) and sources every other region's stream, filtered
+to that region's own subject; the follower reads all of them in this stream's
+one order. Events carry the region that wrote them and when, so a replica
+exports its replication lag per source region. Peer logs missing at start are
+created bare first, and sources that stall after an outage are restarted, since
+nats-server itself retries them only after tens of seconds.
+
 One class a job, wired by constructor (`open_log` does it): `Connection` (the
 NATS connection and the streams), `DeadLetters`, `WriteBuffer` (the bounded
 buffer and its in-order publishing), `Follower` (replay, follow, apply to the
@@ -60,6 +68,8 @@ _TRANSIENT = (nats.errors.TimeoutError, TimeoutError, nats.errors.ConnectionClos
               nats.errors.ConnectionReconnectingError, nats.errors.StaleConnectionError,
               nats.js.errors.NoStreamResponseError, nats.js.errors.ServiceUnavailableError)
 _REJECTED = -1  # what a dead-lettered event's future resolves to
+REGION_HEADER = "Cmesh-Region"  # the region whose replica published the event
+SENT_AT_HEADER = "Cmesh-Sent-At"  # unix time it was handed to the log there
 
 
 class LogUnavailable(Unavailable):
@@ -87,6 +97,7 @@ class _Outgoing:
     data: bytes
     text: str
     done: asyncio.Future[int]
+    headers: dict[str, str]
     tries: int = 0
     abandoned: bool = False  # refused to its caller: never retried
 
@@ -99,7 +110,18 @@ class LogCounters:
     not_durable: int = 0      # writes answered before an ack (buffered)
     dead_letters: int = 0     # events sent to the dead-letter subject
     rejections: int = 0       # publishes the stream refused (each try)
+    lag_s: dict[str, float] = field(default_factory=dict)  # source region -> last lag
+    replicated: dict[str, int] = field(default_factory=dict)  # source region -> applied
     errors: list[str] = field(default_factory=list)  # last async NATS errors (bounded)
+
+
+@dataclass(frozen=True)
+class PeerLog:
+    """Another region's cache log: its region, stream and the subject its replicas write."""
+
+    region: str
+    stream: str
+    subject: str
 
 
 @dataclass(frozen=True)
@@ -122,6 +144,22 @@ class LogConfig:
     apply_timeout_s: float = 5.0
     connect_options: Mapping[str, Any] = field(default_factory=dict)
     """Extra `nats.connect` options: the service's credentials and inbox prefix."""
+    region: str = ""
+    """This replica's region: its streams are placed in that NATS cluster and its events
+    carry it (`Cmesh-Region`), so replicas elsewhere measure their replication lag."""
+    follow_subject: str = ""
+    """What the follower reads from the stream (default `subject`); with sources, a
+    wildcard that also takes the events sourced from the other regions."""
+    sources: tuple[PeerLog, ...] = ()
+    """Each other region's log this stream sources; the subject filter takes only that
+    region's own events, so nothing comes round twice."""
+    source_check_s: float = 5.0
+    """How often the sources are checked; one silent this long is restarted."""
+
+    @property
+    def followed(self) -> str:
+        """The subject filter of the follower."""
+        return self.follow_subject or self.subject
 
     @property
     def dead(self) -> str:
@@ -170,7 +208,9 @@ class Connection:
             self.counters.errors[:] = [*self.counters.errors[-9:], repr(exc)]
 
         # pending_size=0: no hidden client-side buffer; our own bounded one is the only one.
-        self.nc = await nats.connect(self.config.url, connect_timeout=2,
+        # A comma-separated url is a cluster (a region of three): any server will do.
+        servers = [u.strip() for u in self.config.url.split(",") if u.strip()]
+        self.nc = await nats.connect(servers=servers, connect_timeout=2,
                                      reconnect_time_wait=0.5, max_reconnect_attempts=-1,
                                      reconnected_cb=reconnected, disconnected_cb=disconnected,
                                      error_cb=on_error, pending_size=0, name="cmesh-cache",
@@ -180,22 +220,78 @@ class Connection:
         await self.ensure_streams()
 
     async def ensure_streams(self) -> None:
-        """Create or update the event stream and its dead-letter stream."""
+        """Create or update the event stream and its dead-letter stream.
+
+        With peer regions, first create each peer's log where it is missing, bare (no
+        sources): a source whose stream does not exist yet is retried by the server only
+        after about 40 s (measured, nats-server 2.15), so every region's log exists before
+        any region adds its sources. The peer's own replicas add its sources later.
+        """
         c = self.config
+        peers_js = self.nc.jetstream(timeout=c.publish_timeout_s)
+        for peer in c.sources:
+            try:
+                await peers_js.add_stream(self._log_stream(peer.stream, peer.subject,
+                                                           peer.region))
+            except Exception as exc:  # there already (configured by its region), or down
+                log.debug("event log: peer log %s not created here: %s", peer.stream, exc)
+        sources = [api.StreamSource(name=p.stream, filter_subject=p.subject)
+                   for p in c.sources] or None
+        own = self._log_stream(c.stream, c.subject, c.region, sources)
+        placement = own.placement
         # The duplicate window is the whole retention: a retried publish is stored once
         # for as long as the stream could still hold the first copy.
         for config in (
-            api.StreamConfig(name=c.stream, subjects=[c.subject], max_age=c.max_age_s,
-                             max_bytes=c.max_bytes, max_msg_size=c.max_event_bytes,
-                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s),
+            own,
             api.StreamConfig(name=f"{c.stream}_DEAD", subjects=[c.dead],
                              max_age=c.max_age_s, max_bytes=max(c.max_bytes // 16, 1 << 20),
-                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s),
+                             storage=api.StorageType.FILE, duplicate_window=c.max_age_s,
+                             placement=placement),
         ):
             try:
                 await self.js.add_stream(config)
             except nats.js.errors.BadRequestError:
                 await self.js.update_stream(config)
+
+    def _log_stream(self, name: str, subject: str, region: str,
+                    sources: list[api.StreamSource] | None = None) -> api.StreamConfig:
+        c = self.config
+        return api.StreamConfig(name=name, subjects=[subject], max_age=c.max_age_s,
+                                max_bytes=c.max_bytes, max_msg_size=c.max_event_bytes,
+                                storage=api.StorageType.FILE, duplicate_window=c.max_age_s,
+                                placement=api.Placement(cluster=region) if region else None,
+                                sources=sources)
+
+    async def restart_stalled_sources(self, stalled_after_s: float) -> list[str]:
+        """Restart this stream's sources that have been silent `stalled_after_s` (or
+        failed) while their stream answers; returns the streams restarted.
+
+        After an outage nats-server retries a broken source only after 10-40 s
+        (measured, 2.15); removing the sources and adding them back starts them at
+        once, from the last sequence this stream holds of each. Nothing is stored twice
+        either way: each event keeps its `Nats-Msg-Id` and the duplicate window is the
+        whole retention.
+        """
+        c = self.config
+        info = await self.js.stream_info(c.stream)
+        stalled = {s.name for s in info.sources or []
+                   if s.error or s.active is None or s.active < 0
+                   or s.active > stalled_after_s * 1e9}
+        peers_js = self.nc.jetstream(timeout=c.publish_timeout_s)
+        reachable = []
+        for name in sorted(stalled):
+            with contextlib.suppress(Exception):  # origin still away: nothing to restart
+                await peers_js.stream_info(name)
+                reachable.append(name)
+        if reachable:
+            own = self._log_stream(c.stream, c.subject, c.region)
+            await self.js.update_stream(own)  # without sources...
+            await self.js.update_stream(self._log_stream(  # ...and with them again
+                c.stream, c.subject, c.region,
+                [api.StreamSource(name=p.stream, filter_subject=p.subject)
+                 for p in c.sources]))
+            log.warning("event log: restarted stalled sources %s", reachable)
+        return reachable
 
     async def close(self) -> None:
         """Close the connection (errors ignored: shutting down)."""
@@ -264,7 +360,7 @@ class WriteBuffer:
             raise LogFull(f"write buffer full ({c.max_pending} events) while the event "
                           "log is unreachable")
         item = _Outgoing(event.id, event.to_json(), describe(event),
-                         asyncio.get_running_loop().create_future())
+                         asyncio.get_running_loop().create_future(), self._headers(event))
         self._out.append(item)
         self.empty.clear()
         self._wake.set()
@@ -290,6 +386,12 @@ class WriteBuffer:
             raise LogRejected(f"the stream rejected {item.text}; sent to {c.dead}")
         return seq
 
+    def _headers(self, event: Event) -> dict[str, str]:
+        headers = {"Nats-Msg-Id": event.id}
+        if self.config.region:  # stamped once: a buffered event's lag includes its wait
+            headers |= {REGION_HEADER: self.config.region, SENT_AT_HEADER: f"{time.time():.6f}"}
+        return headers
+
     async def flush(self) -> None:
         """Publish the buffer in order; stop at the first transient failure."""
         try:
@@ -305,7 +407,7 @@ class WriteBuffer:
             try:
                 ack = await self._conn.js.publish(c.subject, item.data,
                                                   timeout=c.publish_timeout_s,
-                                                  headers={"Nats-Msg-Id": item.event_id})
+                                                  headers=item.headers)
             except _TRANSIENT:
                 if item.abandoned and self._out and self._out[0] is item:
                     self._out.popleft()  # its caller was told UNAVAILABLE: do not retry it
@@ -388,7 +490,7 @@ class Follower:
                                         opt_start_seq=self.last_seq + 1)
         else:
             config = api.ConsumerConfig(deliver_policy=api.DeliverPolicy.ALL)
-        self._sub = await self._conn.js.subscribe(self.config.subject, cb=self._on_msg,
+        self._sub = await self._conn.js.subscribe(self.config.followed, cb=self._on_msg,
                                                   config=config, ordered_consumer=True,
                                                   stream=self.config.stream)
 
@@ -396,18 +498,33 @@ class Follower:
         seq = msg.metadata.sequence.stream
         if seq <= self.last_seq:
             return
-        event_id = (msg.headers or {}).get("Nats-Msg-Id", f"seq-{seq}")
+        headers = msg.headers or {}
+        event_id = headers.get("Nats-Msg-Id", f"seq-{seq}")
         try:
             event = Event.from_json(msg.data)
             event_id = event.id or event_id
             if event_id not in self._seen:
                 self._hand_on(self._sink.apply(event))
+                self._note_origin(headers)
         except Exception as exc:  # applying is deterministic: a retry fails the same way
             log.warning("event log: cannot apply event %s at sequence %d (%r): %r",
                         event_id, seq, exc, msg.data[:300])
             await self._dead.send(msg.data, event_id, f"apply failed at {seq}: {exc!r}")
         self._remember(event_id)
         self._advance(seq)
+
+    def _note_origin(self, headers: Mapping[str, str]) -> None:
+        """Count an event another region wrote, and how long it took to be applied here."""
+        origin = headers.get(REGION_HEADER, "")
+        if not origin or origin == self.config.region:
+            return
+        counters = self._buffer.counters
+        counters.replicated[origin] = counters.replicated.get(origin, 0) + 1
+        if not self.replayed.is_set():  # replaying old events: their age is not lag
+            return
+        with contextlib.suppress(ValueError):
+            sent = float(headers.get(SENT_AT_HEADER, ""))
+            counters.lag_s[origin] = max(time.time() - sent, 0.0)
 
     def _hand_on(self, decided: list[Event]) -> None:
         if not decided:
@@ -464,6 +581,9 @@ class JetStreamLog:
             log.warning("event log unavailable at start (%s); serving from memory", exc)
             self.connection.stale = True
         self._tasks.append(asyncio.create_task(self._publisher(), name="cache-log-publisher"))
+        if self.config.sources:
+            self._tasks.append(asyncio.create_task(self._watch_sources(),
+                                                   name="cache-log-sources"))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -555,6 +675,19 @@ class JetStreamLog:
                     await self.buffer.flush()
             except Exception as exc:
                 log.debug("event log still unavailable: %s", exc)
+
+
+    async def _watch_sources(self) -> None:
+        """Every `source_check_s`, restart the peer regions' sources that stalled."""
+        interval = self.config.source_check_s
+        while True:
+            await asyncio.sleep(interval)
+            if not self.connected:
+                continue
+            try:
+                await self.connection.restart_stalled_sources(stalled_after_s=interval)
+            except Exception as exc:
+                log.debug("event log: sources not checked: %s", exc)
 
 
 def open_log(config: LogConfig, sink: EventSink) -> JetStreamLog:

@@ -88,6 +88,19 @@ class _LogCollector(Collector):
                                   "Publishes the stream rejected (every try).", value=c.rejections)
         yield GaugeMetricFamily("cache_log_pending_writes", "Writes waiting for a JetStream ack.",
                                 value=self.log.pending)
+        lag = GaugeMetricFamily("cache_replication_lag_seconds",
+                                "Seconds from another region's write to its apply here (the "
+                                "latest event of each source region).",
+                                labels=["source_region"])
+        replicated = CounterMetricFamily("cache_replicated_events",
+                                         "Events of other regions applied here.",
+                                         labels=["source_region"])
+        for region, seconds in sorted(c.lag_s.items()):
+            lag.add_metric([region], seconds)
+        for region, count in sorted(c.replicated.items()):
+            replicated.add_metric([region], count)
+        yield lag
+        yield replicated
 
 
 class CacheServicer(cache_pb2_grpc.CacheServicer):

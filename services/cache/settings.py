@@ -5,18 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from cache.audit import AuditConfig
 from cache.core import CacheConfig
-from services.cache.log import LogConfig
+from services.cache.log import LogConfig, PeerLog
 from services.common.natsauth import connect_options
+from services.common.regions import check_region, regional_stream, regional_subject
 from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings
 
 
 class CacheSettings(ServiceSettings):
-    """Everything the cache service reads from its environment."""
+    """Everything the cache service reads from its environment.
+
+    With `region` set the log is `<stream>_<REGION>` on `<subject>.<region>` (dead
+    letters on `<dead_subject>.<region>`), placed in that region, and sources the logs
+    of `peer_regions` (docs/regions.md).
+    """
 
     model_config = SettingsConfigDict(env_prefix="CMESH_CACHE_", extra="ignore",
                                       validate_default=True)
@@ -64,6 +70,11 @@ class CacheSettings(ServiceSettings):
                     "5 ms added 6-10 ms to every lone lookup, a gateway miss's critical path.")
     stream: str = Field("CMESH_CACHE", description="JetStream stream of cache events.")
     subject: str = Field("cmesh.cache.log", description="Subject the events are published on.")
+    peer_regions: list[str] = Field(
+        default_factory=list,
+        description="With region: the other regions whose cache logs this region's log "
+                    "sources, so their stores hit here (JSON list, e.g. '[\"eu\"]'). "
+                    "Every region lists all the others.")
     stream_max_bytes: int = Field(1 << 30, ge=1 << 20, description="Stream size bound.")
     max_pending_writes: int = Field(10_000, ge=1,
                                     description="Events buffered while NATS is unreachable; "
@@ -93,6 +104,21 @@ class CacheSettings(ServiceSettings):
         0.2, ge=0, le=1, description="A miss whose best candidate's probability is this "
         "close under the bound is a near-miss: its candidate goes back for the audit.")
 
+    @field_validator("peer_regions")
+    @classmethod
+    def _peer_names(cls, peers: list[str]) -> list[str]:
+        if len(set(peers)) != len(peers):
+            raise ValueError("peer_regions: listed twice")
+        return [check_region(p) for p in peers]
+
+    @model_validator(mode="after")
+    def _peers_need_region(self) -> CacheSettings:
+        if self.peer_regions and not self.region:
+            raise ValueError("peer_regions needs region (the stream they are sourced into)")
+        if self.region in self.peer_regions:
+            raise ValueError("peer_regions: a region does not source itself")
+        return self
+
     def cache_config(self) -> CacheConfig:
         """The domain's view of these settings."""
         return CacheConfig(delta=self.delta, similarity_floor=self.similarity_floor,
@@ -106,8 +132,15 @@ class CacheSettings(ServiceSettings):
 
     def log_config(self, url: str) -> LogConfig:
         """The event log's view of these settings (on JetStream at `url`)."""
-        return LogConfig(url=url, stream=self.stream, subject=self.subject,
-                         dead_subject=self.dead_subject, max_age_s=self.ttl_s,
+        region = self.region
+        return LogConfig(url=url, stream=regional_stream(self.stream, region),
+                         subject=regional_subject(self.subject, region),
+                         dead_subject=regional_subject(self.dead_subject, region),
+                         region=region, follow_subject=f"{self.subject}.*" if region else "",
+                         sources=tuple(PeerLog(peer, regional_stream(self.stream, peer),
+                                               regional_subject(self.subject, peer))
+                                       for peer in self.peer_regions),
+                         max_age_s=self.ttl_s,
                          max_bytes=self.stream_max_bytes, max_event_bytes=self.max_event_bytes,
                          max_pending=self.max_pending_writes,
                          when_unavailable=self.when_log_unavailable,

@@ -15,8 +15,8 @@ import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
@@ -61,11 +61,63 @@ class NatsUser:
         return entry
 
 
+@dataclass(frozen=True)
+class ClusterBlock:
+    """A server's `cluster` block: the JetStream cluster (a region) it routes within."""
+
+    name: str
+    port: int
+    routes: Sequence[str] = ()
+    """Route URLs of the cluster's servers (its own may be among them: it is skipped)."""
+
+    def config(self, host: str) -> dict[str, object]:
+        block: dict[str, object] = {"name": self.name, "listen": f"{host}:{self.port}"}
+        if self.routes:
+            block["routes"] = list(self.routes)
+        return block
+
+
+@dataclass(frozen=True)
+class GatewayBlock:
+    """A server's `gateway` block: its region's name and the gateways of every region.
+
+    Gateways join clusters into a supercluster; every server of a cluster carries the
+    same name, and `gateways` may list the server's own region (the server skips it).
+    """
+
+    name: str
+    port: int
+    gateways: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    """Region name -> gateway URLs of that region's servers."""
+
+    def config(self, host: str) -> dict[str, object]:
+        return {"name": self.name, "listen": f"{host}:{self.port}",
+                "gateways": [{"name": name, "urls": list(urls)}
+                             for name, urls in self.gateways.items()]}
+
+
 def server_config(port: int, store_dir: Path | str, users: Sequence[NatsUser],
-                  host: str = "127.0.0.1", monitor_port: int | None = None) -> str:
-    """nats-server's config (its syntax takes JSON) for one JetStream server."""
+                  host: str = "127.0.0.1", monitor_port: int | None = None, *,
+                  server_name: str | None = None, cluster: ClusterBlock | None = None,
+                  gateway: GatewayBlock | None = None) -> str:
+    """nats-server's config (its syntax takes JSON) for one JetStream server.
+
+    With `cluster` it joins a JetStream cluster, with `gateway` a supercluster; both need
+    a `server_name` unique across the supercluster (JetStream's peers are named by it).
+    Routes and gateways take no user of `users`: those are client accounts.
+    """
+    if (cluster or gateway) and not server_name:
+        raise ValueError("a clustered server needs a server_name")
+    if gateway and cluster and gateway.name != cluster.name:
+        raise ValueError("gateway name must be the cluster's name (the region)")
     config: dict[str, object] = {"listen": f"{host}:{port}",
                                  "jetstream": {"store_dir": str(store_dir)}}
+    if server_name:
+        config["server_name"] = server_name
+    if cluster is not None:
+        config["cluster"] = cluster.config(host)
+    if gateway is not None:
+        config["gateway"] = gateway.config(host)
     if monitor_port is not None:
         config["http"] = f"{host}:{monitor_port}"
     if users:
@@ -80,13 +132,21 @@ class NatsServer:
     brings it back on the same port and store, so JetStream data survives.
     `user`/`password` is one user allowed everything; `users` each with their own
     permissions. Either way they reach the server in `config_path` (0600), next
-    to the store.
+    to the store. `cluster` and `gateway` make it one server of a region of a
+    supercluster (`services.common.regions.Supercluster` wires them); `monitor_port`
+    opens the HTTP monitoring endpoint (`/gatewayz`, `/jsz`).
     """
 
     def __init__(self, port: int | None = None, store_dir: str | Path | None = None,
                  user: str | None = None, password: str | None = None,
-                 extra_args: Sequence[str] = (), users: Sequence[NatsUser] = ()) -> None:
+                 extra_args: Sequence[str] = (), users: Sequence[NatsUser] = (), *,
+                 server_name: str | None = None, cluster: ClusterBlock | None = None,
+                 gateway: GatewayBlock | None = None, monitor_port: int | None = None) -> None:
         self.port = port or free_port()
+        self.server_name = server_name
+        self.cluster = cluster
+        self.gateway = gateway
+        self.monitor_port = monitor_port
         self.user = user
         self.password = password
         self.users = list(users)
@@ -104,7 +164,10 @@ class NatsServer:
         self.config_path.unlink(missing_ok=True)
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
-            out.write(server_config(self.port, self.store_dir, self.users))
+            out.write(server_config(self.port, self.store_dir, self.users,
+                                    monitor_port=self.monitor_port,
+                                    server_name=self.server_name, cluster=self.cluster,
+                                    gateway=self.gateway))
         return self.config_path
 
     @property

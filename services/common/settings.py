@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.common.regions import REGION_PATTERN, check_region
 
 NATS_CREDENTIALS_DOC = (
     "File holding this service's NATS user and password as one line '<user>:<password>' "
@@ -49,10 +51,20 @@ class ServiceSettings(BaseSettings):
                     "(PERMISSION_DENIED otherwise; health and reflection stay open to any "
                     "mesh certificate). Empty: any certificate tls_client_ca signed. JSON "
                     "list, e.g. '[\"gateway\"]'.")
+    region: str = Field(
+        "", description="This service's region: the name of its NATS cluster in a "
+                        f"supercluster ({REGION_PATTERN}). The JetStream streams it creates "
+                        "are placed there and named per region (docs/regions.md). Empty: "
+                        "one region, unnamed streams as before.")
     otlp_endpoint: str | None = Field(
         None, description="OTLP/gRPC collector for OpenTelemetry traces (host:port or URL); "
                           "unset turns tracing off."
     )
+
+    @field_validator("region")
+    @classmethod
+    def _region_name(cls, region: str) -> str:
+        return check_region(region)
 
     @model_validator(mode="after")
     def _tls_complete(self) -> ServiceSettings:
