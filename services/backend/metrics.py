@@ -26,6 +26,10 @@ class BackendMetrics:
             "backend_e2e_latency_seconds", "Request start to last token.",
             labels, registry=registry, buckets=_LATENCY_BUCKETS,
         ).labels(tier)
+        self.prefill = Histogram(
+            "backend_prefill_seconds", "Prefill calls (prompt statistics), start to answer.",
+            labels, registry=registry, buckets=_LATENCY_BUCKETS,
+        ).labels(tier)
         self.prompt_tokens = Counter(
             "backend_prompt_tokens", "Prompt tokens processed.", labels, registry=registry
         ).labels(tier)
