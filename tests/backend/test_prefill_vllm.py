@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import time
+import uuid
 
 import grpc
 import pytest
@@ -102,3 +104,33 @@ def test_bad_prefill_input_is_invalid_argument_naming_the_field(stub, field, req
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in err.value.details()
     assert prefill(stub, QUESTION).prompt_tokens > 0
+
+
+def _prefix_counters(service: ServiceProcess) -> tuple[float, float]:
+    return (service.metric("backend_prefix_cache_queried_tokens_total"),
+            service.metric("backend_prefix_cache_hit_tokens_total"))
+
+
+def _generate_counting_hits(stub, service: ServiceProcess, prompt: str) -> float:
+    """Prompt tokens of one Generate found in the prefix cache (backend counters)."""
+    queried, hits = _prefix_counters(service)
+    request = backend_pb2.GenerateRequest(
+        prompt=prompt, chat=True, sampling=common_pb2.SamplingParams(max_tokens=2))
+    stub.Complete(request, timeout=120)
+    deadline = time.monotonic() + 5
+    while _prefix_counters(service)[0] == queried and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    return _prefix_counters(service)[1] - hits
+
+
+def test_generate_right_after_prefill_reuses_its_cached_blocks(stub, smollm2_backend) -> None:
+    story = " ".join(f"On day {i} the ship sailed {i * 7 % 13} miles north." for i in range(40))
+    block = 128  # vLLM's CPU block size: only whole blocks are cached
+    fresh = f"[{uuid.uuid4().hex}] {story}"
+    stats = prefill(stub, fresh, chat=True)
+    assert stats.prompt_tokens > 3 * block
+    reused = _generate_counting_hits(stub, smollm2_backend, fresh)
+    cold = _generate_counting_hits(stub, smollm2_backend, f"[{uuid.uuid4().hex}] {story}")
+    assert reused >= block * ((stats.prompt_tokens - 1) // block)
+    assert cold == 0
