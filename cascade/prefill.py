@@ -31,9 +31,11 @@ from cascade.data import Table
 from cascade.designs import DESIGNS
 from cascade.evaluation import head_data
 from cascade.lockbox import GSM8K_GROUP, Lockbox
+from cascade.metrics import apgr
 from cascade.selection import HeadData, Progress
 from cascade.training import prompt_hashes
 from cascade.yardstick import (
+    Procedure,
     backbone_procedure,
     design_procedure,
     prompt_draws,
@@ -48,6 +50,9 @@ OPEN_PREFILL_CORRECTIONS = ("open-prefill-ridge-100", "open-form-prefill-ridge-1
 CHOICE_FIXED = ("prefill-ridge", "prefill-ridge-within", "form-prefill-ridge-within",
                 "form-ridge-within")
 OPEN_FIXED = ("open-prefill-ridge-100", "open-form-prefill-ridge-100", "open-form-ridge-100")
+PAIRS = (("backbone-prefill", "backbone"), ("form-prefill-ridge-within", "form-ridge-within"),
+         ("open-form-prefill-ridge-100", "open-form-ridge-100"))
+"""(with the statistics, without them): each pair's paired APGR difference is reported."""
 
 
 def sample(table: Table, per_subject: int, gsm8k: int, seed: int,
@@ -146,9 +151,30 @@ def prefill_yardstick(data: HeadData, draws: int = 100, held_out: int = 10,
     procedures = {"backbone": backbone_procedure(candidates(base), inner),
                   "backbone-prefill": backbone_procedure(candidates((*base, *extra)), inner),
                   **fixed}
-    report = run_yardstick(data, procedures, splits, seed, progress)
+    per_draw: dict[str, list[float]] = {n: [] for n in procedures}
+    report = run_yardstick(data, {n: _recording(p, per_draw[n]) for n, p in procedures.items()},
+                           splits, seed, progress)
+    report["paired"] = {}
+    for with_, without in PAIRS:
+        if with_ in per_draw and without in per_draw:
+            diff = np.asarray(per_draw[with_]) - np.asarray(per_draw[without])
+            report["paired"][f"{with_} - {without}"] = {
+                "mean": float(diff.mean()), "std": float(diff.std(ddof=1)),
+                "share_positive": float(np.mean(diff > 0))}
     report["held_out"] = (f"{held_out} random subjects per draw" if by_group
                           else f"{share:.0%} of prompts per draw")
     report["rows"] = len(data)
     report["embeddings"] = data.embeddings is not None
     return report
+
+
+def _recording(procedure: Procedure, into: list[float]) -> Procedure:
+    """`procedure`, appending its held-out APGR of each draw to `into` (for paired figures)."""
+
+    def run(data: HeadData, train: np.ndarray, test: np.ndarray,
+            seed: int) -> tuple[np.ndarray, str]:
+        scores, what = procedure(data, train, test, seed)
+        into.append(apgr(scores, data.weak[test], data.strong[test]))
+        return scores, what
+
+    return run

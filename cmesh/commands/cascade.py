@@ -368,4 +368,7 @@ def prefill_evaluate(
                 diff = entry["apgr_minus_length"]
                 headline[f"{head}_{router}_minus_length"] = diff["mean"]
                 headline[f"{head}_{router}_at_least_length"] = diff["share_at_least_length"]
+        for pair, diff in report[head]["paired"].items():
+            headline[f"{head}_paired {pair}"] = diff["mean"]
+            headline[f"{head}_paired {pair} std"] = diff["std"]
     emit("cmesh cascade prefill-evaluate", {"headline": headline, **report}, as_json)

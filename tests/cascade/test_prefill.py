@@ -91,3 +91,7 @@ def test_yardstick_finds_a_signal_that_only_the_prefill_statistics_carry() -> No
     assert routers["backbone-prefill"]["apgr_minus_length"]["share_at_least_length"] == 1.0
     assert routers["backbone"]["apgr"]["mean"] < routers["backbone-prefill"]["apgr"]["mean"]
     assert report["rows"] == len(t)
+    paired = report["paired"]["backbone-prefill - backbone"]
+    assert paired["mean"] == pytest.approx(routers["backbone-prefill"]["apgr"]["mean"]
+                                           - routers["backbone"]["apgr"]["mean"])
+    assert paired["share_positive"] > 0.5
