@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -95,3 +98,53 @@ def test_yardstick_finds_a_signal_that_only_the_prefill_statistics_carry() -> No
     assert paired["mean"] == pytest.approx(routers["backbone-prefill"]["apgr"]["mean"]
                                            - routers["backbone"]["apgr"]["mean"])
     assert paired["share_positive"] > 0.5
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "data" / "routellm"
+SHIPPED = ROOT / "cascade" / "artifacts" / "prefill_stats.npz"
+
+
+def _development() -> tuple[Table, Table]:
+    from cascade.data import read_contaminated, read_tables
+    from cascade.lockbox import split
+
+    excluded = [p for f in sorted(DATA.glob("*contaminated_prompts.jsonl"))
+                for p in read_contaminated(f)]
+    parts = split(read_tables(DATA, exclude=excluded), Lockbox.load())
+    return parts.development, parts.lockbox
+
+
+def test_shipped_statistics_are_the_seeded_development_sample_and_never_the_lockbox() -> None:
+    from cascade.training import prompt_hashes
+
+    shipped = PrefillTable.load(SHIPPED)
+    meta = shipped.meta
+    dev, box = _development()
+    rows = sample(dev, meta["per_subject"], meta["gsm8k"], meta["seed"], Lockbox.load())
+    prompts = [dev.prompts[i] for i in rows]
+    assert shipped.keys.tolist() == prompt_hashes(prompts).tolist()
+    assert not set(shipped.keys.tolist()) & set(prompt_hashes(box.prompts).tolist())
+    assert meta["inputs"] == inputs_hash(prompts, meta["model_digest"], meta["chat"],
+                                         meta["top"])
+    assert shipped.features.shape == (len(rows), len(PREFILL_NAMES))
+    assert np.isfinite(shipped.features).all()
+
+
+@pytest.mark.slow
+def test_prefill_evaluate_scores_every_router_on_the_sampled_rows() -> None:
+    from typer.testing import CliRunner
+
+    from cmesh.cli import app
+
+    result = CliRunner().invoke(app, ["cascade", "prefill-evaluate", "--data", str(DATA),
+                                      "--stats", str(SHIPPED), "--draws", "2",
+                                      "--no-embeddings", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["rows"] == len(PrefillTable.load(SHIPPED).keys)
+    assert report["mmlu"]["draws"] == report["gsm8k"]["draws"] == 2
+    for head in ("mmlu", "gsm8k"):
+        assert {"length", "random", "backbone", "backbone-prefill"} <= set(
+            report[head]["routers"])
+        assert report[head]["paired"]
