@@ -96,7 +96,7 @@ def compute(prompts: Sequence[str], out: Path, chat: bool, top: int, chunk: int,
             "top": top, "features": list(FEATURE_NAMES), "n": len(prompts)}
     done.meta = info
     table = asyncio.run(_score(prompts, chat, top, model, chunk, done, partial, echo))
-    table.meta = {**info, "seconds_note": "see the progress log"}
+    table.meta = info
     table.save(out)
     partial.unlink(missing_ok=True)
     return table, False

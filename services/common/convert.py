@@ -179,29 +179,12 @@ def prefill_request_from_proto(msg: backend_pb2.PrefillRequest) -> tuple[Generat
     return request, msg.top_logprobs or DEFAULT_TOP
 
 
-def prefill_request_to_proto(request: GenerationRequest, top: int = DEFAULT_TOP
-                             ) -> backend_pb2.PrefillRequest:
-    """The PrefillRequest a client sends to score the prompt of `request`."""
-    return backend_pb2.PrefillRequest(
-        request_id=request.request_id, prompt=request.prompt,
-        conversation=conversation_to_proto(request.conversation), chat=request.chat,
-        top_logprobs=top)
-
-
 def prefill_stats_to_proto(stats: PrefillStats) -> backend_pb2.PrefillStats:
     return backend_pb2.PrefillStats(
         prompt_tokens=stats.prompt_tokens, scored_tokens=stats.scored_tokens,
         mean_logprob=stats.mean_logprob, min_logprob=stats.min_logprob,
         next_entropy=stats.next_entropy, top_mass=stats.top_mass, top_logprobs=stats.top,
         option_mass=dict(stats.option_mass))
-
-
-def prefill_stats_from_proto(msg: backend_pb2.PrefillStats) -> PrefillStats:
-    return PrefillStats(
-        prompt_tokens=msg.prompt_tokens, scored_tokens=msg.scored_tokens,
-        mean_logprob=msg.mean_logprob, min_logprob=msg.min_logprob,
-        next_entropy=msg.next_entropy, top_mass=msg.top_mass, top=msg.top_logprobs,
-        option_mass=dict(msg.option_mass))
 
 
 def delta_to_chunk(delta: Delta) -> backend_pb2.GenerateChunk:
