@@ -20,14 +20,20 @@ from typing import Any, Literal
 import numpy as np
 
 from cascade.features import FEATURE_NAMES, LENGTH_FEATURES
+from core.prefill import FEATURE_NAMES as PREFILL_FEATURES
 
 ORIGINAL_FEATURES = FEATURE_NAMES[:24]
 """The 24 surface features of the first classifier (before the form features)."""
 
+COLUMNS: tuple[str, ...] = (*FEATURE_NAMES, *PREFILL_FEATURES)
+"""Columns a feature matrix may hold: the form features, then (only where the small
+tier's prefill statistics were computed, `cascade.prefill`) those statistics."""
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "length": LENGTH_FEATURES,
     "surface": ORIGINAL_FEATURES,
     "form": FEATURE_NAMES,
+    "prefill": PREFILL_FEATURES,
+    "form-prefill": COLUMNS,
 }
 
 
@@ -54,8 +60,8 @@ class Design:
     seed: int = 0
 
     def columns(self) -> np.ndarray:
-        """Indices of this design's features in `FEATURE_NAMES`."""
-        return np.asarray([FEATURE_NAMES.index(n) for n in FEATURE_SETS[self.features]])
+        """Indices of this design's features in `COLUMNS`."""
+        return np.asarray([COLUMNS.index(n) for n in FEATURE_SETS[self.features]])
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (stored in the artifact and printed by the CLI)."""
@@ -141,7 +147,17 @@ OPEN_DESIGNS: dict[str, Design] = {d.name: d for d in (
 )}
 """Candidates for the open-question head (trained and judged on GSM8K prompts)."""
 
-DESIGNS: dict[str, Design] = {**CHOICE_DESIGNS, **OPEN_DESIGNS}
+PREFILL_DESIGNS: dict[str, Design] = {d.name: d for d in (
+    Design("prefill-ridge", features="prefill", alpha=10.0),
+    Design("prefill-ridge-within", features="prefill", alpha=10.0, target="within"),
+    Design("form-prefill-ridge-within", features="form-prefill", alpha=1000.0, target="within"),
+    Design("open-prefill-ridge-100", features="prefill", alpha=100.0, reweight=False),
+    Design("open-form-prefill-ridge-100", features="form-prefill", alpha=100.0,
+           reweight=False),
+)}
+"""Heads that read the small tier's prefill statistics (issue 22, build 4): only for
+rows that have them (`cascade.prefill`), so never candidates of the shipped selection."""
+DESIGNS: dict[str, Design] = {**CHOICE_DESIGNS, **OPEN_DESIGNS, **PREFILL_DESIGNS}
 
 
 def get_design(name: str) -> Design:

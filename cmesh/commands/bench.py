@@ -70,3 +70,11 @@ def system(quick: bool = QUICK, as_json: bool = JSON) -> None:
     from cmesh.bench import system as impl
 
     impl.main(quick=quick, as_json=as_json)
+
+
+@app.command("prefill")
+def prefill(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Small tier's Prefill: its latency, and the answer's TTFT right after it against cold."""
+    from cmesh.bench import prefill as impl
+
+    impl.main(quick=quick, as_json=as_json)

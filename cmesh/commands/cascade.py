@@ -277,3 +277,98 @@ def _plot(stem: Path, scores, weak, strong, title: str) -> None:  # type: ignore
     write_curve_csv(rows, stem.with_suffix(".csv"))
     plot_curve(rows, stem.with_suffix(".png"),
                f"{title}: APGR {apgr(scores, weak, strong):.3f} (random 0.500)", None)
+
+
+PREFILL_STATS = Path("cascade/artifacts/prefill_stats.npz")
+
+
+def _prefill_sample(data: Path, per_subject: int, gsm8k: int, seed: int) -> Any:
+    from cascade.lockbox import Lockbox
+    from cascade.prefill import sample
+
+    dev = _load(data).development
+    rows = sample(dev, per_subject, gsm8k, seed, Lockbox.load())
+    return dev, rows
+
+
+@app.command("prefill-stats")
+def prefill_stats(
+    data: Path = DATA,
+    out: Path = typer.Option(PREFILL_STATS, "--out", help="npz of the statistics to write."),
+    per_subject: int = typer.Option(50, "--per-subject", min=1,
+                                    help="Development prompts sampled per MMLU subject."),
+    gsm8k: int = typer.Option(300, "--gsm8k", min=0, help="GSM8K prompts sampled."),
+    limit: int | None = typer.Option(None, "--limit", min=1,
+                                     help="Only the first N sampled prompts (a speed check)."),
+    chat: bool = typer.Option(True, "--chat/--raw",
+                              help="Wrap each prompt in the chat template, as the gateway "
+                                   "sends it to the small tier (--raw: the bare text)."),
+    top: int = typer.Option(20, "--top", min=1, max=20,
+                            help="Next-token candidates the entropy and option mass use."),
+    chunk: int = typer.Option(16, "--chunk", min=1, max=256,
+                              help="Concurrent prefills per checkpoint."),
+    seed: int = SEED,
+    as_json: bool = JSON,
+) -> None:
+    """SmolLM2's prefill statistics of sampled development prompts (never the lockbox),
+    computed once by the backend engine into a hashed npz; resumes a partial run."""
+    import time
+
+    import numpy as np
+
+    from cmesh.prefill_eval import compute
+
+    dev, rows = _prefill_sample(data, per_subject, gsm8k, seed)
+    if limit is not None:
+        rows = rows[:limit]
+    prompts = [dev.prompts[i] for i in rows]
+    started = time.perf_counter()
+    meta = {"per_subject": per_subject, "gsm8k": gsm8k, "seed": seed, "limit": limit,
+            "subjects": sorted(set(dev.groups[i] for i in rows))}
+    table, reused = compute(prompts, out, chat, top, chunk, meta, _echo)
+    seconds = time.perf_counter() - started
+    emit("cmesh cascade prefill-stats", {
+        "n": len(prompts), "out": str(out), "inputs": table.meta["inputs"], "reused": reused,
+        "seconds": seconds, "ms_per_prompt": 1000 * seconds / max(1, len(prompts)),
+        "missing": int(np.isnan(table.features).any(axis=1).sum()),
+        "bytes": out.stat().st_size}, as_json)
+
+
+@app.command("prefill-evaluate")
+def prefill_evaluate(
+    data: Path = DATA,
+    stats: Path = typer.Option(PREFILL_STATS, "--stats",
+                               help="npz of the statistics (`cmesh cascade prefill-stats`)."),
+    draws: int = typer.Option(100, "--draws", min=1, max=10000, help="Yardstick draws per head."),
+    held_out: int = typer.Option(10, "--held-out", min=1, max=32,
+                                 help="MMLU development subjects held out per draw."),
+    with_embeddings: bool = typer.Option(True, "--embeddings/--no-embeddings",
+                                         help="Give the backbones the MiniLM embeddings "
+                                              "(centroid shrink, embedding corrections)."),
+    cache: Path = CACHE,
+    seed: int = SEED,
+    as_json: bool = JSON,
+) -> None:
+    """Issue 22's yardstick on the rows with prefill statistics: do they beat length and
+    the length backbone on unseen subjects? Every router is scored on the same rows."""
+    from cascade.prefill import PrefillTable
+    from cmesh.prefill_eval import evaluate
+
+    table = PrefillTable.load(stats)
+    dev = _load(data).development
+    embed = (lambda prompts: _embed(prompts, cache)) if with_embeddings else None
+    report = evaluate(dev, table, draws, held_out, seed, embed, _echo)
+    headline: dict[str, Any] = {"rows": report["rows"], "inputs": table.meta.get("inputs"),
+                                "draws": draws, "seed": seed}
+    for head in ("mmlu", "gsm8k"):
+        for router, entry in report[head]["routers"].items():
+            headline[f"{head}_{router}_apgr_mean"] = entry["apgr"]["mean"]
+            headline[f"{head}_{router}_apgr_std"] = entry["apgr"]["std"]
+            if "apgr_minus_length" in entry:
+                diff = entry["apgr_minus_length"]
+                headline[f"{head}_{router}_minus_length"] = diff["mean"]
+                headline[f"{head}_{router}_at_least_length"] = diff["share_at_least_length"]
+        for pair, diff in report[head]["paired"].items():
+            headline[f"{head}_paired {pair}"] = diff["mean"]
+            headline[f"{head}_paired {pair} std"] = diff["std"]
+    emit("cmesh cascade prefill-evaluate", {"headline": headline, **report}, as_json)

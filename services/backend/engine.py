@@ -1,6 +1,6 @@
 """The backend's engine: vLLM `AsyncLLM` in this process, behind a narrow interface.
 
-The servicer depends on the `Engine` protocol only (generate, info, health),
+The servicer depends on the `Engine` protocol only (generate, prefill, info, health),
 so a fake for a unit test is a few lines. `VllmEngine` validates each request
 against the model's real limits and raises `FieldError` naming the field; a
 dead engine core raises `Unavailable`, from `generate` and from `health`.
@@ -14,12 +14,14 @@ import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from core.errors import FieldError, NotReady, Overloaded, Unavailable
 from core.generation import MAX_TEMPERATURE, Delta, GenerationRequest, TokenLogprob
+from core.prefill import DEFAULT_TOP, MAX_TOP, PrefillStats, content_span, summarise
 from services.backend.dtype import DtypeChoice, resolve_here
 from services.backend.selfcheck import SelfCheck, run_self_check
 from services.backend.settings import BackendSettings
@@ -71,6 +73,9 @@ class Engine(Protocol):
     """What the gRPC servicer needs from an engine."""
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]: ...
+
+    async def prefill(self, request: GenerationRequest, top: int = DEFAULT_TOP
+                      ) -> PrefillStats: ...
 
     def info(self) -> EngineInfo: ...
 
@@ -201,9 +206,13 @@ class VllmEngine:
         """Tokenise the prompt (through the chat template when it has context)."""
         if not request.prompt.strip():
             raise FieldError("prompt", "must not be empty")
+        return self._encode(request, request.prompt)
+
+    def _encode(self, request: GenerationRequest, prompt: str) -> list[int]:
+        """Token ids of `prompt` in `request`'s context (template, conversation)."""
         tok = self._tokenizer
         if not request.uses_chat_template:
-            return list(tok(request.prompt)["input_ids"])
+            return list(tok(prompt)["input_ids"])
         messages = []
         conversation = request.conversation
         if conversation.system_prompt:
@@ -212,7 +221,7 @@ class VllmEngine:
             if turn.role not in ("user", "assistant"):
                 raise FieldError(f"conversation.turns[{i}].role", "must be user or assistant")
             messages.append({"role": turn.role, "content": turn.content})
-        messages.append({"role": "user", "content": request.prompt})
+        messages.append({"role": "user", "content": prompt})
         text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return list(tok(text, add_special_tokens=False)["input_ids"])
 
@@ -261,28 +270,23 @@ class VllmEngine:
         except (ValueError, VLLMValidationError) as exc:  # vLLM's own checks: final, not retried
             raise FieldError(_refused_field(exc), str(exc)) from exc
 
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
-        """Stream deltas; leaving the loop early (cancel, deadline) aborts in the engine."""
-        llm = self.llm
+    def _admit(self) -> None:
         if self.errored:
             raise Unavailable("the vLLM engine core has died")
         if self._in_flight >= self.settings.max_in_flight:
             raise Overloaded(f"{self._in_flight} requests in flight (max_in_flight)")
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[Delta]:
+        """Stream deltas; leaving the loop early (cancel, deadline) aborts in the engine."""
+        self._admit()
         ids = self.prompt_token_ids(request)
         done = list(request.continue_token_ids)
         params = self.sampling_params(request, len(ids), len(done))
-        request_id = request.request_id or uuid.uuid4().hex
-        self._in_flight += 1
-        finished = False
         completion = len(done)
-        from vllm.exceptions import VLLMValidationError
-        from vllm.v1.engine.exceptions import EngineDeadError
-
-        try:
-            async for out in llm.generate({"prompt_token_ids": ids + done}, params, request_id):
+        async with aclosing(self._run(ids + done, params, request.request_id)) as outputs:
+            async for out in outputs:
                 seq = out.outputs[0]
                 completion += len(seq.token_ids)
-                finished = out.finished
                 yield Delta(
                     text=seq.text,
                     token_ids=list(seq.token_ids),
@@ -291,6 +295,55 @@ class VllmEngine:
                     prompt_tokens=len(ids),
                     completion_tokens=completion,
                 )
+
+    async def prefill(self, request: GenerationRequest, top: int = DEFAULT_TOP
+                      ) -> PrefillStats:
+        """Prompt statistics from one prefill and one greedy token (`core.prefill`).
+
+        The prompt is tokenised as `generate` would (same template), so with prefix
+        caching on its KV blocks are cached for a generation of it that follows.
+        vLLM does not read the prefix cache for a request that asks for prompt
+        logprobs (every position needs its logits), but it still writes it.
+        """
+        if not 1 <= top <= MAX_TOP:
+            raise FieldError("top_logprobs", f"must be in 1..{MAX_TOP}")
+        self._admit()
+        ids = self.prompt_token_ids(request)
+        max_len = self.llm.vllm_config.model_config.max_model_len
+        if len(ids) >= max_len:
+            raise FieldError("prompt", f"{len(ids)} tokens; the context limit is {max_len}")
+        empty = self._encode(request, "") if request.uses_chat_template else []
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        params = SamplingParams(temperature=0.0, max_tokens=1, prompt_logprobs=0,
+                                logprobs=top, output_kind=RequestOutputKind.FINAL_ONLY)
+        final = None
+        async with aclosing(self._run(ids, params, request.request_id)) as outputs:
+            async for out in outputs:
+                final = out
+        if final is None or final.prompt_logprobs is None or not final.outputs[0].logprobs:
+            raise Unavailable("the engine returned no logprobs for the prefill")
+        prompt = [None if options is None else float(options[token].logprob)
+                  for token, options in zip(ids, final.prompt_logprobs, strict=True)]
+        options = final.outputs[0].logprobs[0]
+        next_top = [(lp.decoded_token or "", float(lp.logprob)) for lp in options.values()]
+        return summarise(prompt, content_span(ids, empty), next_top, top)
+
+    async def _run(self, ids: list[int], params: Any, request_id: str
+                   ) -> AsyncGenerator[Any, None]:
+        """vLLM's outputs for one admitted request; closing this early aborts it in the
+        engine (callers hold it in `aclosing`, so a cancel aborts at once, not at GC)."""
+        llm = self.llm
+        request_id = request_id or uuid.uuid4().hex
+        self._in_flight += 1
+        finished = False
+        from vllm.exceptions import VLLMValidationError
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        try:
+            async for out in llm.generate({"prompt_token_ids": ids}, params, request_id):
+                finished = out.finished
+                yield out
         except EngineDeadError as exc:
             raise Unavailable("the vLLM engine core died during this request") from exc
         except VLLMValidationError as exc:  # refused while queued: final, never retried

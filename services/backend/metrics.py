@@ -26,6 +26,10 @@ class BackendMetrics:
             "backend_e2e_latency_seconds", "Request start to last token.",
             labels, registry=registry, buckets=_LATENCY_BUCKETS,
         ).labels(tier)
+        self.prefill = Histogram(
+            "backend_prefill_seconds", "Prefill calls (prompt statistics), start to answer.",
+            labels, registry=registry, buckets=_LATENCY_BUCKETS,
+        ).labels(tier)
         self.prompt_tokens = Counter(
             "backend_prompt_tokens", "Prompt tokens processed.", labels, registry=registry
         ).labels(tier)
@@ -36,6 +40,14 @@ class BackendMetrics:
             "backend_requests", "Finished requests by outcome.", [*labels, "outcome"],
             registry=registry,
         )
+        self.prefix_queries = Counter(
+            "backend_prefix_cache_queried_tokens", "Prompt tokens looked up in the prefix cache.",
+            labels, registry=registry,
+        ).labels(tier)
+        self.prefix_hits = Counter(
+            "backend_prefix_cache_hit_tokens", "Prompt tokens found in the prefix cache.",
+            labels, registry=registry,
+        ).labels(tier)
         self.running = Gauge(
             "backend_requests_running", "Requests the engine is running.", labels,
             registry=registry,
@@ -52,7 +64,8 @@ class BackendMetrics:
         self.tier = tier
 
     def stat_logger_factory(self) -> Any:
-        """A vLLM stat-logger factory that feeds the running/waiting gauges."""
+        """A vLLM stat-logger factory that feeds the running/waiting gauges and the
+        prefix-cache counters."""
         from vllm.v1.metrics.loggers import StatLoggerBase
 
         metrics = self
@@ -66,6 +79,9 @@ class BackendMetrics:
                 if scheduler_stats is not None:
                     metrics.running.set(scheduler_stats.num_running_reqs)
                     metrics.waiting.set(scheduler_stats.num_waiting_reqs)
+                    cache = scheduler_stats.prefix_cache_stats
+                    metrics.prefix_queries.inc(cache.queries)
+                    metrics.prefix_hits.inc(cache.hits)
 
             def log_engine_initialized(self) -> None:
                 pass

@@ -10,12 +10,17 @@ import grpc
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from services.backend.engine import Engine
 from services.backend.metrics import BackendMetrics
-from services.common.convert import delta_to_chunk, generation_request_from_proto
+from services.common.convert import (
+    delta_to_chunk,
+    generation_request_from_proto,
+    prefill_request_from_proto,
+    prefill_stats_to_proto,
+)
 from services.common.errors import grpc_errors, grpc_stream_errors
 
 
 class BackendServicer(backend_pb2_grpc.BackendServicer):
-    """Generate / Complete / GetModelInfo over one `Engine`."""
+    """Generate / Complete / Prefill / GetModelInfo / GetLoad over one `Engine`."""
 
     def __init__(self, engine: Engine, metrics: BackendMetrics) -> None:
         self._engine = engine
@@ -64,6 +69,16 @@ class BackendServicer(backend_pb2_grpc.BackendServicer):
                 completion.usage.CopyFrom(chunk.usage)
         completion.text = "".join(texts)
         return completion
+
+    @grpc_errors
+    async def Prefill(
+        self, request: backend_pb2.PrefillRequest, context: grpc.aio.ServicerContext
+    ) -> backend_pb2.PrefillStats:
+        prompt, top = prefill_request_from_proto(request)
+        start = time.perf_counter()
+        stats = await self._engine.prefill(prompt, top)
+        self._metrics.prefill.observe(time.perf_counter() - start)
+        return prefill_stats_to_proto(stats)
 
     @grpc_errors
     async def GetModelInfo(

@@ -24,6 +24,7 @@ from core.generation import (
     Turn,
     Usage,
 )
+from core.prefill import DEFAULT_TOP, PrefillStats
 from protos.backend.v1 import backend_pb2
 from protos.broker.v1 import broker_pb2
 from protos.common.v1 import common_pb2
@@ -167,6 +168,23 @@ def generation_request_to_proto(request: GenerationRequest) -> backend_pb2.Gener
     if request.extra:
         msg.sampling_overrides.update(dict(request.extra))
     return msg
+
+
+def prefill_request_from_proto(msg: backend_pb2.PrefillRequest) -> tuple[GenerationRequest, int]:
+    """The engine's view of a PrefillRequest: the prompt as a generation would send it, and
+    how many next-token candidates to use (0 = the default; range checks in the engine)."""
+    request = GenerationRequest(prompt=msg.prompt,
+                                conversation=conversation_from_proto(msg.conversation),
+                                chat=msg.chat, request_id=msg.request_id)
+    return request, msg.top_logprobs or DEFAULT_TOP
+
+
+def prefill_stats_to_proto(stats: PrefillStats) -> backend_pb2.PrefillStats:
+    return backend_pb2.PrefillStats(
+        prompt_tokens=stats.prompt_tokens, scored_tokens=stats.scored_tokens,
+        mean_logprob=stats.mean_logprob, min_logprob=stats.min_logprob,
+        next_entropy=stats.next_entropy, top_mass=stats.top_mass, top_logprobs=stats.top,
+        option_mass=dict(stats.option_mass))
 
 
 def delta_to_chunk(delta: Delta) -> backend_pb2.GenerateChunk:

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from core.errors import FieldError, Overloaded
 from core.generation import Delta, GenerationRequest, Sampling, TokenLogprob, Turn
+from core.prefill import PrefillStats
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
 from protos.common.v1 import common_pb2
 from services.backend.engine import EngineInfo, _checked_extra
@@ -36,6 +37,14 @@ class FakeEngine:
             last = i == len(words) - 1
             yield Delta(f"{word} ", [i], [TokenLogprob(i, word, -0.5)], "stop" if last else None,
                         len(words), i + 1)
+
+    async def prefill(self, request: GenerationRequest, top: int = 20) -> PrefillStats:
+        if self.refuse is not None:
+            raise self.refuse
+        self.seen.append(request)
+        return PrefillStats(prompt_tokens=7, scored_tokens=5, mean_logprob=-2.5,
+                            min_logprob=-6.0, next_entropy=1.25, top_mass=0.75, top=top,
+                            option_mass={"A": 0.5, "B": 0.125, "C": 0.0, "D": 0.0})
 
     def info(self) -> EngineInfo:
         raise NotImplementedError
@@ -96,6 +105,27 @@ async def test_domain_errors_map_to_status_codes(served, error, code) -> None:
     assert err.value.code() == code
     engine.refuse = None
     assert (await stub.Complete(backend_pb2.GenerateRequest(prompt="x y"))).text == "x y "
+
+
+async def test_prefill_carries_the_prompt_and_every_statistic(served) -> None:
+    engine, stub = served
+    stats = await stub.Prefill(backend_pb2.PrefillRequest(
+        prompt="q", chat=True, request_id="r1",
+        conversation=common_pb2.Conversation(system_prompt="s")))
+    seen = engine.seen[0]
+    assert (seen.prompt, seen.chat, seen.request_id) == ("q", True, "r1")
+    assert seen.conversation.system_prompt == "s"
+    assert (stats.prompt_tokens, stats.scored_tokens, stats.top_logprobs) == (7, 5, 20)
+    assert (stats.mean_logprob, stats.min_logprob) == (-2.5, -6.0)
+    assert (stats.next_entropy, stats.top_mass) == (1.25, 0.75)
+    assert dict(stats.option_mass) == {"A": 0.5, "B": 0.125, "C": 0.0, "D": 0.0}
+    assert (await stub.Prefill(backend_pb2.PrefillRequest(prompt="q", top_logprobs=3))
+            ).top_logprobs == 3
+    engine.refuse = FieldError("top_logprobs", "must be in 1..20")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Prefill(backend_pb2.PrefillRequest(prompt="q", top_logprobs=30))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("top_logprobs:")
 
 
 def test_extra_sampling_fields_are_checked() -> None:

@@ -105,3 +105,44 @@ class Load(_message.Message):
     max_num_seqs: int
     max_in_flight: int
     def __init__(self, in_flight: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., max_in_flight: _Optional[int] = ...) -> None: ...
+
+class PrefillRequest(_message.Message):
+    __slots__ = ("request_id", "prompt", "conversation", "chat", "top_logprobs")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_FIELD_NUMBER: _ClassVar[int]
+    CHAT_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    prompt: str
+    conversation: _common_pb2.Conversation
+    chat: bool
+    top_logprobs: int
+    def __init__(self, request_id: _Optional[str] = ..., prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., chat: _Optional[bool] = ..., top_logprobs: _Optional[int] = ...) -> None: ...
+
+class PrefillStats(_message.Message):
+    __slots__ = ("prompt_tokens", "scored_tokens", "mean_logprob", "min_logprob", "next_entropy", "top_mass", "top_logprobs", "option_mass")
+    class OptionMassEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    MIN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    TOP_MASS_FIELD_NUMBER: _ClassVar[int]
+    TOP_LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    OPTION_MASS_FIELD_NUMBER: _ClassVar[int]
+    prompt_tokens: int
+    scored_tokens: int
+    mean_logprob: float
+    min_logprob: float
+    next_entropy: float
+    top_mass: float
+    top_logprobs: int
+    option_mass: _containers.ScalarMap[str, float]
+    def __init__(self, prompt_tokens: _Optional[int] = ..., scored_tokens: _Optional[int] = ..., mean_logprob: _Optional[float] = ..., min_logprob: _Optional[float] = ..., next_entropy: _Optional[float] = ..., top_mass: _Optional[float] = ..., top_logprobs: _Optional[int] = ..., option_mass: _Optional[_Mapping[str, float]] = ...) -> None: ...

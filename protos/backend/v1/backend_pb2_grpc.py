@@ -54,6 +54,11 @@ class BackendStub:
                 request_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.GetLoadRequest.SerializeToString,
                 response_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.Load.FromString,
                 _registered_method=True)
+        self.Prefill = channel.unary_unary(
+                '/cascademesh.backend.v1.Backend/Prefill',
+                request_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.PrefillRequest.SerializeToString,
+                response_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.PrefillStats.FromString,
+                _registered_method=True)
 
 
 class BackendServicer:
@@ -87,6 +92,15 @@ class BackendServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Prefill(self, request, context):
+        """Prompt statistics from one prefill (routing signals): the prompt's own tokens'
+        logprobs and the next-token distribution. With prefix caching on, the prompt's KV
+        blocks stay cached, so a Generate of the same prompt right after reuses them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BackendServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -109,6 +123,11 @@ def add_BackendServicer_to_server(servicer, server):
                     servicer.GetLoad,
                     request_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.GetLoadRequest.FromString,
                     response_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.Load.SerializeToString,
+            ),
+            'Prefill': grpc.unary_unary_rpc_method_handler(
+                    servicer.Prefill,
+                    request_deserializer=protos_dot_backend_dot_v1_dot_backend__pb2.PrefillRequest.FromString,
+                    response_serializer=protos_dot_backend_dot_v1_dot_backend__pb2.PrefillStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -219,6 +238,33 @@ class Backend:
             '/cascademesh.backend.v1.Backend/GetLoad',
             protos_dot_backend_dot_v1_dot_backend__pb2.GetLoadRequest.SerializeToString,
             protos_dot_backend_dot_v1_dot_backend__pb2.Load.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Prefill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cascademesh.backend.v1.Backend/Prefill',
+            protos_dot_backend_dot_v1_dot_backend__pb2.PrefillRequest.SerializeToString,
+            protos_dot_backend_dot_v1_dot_backend__pb2.PrefillStats.FromString,
             options,
             channel_credentials,
             insecure,
