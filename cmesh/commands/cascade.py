@@ -17,6 +17,8 @@ from cmesh.output import emit
 app = typer.Typer(help="Difficulty classifier: select by nested CV, train, evaluate.",
                   no_args_is_help=True)
 
+# The small tier's prefill statistics shipped for the development sample (issue 22).
+PREFILL_STATS = Path(__file__).resolve().parents[2] / "cascade" / "artifacts" / "prefill_stats.npz"
 DATA = typer.Option(Path("data/routellm"), "--data",
                     help="Folder of RouteLLM-format CSVs (contaminated prompts in its "
                          "*contaminated_prompts.jsonl files are left out).")
@@ -178,9 +180,17 @@ def evaluate(
     lockbox: bool = typer.Option(True, "--lockbox/--no-lockbox",
                                  help="Score the artifact on the lockbox (logged once per "
                                       "artifact version)."),
+    prefill: bool = typer.Option(True, "--prefill/--no-prefill",
+                                 help="Also run the yardstick on the rows with the small "
+                                      "tier's prefill statistics (`--prefill-stats`), with "
+                                      "and without them (as `cmesh cascade "
+                                      "prefill-evaluate`, same --draws)."),
+    prefill_stats: Path = typer.Option(PREFILL_STATS, "--prefill-stats",
+                                       help="npz of the statistics."),
     as_json: bool = JSON,
 ) -> None:
-    """Yardstick over held-out draws, nested CV, and the shipped artifact on the lockbox."""
+    """Yardstick over held-out draws, nested CV, the prefill statistics' value, and the
+    shipped artifact on the lockbox."""
 
     from cascade.designs import CHOICE_DESIGNS, OPEN_DESIGNS, get_design
     from cascade.evaluation import evaluate_head, heads_of, yardstick_head
@@ -232,6 +242,19 @@ def evaluate(
     out: dict[str, Any] = {"development": {"n": len(dev), "dedup_dropped": parts.dropped,
                                            **heads},
                            "yardstick": yard, "headline": headline}
+    if prefill and draws > 0:
+        from cascade.prefill import PrefillTable
+        from cmesh.prefill_eval import evaluate as prefill_evaluate
+
+        def embed(prompts: list[str]) -> Any:
+            return _embed(prompts, cache)
+
+        out["prefill"] = prefill_evaluate(dev, PrefillTable.load(prefill_stats), draws,
+                                          held_out, seed, embed if yard_embed else None,
+                                          _echo)
+        for name in ("mmlu", "gsm8k"):
+            for pair, diff in out["prefill"][name]["paired"].items():
+                headline[f"{name}_prefill_paired {pair}"] = diff["mean"]
     if lockbox:
         out["lockbox"] = _lockbox(artifact, thresholds, looks, box, cache)
         pooled = out["lockbox"]["pooled"]
@@ -279,7 +302,6 @@ def _plot(stem: Path, scores, weak, strong, title: str) -> None:  # type: ignore
                f"{title}: APGR {apgr(scores, weak, strong):.3f} (random 0.500)", None)
 
 
-PREFILL_STATS = Path("cascade/artifacts/prefill_stats.npz")
 
 
 def _prefill_sample(data: Path, per_subject: int, gsm8k: int, seed: int) -> Any:

@@ -148,6 +148,11 @@ def test_evaluate_yardstick_reports_mean_and_spread_beside_length_and_random(
     assert headline["mmlu_yardstick_backbone_minus_length"] == pytest.approx(
         headline["mmlu_yardstick_backbone_apgr_mean"]
         - headline["mmlu_yardstick_length_apgr_mean"])
+    prefill = report["prefill"]  # the same yardstick on the rows with prefill statistics
+    assert prefill["rows"] > 1000
+    for name in ("mmlu", "gsm8k"):
+        assert prefill[name]["paired"] and prefill[name]["routers"]["length"]["apgr"]["std"] > 0
+        assert any(k.startswith(f"{name}_prefill_paired") for k in headline)
 
 
 def small_routing_data(folder: Path, subjects: int = 8, rows: int = 40,
