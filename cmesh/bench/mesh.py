@@ -19,10 +19,11 @@ def bench_state(name: str) -> tuple[Path, Path, str]:
     return state, keys_file, (state / "bench-api-key").read_text().strip()
 
 
-def one_engine_broker(addresses: dict[str, str]) -> list[str]:
-    """Broker flags: the small and the large tier both on `backend-small`."""
-    backend = addresses["backend-small"]
-    return ["--backends", f"small={backend};large={backend}", "--load_poll_s", "0.05"]
+# Broker flags: the small and the large tier both on `backend-small` (`{name}` becomes its
+# address). In `args`, not `peer_args`, so the stack reads the tiers from them and gives the
+# broker's NATS user its tiers' queues (`cmesh.stack.broker_tiers`).
+ONE_ENGINE_BROKER = ("--backends", "small={backend-small};large={backend-small}",
+                     "--load_poll_s", "0.05")
 
 
 def one_engine_mesh(gateway_peers: Callable[[dict[str, str]], list[str]]) -> list[Any]:
@@ -33,8 +34,8 @@ def one_engine_mesh(gateway_peers: Callable[[dict[str, str]], list[str]]) -> lis
     return [ServiceSpec("backend-small", "services.backend", ("--served_name", "small")),
             ServiceSpec("cache", "services.cache", needs_nats=True),
             ServiceSpec("classifier", "services.classifier"),
-            ServiceSpec("broker", "services.broker", needs_nats=True,
-                        needs=("backend-small",), peer_args=one_engine_broker),
+            ServiceSpec("broker", "services.broker", ONE_ENGINE_BROKER, needs_nats=True,
+                        needs=("backend-small",)),
             ServiceSpec("gateway", "services.gateway", needs_nats=True,
                         needs=("backend-small", "cache", "classifier", "broker"),
                         peer_args=gateway_peers)]

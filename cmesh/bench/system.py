@@ -1,6 +1,8 @@
 """`cmesh bench system`: the mesh beside vLLM's own OpenAI server on the same model and
 engine settings, both driven by vLLM's benchmark client (`python -m vllm.benchmarks.serve`)
-with the same workload files (`cmesh.bench.workloads`), A-B-B-A rounds.
+with the same workload files (`cmesh.bench.workloads`), A-B-B-A rounds. The client runs
+through `cmesh.bench.vllm_client` (vLLM's own parser and main; the module has no
+`__main__`).
 
 Configurations, all on this machine:
 - **V**: `python -m vllm.entrypoints.openai.api_server` on the prepared SmolLM2 with the
@@ -96,8 +98,8 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 6
 async def client(base_url: str, model: str, tokenizer: str, dataset: Path, n: int,
                  concurrency: int, key: str, out: Path,
                  headers: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One run of vLLM's benchmark client; its result JSON."""
-    args = [sys.executable, "-m", "vllm.benchmarks.serve", "--backend", "openai-chat",
+    """One run of vLLM's benchmark client (`cmesh.bench.vllm_client`); its result JSON."""
+    args = [sys.executable, "-m", "cmesh.bench.vllm_client", "--backend", "openai-chat",
             "--base-url", base_url, "--endpoint", "/v1/chat/completions", "--model", model,
             "--tokenizer", tokenizer, "--dataset-name", "custom", "--dataset-path",
             str(dataset), "--disable-shuffle", "--skip-chat-template",
@@ -146,13 +148,15 @@ async def _bench(quick: bool) -> dict[str, Any]:
                 "--http_port", "0", "--http_port_file", str(work / DOOR_PORT_FILE)]
 
     v_port = free_port()
-    console.print("starting vLLM's OpenAI server (V) and the mesh (M: nats, backend, cache, "
-                  "classifier, broker, gateway with its door)...")
+    console.print("starting vLLM's OpenAI server (V)...")
     v_proc = vllm_server(model, v_port, work / "vllm-server.log")
     results: dict[str, list[dict[str, Any]]] = {}
     try:
+        # one after the other: two engines starting at once on two cores starve NATS
+        await wait_ready(f"http://127.0.0.1:{v_port}/v1/models", v_proc)
+        console.print("starting the mesh (M: nats, backend, cache, classifier, broker, "
+                      "gateway with its door)...")
         async with LocalStack(one_engine_mesh(gateway_peers), work / "stack") as stack:
-            await wait_ready(f"http://127.0.0.1:{v_port}/v1/models", v_proc)
             v_url = f"http://127.0.0.1:{v_port}"
             m_url = f"http://127.0.0.1:{(work / DOOR_PORT_FILE).read_text().strip()}"
 

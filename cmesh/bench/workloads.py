@@ -1,6 +1,6 @@
 """Seeded request streams for `cmesh bench system` (issue 19), as files an outside client
 reads: vLLM's benchmark client takes them as a custom dataset
-(`python -m vllm.benchmarks.serve --dataset-name custom --dataset-path F.jsonl
+(`python -m cmesh.bench.vllm_client --dataset-name custom --dataset-path F.jsonl
 --disable-shuffle`), one file per tenant because the client sends one API key.
 
 - `unique`: prompts from the project's data with a spread of prompt and answer

@@ -64,3 +64,4 @@ def test_files_are_a_custom_dataset_for_vllms_benchmark_client(pools: Pools,
     labels = [json.loads(line) for line in
               (tmp_path / "repeat60.labels.jsonl").read_text().splitlines()]
     assert [row["kind"] for row in labels] == [r.kind for r in stream]
+

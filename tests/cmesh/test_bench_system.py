@@ -1,0 +1,34 @@
+"""`cmesh bench system --quick --json`: vLLM's own server and the mesh, driven by vLLM's
+benchmark client, end to end (two SmolLM2 engines, nats, every service; about 7 minutes on
+two cores)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from cmesh.bench.system import NOT_MEASURED
+
+pytestmark = [pytest.mark.vllm, pytest.mark.nats, pytest.mark.slow, pytest.mark.timeout(1500)]
+KEYS = ("m0_vs_vllm_throughput", "m0_added_ttft_p50_ms", "litellm_added_ttft_p50_ms",
+        "m1_vs_vllm_rps_repeat60", "m1_vs_vllm_ttft_repeat60", "m1_wrong_hit_share",
+        "reject_p99_ms", "accepted_within_deadline", "rss_growth_max")
+
+
+def test_quick_run_reports_every_key_of_issue_19() -> None:
+    run = subprocess.run([sys.executable, "-m", "cmesh.cli", "bench", "system", "--quick",
+                          "--json"], capture_output=True, text=True, timeout=1400,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    figures = json.loads(run.stdout.strip().splitlines()[-1])
+    assert set(KEYS) <= set(figures)
+    for key in KEYS:  # measured, or null with the reason said
+        assert figures[key] is not None or key in figures["not_measured"], key
+    assert figures["m0_vs_vllm_throughput"] > 0 and figures["m1_vs_vllm_rps_repeat60"] > 0
+    assert not any(figures["failed"].values())  # every request of every side answered
+    assert set(figures["rss_mib_end"]) >= {"vllm-server", "backend-small", "gateway", "cache"}
+    assert set(figures["not_measured"]) == set(NOT_MEASURED)
