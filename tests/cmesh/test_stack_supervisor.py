@@ -141,8 +141,12 @@ async def test_a_killed_service_is_restarted_on_its_port_and_the_tier_answers_ag
         seen = [(s.code, s.details, round(s.silent_after(killed), 2)) for s in streams]
         assert {s.code for s in streams} <= {"OK", "UNAVAILABLE"}, seen
         assert all("'small'" in s.details for s in streams if s.code != "OK"), seen
-        # each one ends, or goes on (resumed by another broker), within 5 s of the kill
-        assert max(s.silent_after(killed) for s in streams) < 5, seen
+        # each one ends, or goes on (resumed by another broker), within seconds of the kill:
+        # 5 s for a backend; a lone broker's streams wait for its restart as well (tier dead
+        # after 1.5 s, supervisor backoff 0.5 s, a new broker process: 5.07-5.09 s measured in
+        # the full suite on two loaded cores, under 5 s alone), so 8 s there
+        bound = 8.0 if victim == "broker" else 5.0
+        assert max(s.silent_after(killed) for s in streams) < bound, seen
         if victim == "backend-small":  # no other replica: the running streams are cut
             assert "UNAVAILABLE" in {s.code for s in streams}, seen
         if stack.services[victim] is before:  # still down: refused at once, and reported
