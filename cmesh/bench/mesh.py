@@ -4,7 +4,7 @@ and the broker flags that serve both tiers from the one SmolLM2 engine (two core
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +39,16 @@ def one_engine_mesh(gateway_peers: Callable[[dict[str, str]], list[str]]) -> lis
             ServiceSpec("gateway", "services.gateway", needs_nats=True,
                         needs=("backend-small", "cache", "classifier", "broker"),
                         peer_args=gateway_peers)]
+
+
+def door_gateway(keys_file: Path, port_file: Path) -> Callable[[Mapping[str, str]], list[str]]:
+    """Gateway flags for a benchmark through the OpenAI door: the cache and classifier of
+    the stack, route policy, rate limits out of the way, the door on a free port written
+    to `port_file`."""
+    def peers(addresses: Mapping[str, str]) -> list[str]:
+        return ["--cache_address", addresses["cache"],
+                "--classifier_address", addresses["classifier"],
+                "--api_keys_file", str(keys_file), "--policy", "route",
+                "--rate_limit_per_s", "10000", "--rate_limit_burst", "10000",
+                "--http_port", "0", "--http_port_file", str(port_file)]
+    return peers

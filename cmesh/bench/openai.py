@@ -36,7 +36,7 @@ async def _bench(quick: bool) -> dict[str, float]:
     import grpc
     import httpx
 
-    from cmesh.bench.mesh import bench_state, one_engine_mesh
+    from cmesh.bench.mesh import bench_state, door_gateway, one_engine_mesh
     from cmesh.client import build_request
     from cmesh.stack import DOOR_PORT_FILE, LocalStack
     from protos.gateway.v1 import gateway_pb2_grpc
@@ -45,14 +45,7 @@ async def _bench(quick: bool) -> dict[str, float]:
     n_throughput, max_tokens, batch_lines = (16, 32, 80) if quick else (48, 64, 200)
     state, keys_file, key = bench_state("openai")
 
-    def gateway_peers(addresses: dict[str, str]) -> list[str]:
-        return ["--cache_address", addresses["cache"],
-                "--classifier_address", addresses["classifier"],
-                "--api_keys_file", str(keys_file), "--policy", "route",
-                "--rate_limit_per_s", "10000", "--rate_limit_burst", "10000",
-                "--http_port", "0", "--http_port_file", str(state / DOOR_PORT_FILE)]
-
-    specs = one_engine_mesh(gateway_peers)
+    specs = one_engine_mesh(door_gateway(keys_file, state / DOOR_PORT_FILE))
     console.print("starting nats, backend (SmolLM2), cache, classifier, broker, gateway...")
     auth = {"authorization": f"Bearer {key}", "x-cmesh-skip-cache": "1"}
     async with LocalStack(specs, state) as stack, \

@@ -122,7 +122,7 @@ async def client(base_url: str, model: str, tokenizer: str, dataset: Path, n: in
 
 
 async def _bench(quick: bool) -> dict[str, Any]:
-    from cmesh.bench.mesh import one_engine_mesh
+    from cmesh.bench.mesh import door_gateway, one_engine_mesh
     from cmesh.stack import DOOR_PORT_FILE, LocalStack, ensure_dev_keys
     from services.backend.engine import default_model
     from services.common.natsd import free_port
@@ -140,12 +140,6 @@ async def _bench(quick: bool) -> dict[str, Any]:
             stream = build(name, n, tenants=("bench",), seed=100 + r, pools=pools)
             files[(name, r)] = write(stream, work / f"{name}-{r}", name)["bench"]
 
-    def gateway_peers(addresses: dict[str, str]) -> list[str]:
-        return ["--cache_address", addresses["cache"],
-                "--classifier_address", addresses["classifier"],
-                "--api_keys_file", str(keys_file), "--policy", "route",
-                "--rate_limit_per_s", "10000", "--rate_limit_burst", "10000",
-                "--http_port", "0", "--http_port_file", str(work / DOOR_PORT_FILE)]
 
     v_port = free_port()
     console.print("starting vLLM's OpenAI server (V)...")
@@ -156,7 +150,8 @@ async def _bench(quick: bool) -> dict[str, Any]:
         await wait_ready(f"http://127.0.0.1:{v_port}/v1/models", v_proc)
         console.print("starting the mesh (M: nats, backend, cache, classifier, broker, "
                       "gateway with its door)...")
-        async with LocalStack(one_engine_mesh(gateway_peers), work / "stack") as stack:
+        async with LocalStack(one_engine_mesh(door_gateway(keys_file, work / DOOR_PORT_FILE)),
+                              work / "stack") as stack:
             v_url = f"http://127.0.0.1:{v_port}"
             m_url = f"http://127.0.0.1:{(work / DOOR_PORT_FILE).read_text().strip()}"
 

@@ -56,23 +56,9 @@ class NatsCluster:
         await self.wait_ready(timeout)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        import nats
-
         deadline = asyncio.get_running_loop().time() + timeout
-        nc = await nats.connect(servers=[n.url for n in self.nodes if n.running],
-                                **self.connect_options)
-        try:
-            while True:
-                try:
-                    await nc.jetstream().account_info()
-                    return
-                except Exception:
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise TimeoutError("JetStream cluster has no leader") from None
-                    await asyncio.sleep(0.2)
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
+        await wait_jetstream([n.url for n in self.nodes if n.running], self.connect_options,
+                             deadline, "JetStream cluster")
 
     async def stop(self, index: int | None = None) -> None:
         """Kill one node (like a crash), or all of them."""
@@ -88,3 +74,24 @@ class NatsCluster:
         await self.stop()
         if self._own_dir:
             shutil.rmtree(self.store_dir, ignore_errors=True)
+
+
+async def wait_jetstream(servers: Sequence[str], connect_options: Mapping[str, Any],
+                         deadline: float, what: str) -> None:
+    """Until JetStream answers through `servers` (it has a meta leader), or TimeoutError
+    naming `what` past `deadline` (event-loop time)."""
+    import nats
+
+    nc = await nats.connect(servers=list(servers), **connect_options)
+    try:
+        while True:
+            try:
+                await nc.jetstream().account_info()
+                return
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError(f"{what} has no JetStream meta leader") from None
+                await asyncio.sleep(0.2)
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()

@@ -14,7 +14,6 @@ JetStream has a meta leader, and kills a region like an outage.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import shutil
@@ -25,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from services.common.natscluster import wait_jetstream
 from services.common.natsd import ClusterBlock, GatewayBlock, NatsServer, NatsUser, free_port
 
 REGION_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
@@ -132,23 +132,8 @@ class Supercluster:
         return others <= set(z.get("outbound_gateways") or {})
 
     async def _wait_jetstream(self, region: str, deadline: float) -> None:
-        import nats
-
         servers = [s.url for s in self.regions[region] if s.running]
-        nc = await nats.connect(servers=servers, **self.connect_options)
-        try:
-            while True:
-                try:
-                    await nc.jetstream().account_info()
-                    return
-                except Exception:
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise TimeoutError(f"JetStream in region {region} has no "
-                                           "meta leader") from None
-                    await asyncio.sleep(0.2)
-        finally:
-            with contextlib.suppress(Exception):
-                await nc.close()
+        await wait_jetstream(servers, self.connect_options, deadline, f"region {region}")
 
     async def __aenter__(self) -> Self:
         try:
