@@ -131,11 +131,16 @@ def derive_bound(probs: np.ndarray, correct: np.ndarray, n_positive: int, delta:
                  calib_hits=h)
 
 
+def hits_at(probs: np.ndarray, correct: np.ndarray, threshold: float) -> tuple[int, int]:
+    """(hits, wrong hits) among rows at or above `threshold` (-1: no candidate, never)."""
+    hits = (probs >= threshold) & (probs >= 0)
+    return int(hits.sum()), int((hits & ~correct).sum())
+
+
 def realised_share(probs: np.ndarray, correct: np.ndarray, threshold: float) -> float:
     """The wrong share among rows at or above `threshold` (0 when none is)."""
-    hits = (probs >= threshold) & (probs >= 0)
-    n = int(hits.sum())
-    return float((hits & ~correct).sum() / n) if n else 0.0
+    n, wrong = hits_at(probs, correct, threshold)
+    return wrong / n if n else 0.0
 
 
 def lowest_keeping(o: Outcomes, start: float, delta: float) -> float:
@@ -168,8 +173,7 @@ def shifted_bound(outcomes: Outcomes, delta: float, confidence: float = 0.9) -> 
     allowance = shift_allowance(outcomes, delta, confidence)
     base = derive_bound(outcomes.prob, outcomes.right, outcomes.n_positive, delta, confidence)
     threshold = min(1.0, base.threshold + allowance)
-    hits = (outcomes.prob >= threshold) & (outcomes.prob >= 0)
-    n, wrong = int(hits.sum()), int((hits & ~outcomes.right).sum())
+    n, wrong = hits_at(outcomes.prob, outcomes.right, threshold)
     n_all = max(len(outcomes.prob), 1)
     return Bound(delta=delta, threshold=threshold, expected_hit_rate=n / n_all,
                  expected_wrong_share=wrong / n if n else 0.0,

@@ -55,13 +55,13 @@ class HitDecision:
     """Verifies candidates and turns probabilities into hits at δ's bound."""
 
     def __init__(self, verifier: Verifier, delta: float, store: NamespaceStore,
-                 counters: Stats, audit: AuditBook | None = None) -> None:
+                 counters: Stats, audit: AuditBook) -> None:
         self.verifier = verifier
         self.store = store
         self.counters = counters
         self.bound = verifier.bound(delta)
         self.threshold = self.bound.threshold
-        self.audit = audit or AuditBook(delta, lambda d: verifier.bound(d).threshold)
+        self.audit = audit
 
     def verify(self, prompts: list[str], vectors: np.ndarray,
                rows: list[Candidate]) -> np.ndarray:

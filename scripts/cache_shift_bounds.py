@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from cache.calibration import Outcomes, derive_bound
+from cache.calibration import Outcomes, derive_bound, hits_at
 from cache.verifier import CONFIDENCE
 
 DELTAS = (0.02, 0.05, 0.10)
@@ -28,8 +28,7 @@ FORMS = ("handwritten", "mock", "written", "qqp")
 
 
 def realised(o: Outcomes, threshold: float) -> dict[str, float]:
-    hits = (o.prob >= threshold) & (o.prob >= 0)
-    n_hits, wrong = int(hits.sum()), int((hits & ~o.right).sum())
+    n_hits, wrong = hits_at(o.prob, o.right, threshold)
     return {"hits": n_hits, "wrong": wrong, "share": wrong / n_hits if n_hits else 0.0,
             "recall": (n_hits - wrong) / max(o.n_positive, 1)}
 

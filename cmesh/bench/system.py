@@ -180,7 +180,7 @@ async def _bench(quick: bool) -> dict[str, Any]:
                           warmup=0, report=console.print)
             end = {name: rss_mib(s.proc.pid) for name, s in stack.services.items()}
             end["vllm-server"] = rss_mib(v_proc.pid)
-            hits = await _hit_share(stack)
+            hits = _hit_share(stack)
     finally:
         os.killpg(v_proc.pid, signal.SIGTERM)
         try:
@@ -190,19 +190,16 @@ async def _bench(quick: bool) -> dict[str, Any]:
     return _figures(results, warm, end, hits, n, concurrency, rounds, work)
 
 
-async def _hit_share(stack: Any) -> float | None:
-    port = stack.services["cache"].metrics_port
-    try:
-        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
-    except OSError:
+def _hit_share(stack: Any) -> float | None:
+    """The cache's hits over its lookups, from its metrics (None when unreadable)."""
+    from cmesh.commands.gateway import samples, scrape
+
+    body = scrape(stack.services["cache"].metrics_port)
+    if body is None:
         return None
-    sums: dict[str, float] = {}
-    for line in body.decode().splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in ("cache_lookups_total", "cache_hits_total"):
-            sums[name] = sums.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    lookups = sums.get("cache_lookups_total", 0.0)
-    return sums.get("cache_hits_total", 0.0) / lookups if lookups else None
+    lookups = sum(x for _, x in samples(body, "cache_lookups_total"))
+    hits = sum(x for _, x in samples(body, "cache_hits_total"))
+    return hits / lookups if lookups else None
 
 
 def _figures(results: dict[str, list[dict[str, Any]]], warm: dict[str, float],

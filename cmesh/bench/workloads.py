@@ -87,14 +87,15 @@ def build(name: str, n: int, tenants: Sequence[str] = ("acme", "globex", "initec
         earlier = seen[tenant]
         if earlier and rng.random() < share:
             j = rng.choice(earlier)
-            first = out[j] if out[j].same_as < 0 else out[out[j].same_as]
+            origin = j if out[j].same_as < 0 else out[j].same_as  # the first asking
+            first = out[origin]
             options = pools.paraphrases.get(first.prompt, [])
             if options and rng.random() < 0.5:
                 prompt, kind = rng.choice(options), "paraphrase"
             else:
                 prompt, kind = first.prompt, "repeat"
             out.append(Request(prompt, first.output_tokens, tenant, first.source, kind,
-                               out.index(first)))
+                               origin))
         else:
             source, _, (low, high) = rng.choices(MIX, weights=[w for _, w, _ in MIX])[0]
             pool: list[str] = getattr(pools, source)

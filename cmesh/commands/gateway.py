@@ -121,7 +121,7 @@ _KEY_METRICS = ("gateway_requests_total", "gateway_escalations_total", "gateway_
                 "backend_engine_unfinished_requests", "backend_generation_tokens_total")
 
 
-def _scrape(port: int | None) -> str | None:
+def scrape(port: int | None) -> str | None:
     """A service's Prometheus text, or None when it cannot be read."""
     if not port:
         return None
@@ -131,7 +131,7 @@ def _scrape(port: int | None) -> str | None:
         return None
 
 
-def _samples(body: str, name: str) -> list[tuple[dict[str, str], float]]:
+def samples(body: str, name: str) -> list[tuple[dict[str, str], float]]:
     """The labels and value of each sample of metric `name` in Prometheus text."""
     out = []
     for line in body.splitlines():
@@ -139,15 +139,17 @@ def _samples(body: str, name: str) -> list[tuple[dict[str, str], float]]:
             labels, value = line[len(name) + 1:].rsplit("} ", 1)
             pairs = (part.split("=", 1) for part in labels.split('",') if "=" in part)
             out.append(({k: v.strip('"') for k, v in pairs}, float(value)))
+        elif line.startswith(name + " "):  # a metric without labels
+            out.append(({}, float(line.rsplit(" ", 1)[1])))
     return out
 
 
 def tier_line(port: int | None) -> str:
     """Each tier as the gateway sees it (`gateway_tier_up`: through the broker)."""
-    body = _scrape(port)
+    body = scrape(port)
     if body is None:
         return "tiers: metrics unreachable"
-    tiers = [(labels["tier"], up) for labels, up in _samples(body, "gateway_tier_up")]
+    tiers = [(labels["tier"], up) for labels, up in samples(body, "gateway_tier_up")]
     if not tiers:
         return "tiers: direct (no broker)"
     return "tiers: " + ", ".join(f"{t} {'up' if up else '[red]DOWN[/red]'}"
@@ -156,13 +158,13 @@ def tier_line(port: int | None) -> str:
 
 def audit_line(port: int | None) -> str:
     """Each audited tenant's live wrong-hit share (90 % interval) and the δ it is held to."""
-    body = _scrape(port)
+    body = scrape(port)
     if body is None:
         return "audit: metrics unreachable"
     share: dict[str, dict[str, float]] = {}
-    for labels, x in _samples(body, "cache_audit_wrong_share"):
+    for labels, x in samples(body, "cache_audit_wrong_share"):
         share.setdefault(labels["tenant"], {})[labels["value"]] = x
-    held = {labels["tenant"]: x for labels, x in _samples(body, "cache_audit_effective_delta")}
+    held = {labels["tenant"]: x for labels, x in samples(body, "cache_audit_effective_delta")}
     if not share:
         return "audit: no verdicts yet"
     return "audit: " + "; ".join(
@@ -171,7 +173,7 @@ def audit_line(port: int | None) -> str:
 
 
 def _key_metrics(port: int | None) -> str:
-    body = _scrape(port)
+    body = scrape(port)
     if body is None:
         return "-" if not port else "metrics unreachable"
     sums: dict[str, float] = {}

@@ -163,9 +163,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     @grpc_errors
     async def Audit(self, request: cache_pb2.AuditRequest,
                     context: grpc.aio.ServicerContext) -> cache_pb2.AuditEstimate:
-        if not request.tenant:
-            raise FieldError("tenant", "is required")
-        check_tenant(request.tenant)
+        _required_tenant(request.tenant)
         if not request.entry_id:
             raise FieldError("entry_id", "is required")
         estimate = self.cache.record_verdict(request.tenant, request.entry_id,
@@ -196,9 +194,7 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     @grpc_errors
     async def Invalidate(self, request: cache_pb2.InvalidateRequest,
                          context: grpc.aio.ServicerContext) -> cache_pb2.InvalidateResponse:
-        if not request.tenant:
-            raise FieldError("tenant", "is required")
-        check_tenant(request.tenant)
+        _required_tenant(request.tenant)
         target = request.WhichOneof("target")
         if target == "entry_id":
             outcome = await self.cache.invalidate_entry(request.tenant, request.entry_id)
@@ -239,6 +235,13 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
     def _gauges(self) -> None:
         self.metrics.entries.set(self.cache.stats().entries)
         self.metrics.degraded.set(float(bool(getattr(self.log_state, "degraded", False))))
+
+
+def _required_tenant(tenant: str) -> str:
+    """`tenant`, present and well formed, else FieldError naming `tenant`."""
+    if not tenant:
+        raise FieldError("tenant", "is required")
+    return check_tenant(tenant)
 
 
 def _estimate(e: Estimate) -> cache_pb2.AuditEstimate:
