@@ -68,6 +68,10 @@ class TierWatch:
         seen = self._seen.get(tier, {}).get(broker_id)
         return seen is not None and self._clock() - seen.at <= self.dead_after_s
 
+    def live_brokers(self, tier: str) -> list[str]:
+        """Ids of the brokers that beaconed `tier` within `dead_after_s`."""
+        return sorted(b for b in self._seen.get(tier, {}) if self.live(tier, b))
+
     def problem(self, tier: str) -> str | None:
         """Why `tier` cannot take work now (naming it), or None when it can."""
         now = self._clock()

@@ -38,6 +38,7 @@ def test_silence_past_dead_after_is_a_dead_broker_while_another_keeps_the_tier_u
     watch.observe(beacon("b2"))
     clock.now += 1.0  # b1 silent 2 s, b2 1 s
     assert watch.problem("small") is None
+    assert watch.live_brokers("small") == ["b2"]
     clock.now += 1.0
     problem = watch.problem("small")
     assert problem is not None and "no live broker (last beacon 2.0 s ago)" in problem

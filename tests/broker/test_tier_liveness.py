@@ -50,6 +50,15 @@ async def slow_backend(port: int, delay_s: float) -> GrpcService:
     return await service.__aenter__()
 
 
+async def beaconing(client: BrokerClient, tier: str, brokers: int = 1) -> None:
+    """Wait for `brokers` brokers' beacons of `tier` (a broker's first beacon can land
+    after its gRPC port serves, and past the watch's start-up grace)."""
+    watch = client.tier_watch
+    assert watch is not None
+    await until(lambda: len(watch.live_brokers(tier)) >= brokers, 10,
+                f"{brokers} broker(s) beaconing {tier!r}")
+
+
 def job(tier: str, max_tokens: int) -> broker_pb2.GenerateJob:
     return broker_pb2.GenerateJob(tier=tier, prompt="hello", tenant="t1", stream=True,
                                   sampling=common_pb2.SamplingParams(max_tokens=max_tokens))
@@ -71,6 +80,7 @@ async def test_heartbeats_keep_a_quiet_job_alive(watched, broker) -> None:
     backend = await slow_backend(free_port(), delay_s=3.0)
     try:
         broker(f"quiet={backend.address}")
+        await beaconing(watched, "quiet")
         stream = await watched.submit(job("quiet", 2), deadline_s=60)
         chunks = [c async for c in stream]
         assert "".join(c.text_delta for c in chunks) == " w0 w1"
@@ -85,6 +95,7 @@ async def test_a_killed_broker_fails_its_streams_and_new_jobs_within_seconds(
     backend = await slow_backend(free_port(), delay_s=0.5)
     try:
         only = broker(f"bkill={backend.address}")
+        await beaconing(watched, "bkill")
         streams = [(await watched.submit(job("bkill", 60), deadline_s=90)).__aiter__()
                    for _ in range(4)]
         assert (await streams[0].__anext__()).text_delta == " w0"
@@ -111,6 +122,7 @@ async def test_a_tier_whose_only_backend_dies_fails_fast_and_serves_again_on_its
     port = free_port()
     backend = await slow_backend(port, delay_s=0.5)
     b = broker(f"bdead={backend.address}")
+    await beaconing(watched, "bdead")
     streams = [(await watched.submit(job("bdead", 60), deadline_s=90)).__aiter__()
                for _ in range(6)]  # 4 run (the replica's slots), 2 wait
     assert (await streams[0].__anext__()).text_delta == " w0"
@@ -162,6 +174,7 @@ async def test_a_job_whose_broker_dies_is_resumed_on_another_without_waiting_for
     backend = await slow_backend(free_port(), delay_s=0.2)
     try:
         brokers = [broker(f"orph={backend.address}") for _ in range(2)]
+        await beaconing(watched, "orph", brokers=2)
         tier = BrokerTier("orph", watched)
         call = TierCall(GenerationRequest(prompt="hello", sampling=Sampling(max_tokens=30),
                                           request_id="orphan-test"), tenant="t1",
