@@ -127,6 +127,9 @@ def metadata_table(meta: gateway_pb2.ResponseMetadata) -> Table:
             ("total_ms", meta.latency.total_ms)))),
         ("request id", meta.request_id + (" (coalesced)" if meta.coalesced else "")),
     ]
+    if meta.region:
+        rows.insert(1, ("region", meta.region + (f" (failover: {meta.failover_reason})"
+                                                 if meta.failover_reason else "")))
     for name, value in rows:
         table.add_row(name, value)
     return table

@@ -1,8 +1,8 @@
 """One NATS user per service of the local stack, each allowed only its own subjects.
 
-    gateway  publishes jobs (`gen.>`) and cancels, reads its own inbox (job replies,
-             JetStream acks), keeps the Batch API's buckets (`cmesh_*` KV and object
-             store)
+    gateway  publishes jobs (`gen.>`, regions' `rgen.>`) and cancels, reads its own
+             inbox (job replies, JetStream acks), keeps the Batch API's buckets
+             (`cmesh_*` KV and object store)
     broker   creates and consumes its tiers' work queues (`GEN_<TIER>`), its done
              bucket, answers on the gateway's inboxes, hears cancels
     cache    creates, writes and follows its event log (`CMESH_CACHE`, dead letters)
@@ -72,27 +72,28 @@ def regional_cache_permissions(region: str, peer_regions: Sequence[str]
     return [*publish, f"{API}.INFO"], subscribe
 
 
-def broker_permissions(tiers: Iterable[str]) -> tuple[list[str], list[str]]:
-    """(publish, subscribe) of a broker serving `tiers`."""
-    from services.broker.jetstream import DONE_BUCKET
-    from services.broker.subjects import CANCEL_SUBJECT, beacon_subject, stream_name
+def broker_permissions(tiers: Iterable[str], region: str = "") -> tuple[list[str], list[str]]:
+    """(publish, subscribe) of a broker serving `tiers` (their queues in `region`)."""
+    from services.broker.jetstream import done_bucket
+    from services.broker.subjects import CANCEL_SUBJECT, beacon_subject, queue_root, stream_name
 
-    publish = [f"{inbox_prefix('gateway')}.>", f"$KV.{DONE_BUCKET}.>",
+    done = done_bucket(region)
+    publish = [f"{inbox_prefix('gateway')}.>", f"$KV.{done}.>",
                f"{API}.INFO",  # account usage, no data (a cluster's readiness check)
-               *_stream_ops(f"KV_{DONE_BUCKET}", get=True)]
+               *_stream_ops(f"KV_{done}", get=True)]
     for tier in sorted(tiers):
-        publish += [f"gen.{tier}.>", beacon_subject(tier),
-                    *_stream_ops(stream_name(tier), consume=True)]
+        publish += [f"{queue_root(tier, region)}.>", beacon_subject(tier, region),
+                    *_stream_ops(stream_name(tier, region), consume=True)]
     return publish, [CANCEL_SUBJECT, f"{inbox_prefix('broker')}.>"]
 
 
 def gateway_permissions() -> tuple[list[str], list[str]]:
-    """(publish, subscribe) of the gateway: jobs, cancels, the Batch API's buckets; it
-    reads the brokers' tier beacons."""
+    """(publish, subscribe) of the gateway: jobs (to any region's queues), cancels, the
+    Batch API's buckets; it reads the brokers' tier beacons."""
     from services.broker.subjects import BEACONS, CANCEL_SUBJECT
     from services.gateway.batch.store import BATCHES, FILE_META, FILES, LINES
 
-    publish = ["gen.>", CANCEL_SUBJECT, f"$O.{FILES}.>",
+    publish = ["gen.>", "rgen.>", CANCEL_SUBJECT, f"$O.{FILES}.>",
                *_stream_ops(f"OBJ_{FILES}", consume=True, get=True),
                f"{API}.STREAM.PURGE.OBJ_{FILES}",
                f"{API}.STREAM.NAMES"]  # an object's get finds its stream by subject

@@ -100,6 +100,10 @@ class Delta:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # Set by a tier served across regions, on the first delta from each region it ran
+    # in: that region, and why it was not the caller's own ("" when it was).
+    region: str = ""
+    failover: str = ""
 
     @property
     def usage(self) -> Usage:

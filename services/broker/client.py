@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -100,10 +100,10 @@ class JobStream:
     def job_id(self) -> str:
         return self.job.job_id
 
-    def __aiter__(self) -> AsyncIterator[broker_pb2.JobChunk]:
+    def __aiter__(self) -> AsyncGenerator[broker_pb2.JobChunk, None]:
         return self._chunks()
 
-    async def _chunks(self) -> AsyncIterator[broker_pb2.JobChunk]:
+    async def _chunks(self) -> AsyncGenerator[broker_pb2.JobChunk, None]:
         try:
             while not self._done:
                 chunk = await self._next()
@@ -160,10 +160,10 @@ class JobStream:
 
     def _check_holder(self, watch: TierWatch, quiet: float) -> None:
         """Raise when the job went quiet because its tier or its broker is gone."""
-        problem = watch.problem(self.job.tier)
+        problem = watch.problem(self.job.tier, self.job.region)
         if problem is not None:
             raise JobError("UNAVAILABLE", f"{problem}; no sign of the job for {quiet:.1f} s")
-        if self._holder and not watch.live(self.job.tier, self._holder):
+        if self._holder and not watch.live(self.job.tier, self._holder, self.job.region):
             raise JobOrphaned(f"tier {self.job.tier!r}: broker {self._holder} holding the "
                               f"job stopped (no sign for {quiet:.1f} s)")
 
@@ -234,10 +234,11 @@ class BrokerClient:
                     if job_.HasField("deadline") else None)
         job_class = "batch" if job_.priority == broker_pb2.PRIORITY_BATCH else "interactive"
         try:
-            subject = job_subject(job_.tier, job_class, job_.tenant)
+            subject = job_subject(job_.tier, job_class, job_.tenant, job_.region)
         except ValueError as exc:
             raise JobError("INVALID_ARGUMENT", str(exc)) from exc
-        problem = self.tier_watch.problem(job_.tier) if self.tier_watch is not None else None
+        problem = (self.tier_watch.problem(job_.tier, job_.region)
+                   if self.tier_watch is not None else None)
         if problem is not None:
             raise JobError("UNAVAILABLE", problem)
         queue: asyncio.Queue[broker_pb2.JobChunk] = asyncio.Queue()

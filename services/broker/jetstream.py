@@ -35,8 +35,10 @@ from services.broker.subjects import (
     class_filter,
     consumer_name,
     job_subject,
+    queue_root,
     stream_name,
 )
+from services.common.regions import regional_stream
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +57,26 @@ class QueueLimits:
     max_ack_pending: int = 1000   # jobs out to brokers and not yet acked, per class
     max_age_s: float = 3600.0
     done_memory_s: float = 900.0  # completed job ids kept to recognise late redeliveries
-    placement: str = ""           # NATS cluster (region) holding the streams; "" anywhere
+    region: str = ""  # the broker's region: its queues' names and their NATS cluster
 
     def where(self) -> api.Placement | None:
         """The streams' placement: this broker's region, when it has one."""
-        return api.Placement(cluster=self.placement) if self.placement else None
+        return api.Placement(cluster=self.region) if self.region else None
+
+    @property
+    def done_bucket(self) -> str:
+        """The region's bucket of completed job ids (a job lives in one region's queue)."""
+        return done_bucket(self.region)
+
+
+def done_bucket(region: str = "") -> str:
+    return regional_stream(DONE_BUCKET, region)
 
 
 def stream_config(tier: str, limits: QueueLimits) -> api.StreamConfig:
     return api.StreamConfig(
-        name=stream_name(tier), subjects=[f"gen.{tier}.>"],
+        name=stream_name(tier, limits.region),
+        subjects=[f"{queue_root(tier, limits.region)}.>"],
         retention=api.RetentionPolicy.WORK_QUEUE, storage=api.StorageType.FILE,
         max_msgs=limits.max_jobs, max_msgs_per_subject=limits.tenant_max_jobs,
         discard=api.DiscardPolicy.NEW, discard_new_per_subject=True,
@@ -115,10 +127,10 @@ class JobQueue:
         if self._done is None:
             try:
                 self._done = await self.js.create_key_value(
-                    bucket=DONE_BUCKET, ttl=self.limits.done_memory_s, history=1,
+                    bucket=self.limits.done_bucket, ttl=self.limits.done_memory_s, history=1,
                     replicas=self.limits.replicas, placement=self.limits.where())
             except BadRequestError:
-                self._done = await self.js.key_value(DONE_BUCKET)
+                self._done = await self.js.key_value(self.limits.done_bucket)
 
     async def mark_done(self, job_id: str) -> None:
         """Remember a completed job, so a redelivery after a lost ack is not run again."""
@@ -135,14 +147,15 @@ class JobQueue:
     async def consumer(self, tier: str, job_class: str) -> Any:
         """The shared durable pull consumer of one tier and class."""
         lim = self.limits
+        subjects = class_filter(tier, job_class, lim.region)
         config = api.ConsumerConfig(
             ack_policy=api.AckPolicy.EXPLICIT, ack_wait=lim.ack_wait_s,
             max_deliver=lim.max_deliver, max_ack_pending=lim.max_ack_pending,
-            filter_subject=class_filter(tier, job_class),
+            filter_subject=subjects,
         )
         return await self.js.pull_subscribe(
-            class_filter(tier, job_class), durable=consumer_name(tier, job_class),
-            stream=stream_name(tier), config=config,
+            subjects, durable=consumer_name(tier, job_class),
+            stream=stream_name(tier, lim.region), config=config,
         )
 
     async def fetch(self, sub: Any, count: int, wait_s: float) -> list[Any]:
@@ -159,7 +172,8 @@ class JobQueue:
     async def pending(self, tier: str, job_class: str) -> int:
         """Jobs in the stream not yet delivered to any broker."""
         try:
-            info = await self.js.consumer_info(stream_name(tier), consumer_name(tier, job_class))
+            info = await self.js.consumer_info(stream_name(tier, self.limits.region),
+                                               consumer_name(tier, job_class))
             return int(info.num_pending or 0)
         except Exception:
             return 0
@@ -173,11 +187,12 @@ class JobQueue:
     async def announce(self, tier: str, beacon: broker_pb2.TierBeacon) -> None:
         """Publish the tier's beacon (core NATS: a lost one is replaced by the next)."""
         with contextlib.suppress(Exception):
-            await self.nc.publish(beacon_subject(tier), beacon.SerializeToString())
+            await self.nc.publish(beacon_subject(tier, self.limits.region),
+                                  beacon.SerializeToString())
 
     async def republish(self, job: broker_pb2.GenerateJob, job_class: str) -> bool:
         """Queue a continuation of a job (its partial output inside); True once stored."""
-        subject = job_subject(job.tier, job_class, job.tenant)
+        subject = job_subject(job.tier, job_class, job.tenant, job.region)
         msg_id = f"{job.job_id}+{len(job.partial_token_ids)}"
         try:
             await self.js.publish(subject, job.SerializeToString(),

@@ -112,5 +112,5 @@ class BrokerSettings(ServiceSettings):
         return QueueLimits(
             max_jobs=self.queue_max_jobs, tenant_max_jobs=self.tenant_max_jobs,
             replicas=self.stream_replicas, ack_wait_s=self.ack_wait_s,
-            max_deliver=self.max_deliver, placement=self.region,
+            max_deliver=self.max_deliver, region=self.region,
         )

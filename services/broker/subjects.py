@@ -9,6 +9,11 @@ filling the queue ahead of everyone else.
 Each broker announces every tier it serves on `broker.tier.<tier>` (a
 `TierBeacon` per `heartbeat_s`): who is alive, and with how many healthy
 backend replicas.
+
+In a supercluster every region has its own queue of each tier, so a region's
+jobs, stream and beacons carry it: `rgen.<region>.<tier>.<class>.<tenant>` in
+`GEN_<TIER>_<REGION>`, beacons on `broker.tier.<tier>.<region>` (the `r` keeps
+regional and unregional subjects from ever overlapping; docs/regions.md).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import hashlib
 import re
 
 from core.errors import FieldError
+from services.common.regions import check_region, regional_stream
 
 CANCEL_SUBJECT = "broker.cancel"
-BEACONS = "broker.tier.*"  # every tier's beacons (`beacon_subject`)
+BEACONS = "broker.tier.>"  # every tier's beacons, of every region (`beacon_subject`)
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -38,21 +44,29 @@ def tenant_token(tenant: str) -> str:
     return "h" + hashlib.blake2b(tenant.encode(), digest_size=10).hexdigest()
 
 
-def job_subject(tier: str, job_class: str, tenant: str) -> str:
-    return f"gen.{check_tier(tier)}.{job_class}.{tenant_token(tenant)}"
+def queue_root(tier: str, region: str = "") -> str:
+    """The subject prefix of one queue: `gen.<tier>`, or `rgen.<region>.<tier>`."""
+    if region:
+        return f"rgen.{check_region(region)}.{check_tier(tier)}"
+    return f"gen.{check_tier(tier)}"
 
 
-def beacon_subject(tier: str) -> str:
-    """Where the brokers of `tier` announce it (`TierBeacon`, core NATS)."""
-    return f"broker.tier.{check_tier(tier)}"
+def job_subject(tier: str, job_class: str, tenant: str, region: str = "") -> str:
+    return f"{queue_root(tier, region)}.{job_class}.{tenant_token(tenant)}"
 
 
-def class_filter(tier: str, job_class: str) -> str:
-    return f"gen.{tier}.{job_class}.*"
+def beacon_subject(tier: str, region: str = "") -> str:
+    """Where the brokers of `tier` (in `region`) announce it (`TierBeacon`, core NATS)."""
+    base = f"broker.tier.{check_tier(tier)}"
+    return f"{base}.{check_region(region)}" if region else base
 
 
-def stream_name(tier: str) -> str:
-    return f"GEN_{check_tier(tier).upper().replace('-', '_')}"
+def class_filter(tier: str, job_class: str, region: str = "") -> str:
+    return f"{queue_root(tier, region)}.{job_class}.*"
+
+
+def stream_name(tier: str, region: str = "") -> str:
+    return regional_stream(f"GEN_{check_tier(tier).upper().replace('-', '_')}", region)
 
 
 def consumer_name(tier: str, job_class: str) -> str:

@@ -394,7 +394,8 @@ class TierWorker:
                 log.info("tier %s: a backend replica is healthy again", self.tier)
             was_down = down
             beacon = broker_pb2.TierBeacon(
-                tier=self.tier, broker_id=self.broker_id, replicas=len(self.replicas),
+                tier=self.tier, region=self.queue.limits.region, broker_id=self.broker_id,
+                replicas=len(self.replicas),
                 healthy_replicas=sum(r.healthy for r in self.replicas),
                 free_slots=total_free(self.replicas), running=len(self.running),
                 buffered=len(self.scheduler), down=down)

@@ -62,4 +62,5 @@ def metadata_to_pb(m: Metadata) -> gateway_pb2.ResponseMetadata:
         finish_reason=finish_reason_to_proto(m.finish_reason),
         cache_status=m.cache_status, classifier_status=m.classifier_status,
         coalesced=m.coalesced, cache_stored=m.cache_stored,
-        cache_store_reason=m.cache_store_reason)
+        cache_store_reason=m.cache_store_reason, region=m.region,
+        failover_reason=m.failover_reason)

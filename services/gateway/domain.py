@@ -220,6 +220,10 @@ class Metadata:
     cache_stored: bool = False
     cache_store_reason: str = ""
     """Why the answer was not stored (empty when it was): see `store_refusal`."""
+    region: str = ""
+    """The region whose queue served the kept answer (empty without regions)."""
+    failover_reason: str = ""
+    """Each region passed over and why, when that was not the gateway's own."""
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 

@@ -105,7 +105,8 @@ class GatewayNode(ServiceNode[GatewaySettings]):
                 [u.strip() for u in s.nats_url.split(",") if u.strip()],
                 connect_options=connect_options("gateway", s.nats_credentials_file),
                 tier_watch=self.tier_watch, stall_s=s.tier_stall_s))
-            tiers = {tier: BrokerTier(tier, broker) for tier in policy.tiers}
+            tiers = {tier: BrokerTier(tier, broker, s.regions, s.failover_wait_s)
+                     for tier in policy.tiers}
         for tier in policy.tiers:
             if tier not in tiers and tier not in given:
                 if tier not in s.backend_addresses:
@@ -177,7 +178,7 @@ class GatewayNode(ServiceNode[GatewaySettings]):
             assert self.service is not None
             task = asyncio.create_task(report_tiers(
                 self.tier_watch, sorted(o.tiers), self.service.set_part_serving,
-                self.metrics.tier_up), name="gateway-tier-health")
+                self.metrics.tier_up, regions=self.settings.regions), name="gateway-tier-health")
             self.stack.push_async_callback(cancel_task, task)
         await self._start_http_door()
 

@@ -104,6 +104,8 @@ class _Answer:
     completion_tokens: int
     finish_reason: str
     streamed: bool
+    region: str = ""    # the region that finished it, when the tier runs across regions
+    failover: str = ""  # why not the gateway's own region
 
     @property
     def tokens(self) -> int:
@@ -286,7 +288,7 @@ class Orchestrator:
             prompt_tokens=used[0], completion_tokens=used[1], cost=cost,
             saving=kept.tokens / 1000 * top_price - cost, finish_reason=kept.finish_reason,
             cache_stored=not store_reason, cache_store_reason=store_reason,
-            latency_ms=latency)
+            region=kept.region, failover_reason=kept.failover, latency_ms=latency)
         self.observer.answered(meta)
         yield meta
 
@@ -387,6 +389,7 @@ class Orchestrator:
         logprobs: list[float] = []
         prompt_tokens = completion_tokens = 0
         finish = "stop"
+        region = failover = ""
         self.observer.generation(tier)
         while True:
             remaining = deadline() - time.monotonic()
@@ -400,6 +403,8 @@ class Orchestrator:
             try:
                 async with asyncio.timeout(remaining):
                     async for delta in self.tiers[tier].generate(call):
+                        if delta.region:
+                            region, failover = delta.region, delta.failover
                         if delta.text:
                             parts.append(delta.text)
                             if live:
@@ -420,4 +425,5 @@ class Orchestrator:
                 log.info("request %s: tier %s continues after %d tokens for a caller with "
                          "a later deadline", q.request_id, tier, len(tokens))
         conf = confidence(logprobs, self.config.confidence_method)
-        yield _Answer("".join(parts), conf, prompt_tokens, completion_tokens, finish, live)
+        yield _Answer("".join(parts), conf, prompt_tokens, completion_tokens, finish, live,
+                      region, failover)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from services.common.regions import check_region
 from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings, check_pem_set
 
 
@@ -71,6 +72,17 @@ class GatewaySettings(ServiceSettings):
         2.0, gt=0, le=300,
         description="Through the broker: a job with no chunk or heartbeat this long while "
                     "its tier is down ends with UNAVAILABLE naming the tier.")
+    failover_regions: list[str] = Field(
+        default_factory=list,
+        description="With region, through the broker: the other regions whose tier queues "
+                    "take this gateway's jobs, in order, when its own region's queue of a "
+                    "tier has no live broker or healthy backend, is full, or fails a job "
+                    "midway (JSON list, e.g. '[\"b\"]'; docs/regions.md).")
+    failover_wait_s: float = Field(
+        10.0, ge=0, le=600,
+        description="With failover_regions: a job with no token this long after it was "
+                    "queued in a region is cancelled there and goes to the next region "
+                    "(0: wait for its deadline).")
     tier_max_pending: int = Field(
         64, ge=1, le=100_000,
         description="Calls this gateway may have in flight or queued on one tier; one more "
@@ -135,4 +147,18 @@ class GatewaySettings(ServiceSettings):
                       ca_needs_cert=False)
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens must not exceed max_tokens_limit")
+        if self.failover_regions and not self.region:
+            raise ValueError("failover_regions needs region (the gateway's own comes first)")
+        if self.region in self.failover_regions:
+            raise ValueError("failover_regions: the gateway's own region is tried first "
+                             "already")
+        if len(set(self.failover_regions)) != len(self.failover_regions):
+            raise ValueError("failover_regions: listed twice")
+        for region in self.failover_regions:
+            check_region(region)
         return self
+
+    @property
+    def regions(self) -> list[str]:
+        """The regions whose tier queues take this gateway's jobs, its own first."""
+        return [self.region, *self.failover_regions]

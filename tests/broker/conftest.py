@@ -59,6 +59,18 @@ class ScriptedEngine:
         return None
 
 
+async def scripted_service(port: int, delay_s: float, slots: int = 4
+                           ) -> tuple[GrpcService, ScriptedEngine]:
+    """A scripted backend on `port` that dies at once when drained (no grace), like a
+    killed one; `drain()` it at the end."""
+    engine = ScriptedEngine(slots=slots, delay_s=delay_s)
+    servicer = BackendServicer(engine, BackendMetrics(CollectorRegistry(), "fake"))
+    service = GrpcService(
+        "fake-backend", BackendSettings(port=port, grace_seconds=0), service_names=[],
+        register=lambda s: backend_pb2_grpc.add_BackendServicer_to_server(servicer, s))
+    return await service.__aenter__(), engine
+
+
 @pytest.fixture(scope="session")
 async def nats_server() -> AsyncIterator[NatsServer]:
     async with NatsServer() as server:

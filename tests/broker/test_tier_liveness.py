@@ -13,22 +13,17 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from prometheus_client import CollectorRegistry
 
 from core.generation import GenerationRequest, Sampling
-from protos.backend.v1 import backend_pb2_grpc
 from protos.broker.v1 import broker_pb2, broker_pb2_grpc
 from protos.common.v1 import common_pb2
-from services.backend.metrics import BackendMetrics
-from services.backend.servicer import BackendServicer
-from services.backend.settings import BackendSettings
 from services.broker.beacons import TierWatch
 from services.broker.client import BrokerClient, JobError
 from services.common.natsd import NatsServer, free_port
 from services.common.server import GrpcService
 from services.gateway.broker_tier import BrokerTier
 from services.gateway.domain import TierCall
-from tests.broker.conftest import ScriptedEngine, until
+from tests.broker.conftest import scripted_service, until
 
 pytestmark = pytest.mark.nats
 
@@ -41,13 +36,7 @@ async def watched(nats_server: NatsServer) -> AsyncIterator[BrokerClient]:
 
 
 async def slow_backend(port: int, delay_s: float) -> GrpcService:
-    """A scripted backend on `port` that dies at once when drained (no grace)."""
-    servicer = BackendServicer(ScriptedEngine(slots=4, delay_s=delay_s),
-                               BackendMetrics(CollectorRegistry(), "fake"))
-    service = GrpcService(
-        "fake-backend", BackendSettings(port=port, grace_seconds=0), service_names=[],
-        register=lambda s: backend_pb2_grpc.add_BackendServicer_to_server(servicer, s))
-    return await service.__aenter__()
+    return (await scripted_service(port, delay_s))[0]
 
 
 async def beaconing(client: BrokerClient, tier: str, brokers: int = 1) -> None:

@@ -26,33 +26,33 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.common.v1 import common_pb2 as protos_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/broker/v1/broker.proto\x12\x15\x63\x61scademesh.broker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dprotos/common/v1/common.proto\"\xb5\x03\n\x0bGenerateJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x39\n\x0c\x63onversation\x18\x05 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x37\n\x08sampling\x18\x06 \x01(\x0b\x32%.cascademesh.common.v1.SamplingParams\x12\x17\n\x0freturn_logprobs\x18\x07 \x01(\x08\x12\x15\n\rreply_subject\x18\x08 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08priority\x18\n \x01(\x0e\x32\x1f.cascademesh.broker.v1.Priority\x12\x14\n\x0c\x61\x66\x66inity_key\x18\x0b \x01(\t\x12\x0e\n\x06stream\x18\x0c \x01(\x08\x12\x0c\n\x04\x63hat\x18\r \x01(\x08\x12\x19\n\x11partial_token_ids\x18\x0e \x03(\x05\x12\x14\n\x0cpartial_text\x18\x0f \x01(\t\"P\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\xe5\x02\n\x08JobChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\r\x12\x12\n\ntext_delta\x18\x03 \x01(\t\x12\x35\n\x08logprobs\x18\x04 \x03(\x0b\x32#.cascademesh.common.v1.TokenLogprob\x12:\n\rfinish_reason\x18\x05 \x01(\x0e\x32#.cascademesh.common.v1.FinishReason\x12+\n\x05usage\x18\x06 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\x12.\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1f.cascademesh.broker.v1.JobError\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x0e\n\x06offset\x18\t \x01(\x04\x12\x11\n\ttoken_ids\x18\n \x03(\x05\x12\x11\n\theartbeat\x18\x0b \x01(\x08\x12\x11\n\tbroker_id\x18\x0c \x01(\t\"\x9e\x01\n\nTierBeacon\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x11\n\tbroker_id\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\x18\n\x10healthy_replicas\x18\x04 \x01(\r\x12\x12\n\nfree_slots\x18\x05 \x01(\r\x12\x0f\n\x07running\x18\x06 \x01(\r\x12\x10\n\x08\x62uffered\x18\x07 \x01(\r\x12\x0c\n\x04\x64own\x18\x08 \x01(\x08\"\x1b\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x12\n\x10GetStatusRequest\"{\n\rReplicaStatus\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x12\n\nfree_slots\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\"Q\n\x0bQueueStatus\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x11\n\tjob_class\x18\x02 \x01(\t\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x10\n\x08\x62uffered\x18\x04 \x01(\r\"\xc1\x01\n\x0c\x42rokerStatus\x12\x36\n\x08replicas\x18\x01 \x03(\x0b\x32$.cascademesh.broker.v1.ReplicaStatus\x12\x32\n\x06queues\x18\x02 \x03(\x0b\x32\".cascademesh.broker.v1.QueueStatus\x12\x16\n\x0ejobs_completed\x18\x03 \x01(\x04\x12\x17\n\x0fjobs_terminated\x18\x04 \x01(\x04\x12\x14\n\x0credeliveries\x18\x05 \x01(\x04*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02\x32\x63\n\x06\x42roker\x12Y\n\tGetStatus\x12\'.cascademesh.broker.v1.GetStatusRequest\x1a#.cascademesh.broker.v1.BrokerStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/broker/v1/broker.proto\x12\x15\x63\x61scademesh.broker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dprotos/common/v1/common.proto\"\xc5\x03\n\x0bGenerateJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x0e\n\x06tenant\x18\x03 \x01(\t\x12\x0e\n\x06prompt\x18\x04 \x01(\t\x12\x39\n\x0c\x63onversation\x18\x05 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x37\n\x08sampling\x18\x06 \x01(\x0b\x32%.cascademesh.common.v1.SamplingParams\x12\x17\n\x0freturn_logprobs\x18\x07 \x01(\x08\x12\x15\n\rreply_subject\x18\x08 \x01(\t\x12,\n\x08\x64\x65\x61\x64line\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x08priority\x18\n \x01(\x0e\x32\x1f.cascademesh.broker.v1.Priority\x12\x14\n\x0c\x61\x66\x66inity_key\x18\x0b \x01(\t\x12\x0e\n\x06stream\x18\x0c \x01(\x08\x12\x0c\n\x04\x63hat\x18\r \x01(\x08\x12\x19\n\x11partial_token_ids\x18\x0e \x03(\x05\x12\x14\n\x0cpartial_text\x18\x0f \x01(\t\x12\x0e\n\x06region\x18\x10 \x01(\t\"P\n\x08JobError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x16\n\x0eretry_after_ms\x18\x03 \x01(\r\x12\r\n\x05\x66ield\x18\x04 \x01(\t\"\xe5\x02\n\x08JobChunk\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\r\x12\x12\n\ntext_delta\x18\x03 \x01(\t\x12\x35\n\x08logprobs\x18\x04 \x03(\x0b\x32#.cascademesh.common.v1.TokenLogprob\x12:\n\rfinish_reason\x18\x05 \x01(\x0e\x32#.cascademesh.common.v1.FinishReason\x12+\n\x05usage\x18\x06 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\x12.\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x1f.cascademesh.broker.v1.JobError\x12\x0f\n\x07\x61ttempt\x18\x08 \x01(\r\x12\x0e\n\x06offset\x18\t \x01(\x04\x12\x11\n\ttoken_ids\x18\n \x03(\x05\x12\x11\n\theartbeat\x18\x0b \x01(\x08\x12\x11\n\tbroker_id\x18\x0c \x01(\t\"\xae\x01\n\nTierBeacon\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x11\n\tbroker_id\x18\x02 \x01(\t\x12\x10\n\x08replicas\x18\x03 \x01(\r\x12\x18\n\x10healthy_replicas\x18\x04 \x01(\r\x12\x12\n\nfree_slots\x18\x05 \x01(\r\x12\x0f\n\x07running\x18\x06 \x01(\r\x12\x10\n\x08\x62uffered\x18\x07 \x01(\r\x12\x0c\n\x04\x64own\x18\x08 \x01(\x08\x12\x0e\n\x06region\x18\t \x01(\t\"\x1b\n\tCancelJob\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"\x12\n\x10GetStatusRequest\"{\n\rReplicaStatus\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x11\n\tin_flight\x18\x04 \x01(\r\x12\x12\n\nfree_slots\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\"Q\n\x0bQueueStatus\x12\x0c\n\x04tier\x18\x01 \x01(\t\x12\x11\n\tjob_class\x18\x02 \x01(\t\x12\x0f\n\x07pending\x18\x03 \x01(\x04\x12\x10\n\x08\x62uffered\x18\x04 \x01(\r\"\xc1\x01\n\x0c\x42rokerStatus\x12\x36\n\x08replicas\x18\x01 \x03(\x0b\x32$.cascademesh.broker.v1.ReplicaStatus\x12\x32\n\x06queues\x18\x02 \x03(\x0b\x32\".cascademesh.broker.v1.QueueStatus\x12\x16\n\x0ejobs_completed\x18\x03 \x01(\x04\x12\x17\n\x0fjobs_terminated\x18\x04 \x01(\x04\x12\x14\n\x0credeliveries\x18\x05 \x01(\x04*R\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x18\n\x14PRIORITY_INTERACTIVE\x10\x01\x12\x12\n\x0ePRIORITY_BATCH\x10\x02\x32\x63\n\x06\x42roker\x12Y\n\tGetStatus\x12\'.cascademesh.broker.v1.GetStatusRequest\x1a#.cascademesh.broker.v1.BrokerStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.broker.v1.broker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PRIORITY']._serialized_start=1616
-  _globals['_PRIORITY']._serialized_end=1698
+  _globals['_PRIORITY']._serialized_start=1648
+  _globals['_PRIORITY']._serialized_end=1730
   _globals['_GENERATEJOB']._serialized_start=121
-  _globals['_GENERATEJOB']._serialized_end=558
-  _globals['_JOBERROR']._serialized_start=560
-  _globals['_JOBERROR']._serialized_end=640
-  _globals['_JOBCHUNK']._serialized_start=643
-  _globals['_JOBCHUNK']._serialized_end=1000
-  _globals['_TIERBEACON']._serialized_start=1003
-  _globals['_TIERBEACON']._serialized_end=1161
-  _globals['_CANCELJOB']._serialized_start=1163
-  _globals['_CANCELJOB']._serialized_end=1190
-  _globals['_GETSTATUSREQUEST']._serialized_start=1192
-  _globals['_GETSTATUSREQUEST']._serialized_end=1210
-  _globals['_REPLICASTATUS']._serialized_start=1212
-  _globals['_REPLICASTATUS']._serialized_end=1335
-  _globals['_QUEUESTATUS']._serialized_start=1337
-  _globals['_QUEUESTATUS']._serialized_end=1418
-  _globals['_BROKERSTATUS']._serialized_start=1421
-  _globals['_BROKERSTATUS']._serialized_end=1614
-  _globals['_BROKER']._serialized_start=1700
-  _globals['_BROKER']._serialized_end=1799
+  _globals['_GENERATEJOB']._serialized_end=574
+  _globals['_JOBERROR']._serialized_start=576
+  _globals['_JOBERROR']._serialized_end=656
+  _globals['_JOBCHUNK']._serialized_start=659
+  _globals['_JOBCHUNK']._serialized_end=1016
+  _globals['_TIERBEACON']._serialized_start=1019
+  _globals['_TIERBEACON']._serialized_end=1193
+  _globals['_CANCELJOB']._serialized_start=1195
+  _globals['_CANCELJOB']._serialized_end=1222
+  _globals['_GETSTATUSREQUEST']._serialized_start=1224
+  _globals['_GETSTATUSREQUEST']._serialized_end=1242
+  _globals['_REPLICASTATUS']._serialized_start=1244
+  _globals['_REPLICASTATUS']._serialized_end=1367
+  _globals['_QUEUESTATUS']._serialized_start=1369
+  _globals['_QUEUESTATUS']._serialized_end=1450
+  _globals['_BROKERSTATUS']._serialized_start=1453
+  _globals['_BROKERSTATUS']._serialized_end=1646
+  _globals['_BROKER']._serialized_start=1732
+  _globals['_BROKER']._serialized_end=1831
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ PRIORITY_INTERACTIVE: Priority
 PRIORITY_BATCH: Priority
 
 class GenerateJob(_message.Message):
-    __slots__ = ("job_id", "tier", "tenant", "prompt", "conversation", "sampling", "return_logprobs", "reply_subject", "deadline", "priority", "affinity_key", "stream", "chat", "partial_token_ids", "partial_text")
+    __slots__ = ("job_id", "tier", "tenant", "prompt", "conversation", "sampling", "return_logprobs", "reply_subject", "deadline", "priority", "affinity_key", "stream", "chat", "partial_token_ids", "partial_text", "region")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class GenerateJob(_message.Message):
     CHAT_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
     PARTIAL_TEXT_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     tier: str
     tenant: str
@@ -52,7 +53,8 @@ class GenerateJob(_message.Message):
     chat: bool
     partial_token_ids: _containers.RepeatedScalarFieldContainer[int]
     partial_text: str
-    def __init__(self, job_id: _Optional[str] = ..., tier: _Optional[str] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., return_logprobs: _Optional[bool] = ..., reply_subject: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., affinity_key: _Optional[str] = ..., stream: _Optional[bool] = ..., chat: _Optional[bool] = ..., partial_token_ids: _Optional[_Iterable[int]] = ..., partial_text: _Optional[str] = ...) -> None: ...
+    region: str
+    def __init__(self, job_id: _Optional[str] = ..., tier: _Optional[str] = ..., tenant: _Optional[str] = ..., prompt: _Optional[str] = ..., conversation: _Optional[_Union[_common_pb2.Conversation, _Mapping]] = ..., sampling: _Optional[_Union[_common_pb2.SamplingParams, _Mapping]] = ..., return_logprobs: _Optional[bool] = ..., reply_subject: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., affinity_key: _Optional[str] = ..., stream: _Optional[bool] = ..., chat: _Optional[bool] = ..., partial_token_ids: _Optional[_Iterable[int]] = ..., partial_text: _Optional[str] = ..., region: _Optional[str] = ...) -> None: ...
 
 class JobError(_message.Message):
     __slots__ = ("code", "message", "retry_after_ms", "field")
@@ -95,7 +97,7 @@ class JobChunk(_message.Message):
     def __init__(self, job_id: _Optional[str] = ..., seq: _Optional[int] = ..., text_delta: _Optional[str] = ..., logprobs: _Optional[_Iterable[_Union[_common_pb2.TokenLogprob, _Mapping]]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., error: _Optional[_Union[JobError, _Mapping]] = ..., attempt: _Optional[int] = ..., offset: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., heartbeat: _Optional[bool] = ..., broker_id: _Optional[str] = ...) -> None: ...
 
 class TierBeacon(_message.Message):
-    __slots__ = ("tier", "broker_id", "replicas", "healthy_replicas", "free_slots", "running", "buffered", "down")
+    __slots__ = ("tier", "broker_id", "replicas", "healthy_replicas", "free_slots", "running", "buffered", "down", "region")
     TIER_FIELD_NUMBER: _ClassVar[int]
     BROKER_ID_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
@@ -104,6 +106,7 @@ class TierBeacon(_message.Message):
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     BUFFERED_FIELD_NUMBER: _ClassVar[int]
     DOWN_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
     tier: str
     broker_id: str
     replicas: int
@@ -112,7 +115,8 @@ class TierBeacon(_message.Message):
     running: int
     buffered: int
     down: bool
-    def __init__(self, tier: _Optional[str] = ..., broker_id: _Optional[str] = ..., replicas: _Optional[int] = ..., healthy_replicas: _Optional[int] = ..., free_slots: _Optional[int] = ..., running: _Optional[int] = ..., buffered: _Optional[int] = ..., down: _Optional[bool] = ...) -> None: ...
+    region: str
+    def __init__(self, tier: _Optional[str] = ..., broker_id: _Optional[str] = ..., replicas: _Optional[int] = ..., healthy_replicas: _Optional[int] = ..., free_slots: _Optional[int] = ..., running: _Optional[int] = ..., buffered: _Optional[int] = ..., down: _Optional[bool] = ..., region: _Optional[str] = ...) -> None: ...
 
 class CancelJob(_message.Message):
     __slots__ = ("job_id",)

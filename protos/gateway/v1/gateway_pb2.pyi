@@ -53,7 +53,7 @@ class LatencyBreakdown(_message.Message):
     def __init__(self, cache_ms: _Optional[float] = ..., classifier_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., first_token_ms: _Optional[float] = ..., generation_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., store_ms: _Optional[float] = ...) -> None: ...
 
 class ResponseMetadata(_message.Message):
-    __slots__ = ("request_id", "tier", "tiers_tried", "cache_hit", "cache_similarity", "cache_verifier_probability", "classifier_score", "confidence", "policy", "usage", "cost", "latency", "finish_reason", "saving", "cache_status", "classifier_status", "coalesced", "cache_stored", "cache_store_reason")
+    __slots__ = ("request_id", "tier", "tiers_tried", "cache_hit", "cache_similarity", "cache_verifier_probability", "classifier_score", "confidence", "policy", "usage", "cost", "latency", "finish_reason", "saving", "cache_status", "classifier_status", "coalesced", "cache_stored", "cache_store_reason", "region", "failover_reason")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
     TIERS_TRIED_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,8 @@ class ResponseMetadata(_message.Message):
     COALESCED_FIELD_NUMBER: _ClassVar[int]
     CACHE_STORED_FIELD_NUMBER: _ClassVar[int]
     CACHE_STORE_REASON_FIELD_NUMBER: _ClassVar[int]
+    REGION_FIELD_NUMBER: _ClassVar[int]
+    FAILOVER_REASON_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     tier: str
     tiers_tried: _containers.RepeatedScalarFieldContainer[str]
@@ -92,7 +94,9 @@ class ResponseMetadata(_message.Message):
     coalesced: bool
     cache_stored: bool
     cache_store_reason: str
-    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., cache_hit: _Optional[bool] = ..., cache_similarity: _Optional[float] = ..., cache_verifier_probability: _Optional[float] = ..., classifier_score: _Optional[float] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost: _Optional[float] = ..., latency: _Optional[_Union[LatencyBreakdown, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., saving: _Optional[float] = ..., cache_status: _Optional[str] = ..., classifier_status: _Optional[str] = ..., coalesced: _Optional[bool] = ..., cache_stored: _Optional[bool] = ..., cache_store_reason: _Optional[str] = ...) -> None: ...
+    region: str
+    failover_reason: str
+    def __init__(self, request_id: _Optional[str] = ..., tier: _Optional[str] = ..., tiers_tried: _Optional[_Iterable[str]] = ..., cache_hit: _Optional[bool] = ..., cache_similarity: _Optional[float] = ..., cache_verifier_probability: _Optional[float] = ..., classifier_score: _Optional[float] = ..., confidence: _Optional[float] = ..., policy: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., cost: _Optional[float] = ..., latency: _Optional[_Union[LatencyBreakdown, _Mapping]] = ..., finish_reason: _Optional[_Union[_common_pb2.FinishReason, str]] = ..., saving: _Optional[float] = ..., cache_status: _Optional[str] = ..., classifier_status: _Optional[str] = ..., coalesced: _Optional[bool] = ..., cache_stored: _Optional[bool] = ..., cache_store_reason: _Optional[str] = ..., region: _Optional[str] = ..., failover_reason: _Optional[str] = ...) -> None: ...
 
 class AskResponse(_message.Message):
     __slots__ = ("text", "metadata")
