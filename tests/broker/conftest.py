@@ -27,13 +27,15 @@ from tests.support import ServiceProcess, start_service
 
 
 class ScriptedEngine:
-    """Answers `w0 w1 ...` (max_tokens words, 8 by default), one word per `delay_s`.
+    """Answers `w0 w1 ...` (max_tokens words, 8 by default, or `words` when fewer, then
+    finishing "stop"), one word per `delay_s`.
 
     Records the order in which prompts started, and how many run now.
     """
 
-    def __init__(self, slots: int = 4, delay_s: float = 0.02) -> None:
-        self.slots, self.delay_s = slots, delay_s
+    def __init__(self, slots: int = 4, delay_s: float = 0.02, words: int | None = None
+                 ) -> None:
+        self.slots, self.delay_s, self.words = slots, delay_s, words
         self.started: list[str] = []
         self.running = 0
 
@@ -41,11 +43,13 @@ class ScriptedEngine:
         self.started.append(request.prompt)
         self.running += 1
         try:
-            n = request.sampling.max_tokens or 8
+            limit = request.sampling.max_tokens or 8
+            n = min(limit, self.words or limit)  # `words`: a shorter answer ends "stop"
             for i in range(len(request.continue_token_ids), n):
                 await asyncio.sleep(self.delay_s)
                 last = i == n - 1
-                yield Delta(f" w{i}", [i], [], "length" if last else None, 3, i + 1)
+                finish = ("length" if n == limit else "stop") if last else None
+                yield Delta(f" w{i}", [i], [], finish, 3, i + 1)
         finally:
             self.running -= 1
 
@@ -59,11 +63,11 @@ class ScriptedEngine:
         return None
 
 
-async def scripted_service(port: int, delay_s: float, slots: int = 4
-                           ) -> tuple[GrpcService, ScriptedEngine]:
+async def scripted_service(port: int, delay_s: float, slots: int = 4,
+                           words: int | None = None) -> tuple[GrpcService, ScriptedEngine]:
     """A scripted backend on `port` that dies at once when drained (no grace), like a
     killed one; `drain()` it at the end."""
-    engine = ScriptedEngine(slots=slots, delay_s=delay_s)
+    engine = ScriptedEngine(slots=slots, delay_s=delay_s, words=words)
     servicer = BackendServicer(engine, BackendMetrics(CollectorRegistry(), "fake"))
     service = GrpcService(
         "fake-backend", BackendSettings(port=port, grace_seconds=0), service_names=[],
