@@ -58,16 +58,19 @@ def read_key(state_dir: Path = DEFAULT_STATE, tenant: str = "dev") -> str:
 def read_stack(state_dir: Path = DEFAULT_STATE, tenant: str = "dev") -> tuple[str, str]:
     """The gateway address and `tenant`'s API key that `cmesh up` wrote."""
     addresses = json.loads((state_dir / "addresses.json").read_text())
-    if "gateway" not in addresses:
+    gateways = sorted(n for n in addresses if n.startswith("gateway"))  # or gateway-<region>
+    if not gateways:
         raise FileNotFoundError(f"{state_dir}/addresses.json has no gateway; is `cmesh up` on?")
-    return addresses["gateway"], read_key(state_dir, tenant)
+    return addresses["gateway" if "gateway" in addresses else gateways[0]], read_key(
+        state_dir, tenant)
 
 
-def read_door(state_dir: Path = DEFAULT_STATE) -> str:
-    """The OpenAI base URL (http://127.0.0.1:PORT/v1) of the gateway `cmesh up` started."""
-    from cmesh.stack import DOOR_PORT_FILE
+def read_door(state_dir: Path = DEFAULT_STATE, region: str = "") -> str:
+    """The OpenAI base URL (http://127.0.0.1:PORT/v1) of the gateway `cmesh up` started
+    (that of `region`'s gateway, with `--regions`)."""
+    from cmesh.stack import door_port_file
 
-    port = (state_dir / DOOR_PORT_FILE).read_text().strip()
+    port = (state_dir / door_port_file(region)).read_text().strip()
     return f"http://127.0.0.1:{port}/v1"
 
 

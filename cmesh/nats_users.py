@@ -120,6 +120,53 @@ def write_mesh_users(folder: Path, tiers: Sequence[str], host: str = "0.0.0.0",
     return {"nats": config, **paths}
 
 
+def region_users(regions: Sequence[str], tiers: Sequence[str]) -> dict[str, NatsUser]:
+    """The users of a stack across `regions`, by name: `gateway` (jobs to any region's
+    queues), and per region its broker and cache, allowed its own region's queues and
+    log only. The first region's are named `broker` and `cache` (so a one-region
+    deployment's files serve as that region's), the others' `broker-<r>`, `cache-<r>`."""
+    permissions = {"gateway": gateway_permissions()}
+    for i, region in enumerate(regions):
+        suffix = "" if i == 0 else f"-{region}"
+        permissions[f"broker{suffix}"] = broker_permissions(tiers, region)
+        permissions[f"cache{suffix}"] = regional_cache_permissions(
+            region, [r for r in regions if r != region])
+    return {name: NatsUser(name, secrets.token_urlsafe(24), publish=pub, subscribe=sub)
+            for name, (pub, sub) in permissions.items()}
+
+
+def write_region_users(folder: Path, regions: Sequence[str], tiers: Sequence[str],
+                       hosts: Sequence[str] = (), port: int = 4222, cluster_port: int = 6222,
+                       gateway_port: int = 7222, store_dir: str = "/data",
+                       monitor_port: int | None = 8222) -> dict[str, Path]:
+    """Per region a server config (`nats.conf` for the first region, `nats-<r>.conf`
+    for the others) joining the regions as a supercluster, and one credentials file per
+    user of `region_users` (`<user>.nats-auth`), all 0600. `hosts` are the regions'
+    server host names as the others reach them (default: `nats` for the first,
+    `nats-<r>` for the others, compose's service names)."""
+    from services.common.natsd import ClusterBlock, GatewayBlock
+
+    names = list(hosts) or ["nats", *(f"nats-{r}" for r in regions[1:])]
+    if len(names) != len(regions):
+        raise ValueError("hosts: one per region")
+    users = region_users(regions, tiers)
+    paths = {name: write_credentials(folder / f"{name}.nats-auth",
+                                     NatsCredentials(user.user, user.password))
+             for name, user in users.items()}
+    gateways = {r: [f"nats://{h}:{gateway_port}"] for r, h in zip(regions, names, strict=True)}
+    for region, host in zip(regions, names, strict=True):
+        config = folder / f"{host}.conf"
+        config.unlink(missing_ok=True)
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(server_config(
+                port, store_dir, list(users.values()), "0.0.0.0", monitor_port,
+                server_name=host, cluster=ClusterBlock(region, cluster_port),
+                gateway=GatewayBlock(region, gateway_port, gateways)))
+        paths[host] = config
+    return paths
+
+
 def mesh_users(tiers: Sequence[str]) -> dict[str, NatsUser]:
     """The stack's users with fresh random passwords, by service name."""
     permissions = {"gateway": gateway_permissions(), "broker": broker_permissions(tiers),

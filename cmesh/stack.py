@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -37,6 +38,7 @@ from services.common.natsauth import NatsCredentials, connect_options, write_cre
 from services.common.natscluster import NatsCluster
 from services.common.natsd import NatsServer, NatsUser, free_port
 from services.common.probe import probe
+from services.common.regions import Supercluster
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class ServiceSpec:
     needs: tuple[str, ...] = ()
     # More flags from the addresses of the services started before this one.
     peer_args: Callable[[Mapping[str, str]], Sequence[str]] | None = None
+    region: str = ""  # with the stack's `regions`: the region it runs in (its NATS cluster)
 
 
 def default_specs(large_model: str | None = None,
@@ -99,6 +102,48 @@ def gateway_spec(keys_file: Path, via_broker: bool = True) -> ServiceSpec:
     needs = GATEWAY_PEERS if via_broker else GATEWAY_PEERS[:-1]
     return ServiceSpec("gateway", "services.gateway", needs=needs, peer_args=peers,
                        needs_nats=via_broker, start_timeout=120.0)
+
+
+REGION_NAMES = ("a", "b", "c", "d")
+REGIONS_FILE = "regions.json"  # region -> its NATS URL and monitoring ports, in the state dir
+
+
+def door_port_file(region: str = "") -> str:
+    """Where a gateway's HTTP door port is written, in the state dir (one per region)."""
+    return DOOR_PORT_FILE if not region else f"gateway-{region}-http.port"
+
+
+def region_specs(regions: Sequence[str], keys_file: Path) -> list[ServiceSpec]:
+    """The stack across `regions` on one machine: one classifier for all, and in each
+    region `r` a SmolLM2 backend (`backend-r`, serving both tiers: two cores hold no
+    more), its cache (`cache-r`, sourcing the other regions' logs), its broker
+    (`broker-r`, the region's tier queues) and its gateway (`gateway-r`, failing over
+    to the other regions in order, its HTTP door's port in `door_port_file(r)`)."""
+    specs = [ServiceSpec("classifier", "services.classifier")]
+    for region in regions:
+        others = [r for r in regions if r != region]
+        backend, cache, broker = f"backend-{region}", f"cache-{region}", f"broker-{region}"
+
+        def peers(addresses: Mapping[str, str], cache: str = cache,
+                  region: str = region) -> list[str]:
+            return ["--api_keys_file", str(keys_file), "--http_port", "0",
+                    "--http_port_file", str(keys_file.parent / door_port_file(region)),
+                    "--cache_address", addresses[cache],
+                    "--classifier_address", addresses["classifier"]]
+
+        specs += [
+            ServiceSpec(backend, "services.backend", ("--served_name", "small"), region=region),
+            ServiceSpec(cache, "services.cache", ("--peer_regions", json.dumps(others)),
+                        needs_nats=True, region=region),
+            ServiceSpec(broker, "services.broker",
+                        ("--backends", f"small={{{backend}}};large={{{backend}}}"),
+                        needs_nats=True, needs=(backend,), region=region),
+            ServiceSpec(f"gateway-{region}", "services.gateway",
+                        ("--failover_regions", json.dumps(others)),
+                        needs=(broker, cache, "classifier"), peer_args=peers, needs_nats=True,
+                        start_timeout=120.0, region=region),
+        ]
+    return specs
 
 
 def ensure_dev_keys(state_dir: Path, tenants: Sequence[str] = ("dev", "guest")) -> Path:
@@ -187,6 +232,8 @@ class LocalStack:
     pki: MeshPki | None = None
     nats_users: dict[str, NatsUser] = field(default_factory=dict)  # by service, once started
     supervise: bool = False  # restart a service that dies (`cmesh up`), see cmesh.supervisor
+    regions: Sequence[str] = ()  # a NATS server per region, joined as a supercluster
+    supercluster: Supercluster | None = None
     supervisor: Supervisor | None = None
 
     @property
@@ -194,6 +241,8 @@ class LocalStack:
         """The NATS address(es), without credentials (those are in `nats_credentials`)."""
         if self.cluster is not None:
             return self.cluster.url
+        if self.supercluster is not None:
+            return self.supercluster.url(self.regions[0])
         return self.nats.public_url if self.nats is not None else None
 
     def nats_credentials(self, service: str) -> Path | None:
@@ -227,7 +276,14 @@ class LocalStack:
             await self.__aexit__(None, None, None)
             raise
         addresses = {name: s.address for name, s in self.services.items()}
-        if self.nats_url is not None:
+        if self.supercluster is not None:
+            addresses |= {f"nats-{r}": self.supercluster.url(r) for r in self.regions}
+            (self.state_dir / REGIONS_FILE).write_text(json.dumps(
+                {r: {"nats": self.supercluster.url(r),
+                     "monitor_ports": [srv.monitor_port
+                                       for srv in self.supercluster.servers(r)]}
+                 for r in self.regions}, indent=2))
+        elif self.nats_url is not None:
             addresses["nats"] = self.nats.public_url if self.nats else self.nats_url
         (self.state_dir / "addresses.json").write_text(json.dumps(addresses, indent=2))
         self._write_services()
@@ -255,8 +311,13 @@ class LocalStack:
             await self.nats.stop()
         if self.cluster is not None:
             await self.cluster.stop()
+        if self.supercluster is not None:
+            await self.supercluster.stop()
 
     async def _start_nats(self) -> None:
+        if self.regions:
+            await self._start_regions()
+            return
         # One user per service, each limited to its subjects (cmesh.nats_users); the
         # passwords reach the server in its 0600 config file and each service in its
         # 0600 credentials file, never on a command line.
@@ -276,6 +337,42 @@ class LocalStack:
                                    users=list(self.nats_users.values()))
             await self.nats.start()
             log.info("nats-server (JetStream, a user per service) on %s", self.nats.public_url)
+
+    async def _start_regions(self) -> None:
+        """A nats-server per region joined as a supercluster, with a NATS user per
+        region's broker and cache (its own region's queues and log only) and one for
+        the gateways (jobs to any region's queues)."""
+        from cmesh.nats_users import (
+            broker_permissions,
+            gateway_permissions,
+            regional_cache_permissions,
+        )
+
+        permissions = {"gateway": gateway_permissions()}
+        for region in self.regions:
+            tiers = broker_tiers([s for s in self.specs if s.region == region])
+            permissions[f"broker-{region}"] = broker_permissions(tiers, region)
+            permissions[f"cache-{region}"] = regional_cache_permissions(
+                region, [r for r in self.regions if r != region])
+        self.nats_users = {name: NatsUser(name, secrets.token_urlsafe(24), pub, sub)
+                           for name, (pub, sub) in permissions.items()}
+        for name, user in self.nats_users.items():
+            write_credentials(self.state_dir / "nats" / f"{name}.nats-auth",
+                              NatsCredentials(user.user, user.password))
+        first = f"broker-{self.regions[0]}"
+        self.supercluster = Supercluster(
+            self.regions, store_dir=self.state_dir / "supercluster",
+            users=list(self.nats_users.values()),
+            connect_options=connect_options("broker", self.nats_credentials(first)))
+        await self.supercluster.start()
+        log.info("nats-server supercluster: %s", ", ".join(
+            f"{r} on {self.supercluster.url(r)}" for r in self.regions))
+
+    def _nats_user(self, spec: ServiceSpec) -> str:
+        """The NATS user `spec` connects as: its service's, per region for a broker or a
+        cache in a region (gateways share one)."""
+        service = spec.module.removeprefix("services.")
+        return f"{service}-{spec.region}" if spec.region and service != "gateway" else service
 
     def _write_services(self) -> None:
         (self.state_dir / "services.json").write_text(json.dumps(
@@ -313,12 +410,16 @@ class LocalStack:
         if spec.peer_args is not None:
             args += list(spec.peer_args(known))
         args += self._tls_args(spec)
+        if spec.region:
+            args += ["--region", spec.region]
         if spec.needs_nats and self.nats_url is not None:
             # the broker takes every node; other clients learn the rest from the first
             broker = spec.module == "services.broker"
-            url = self.nats_url if broker else self.nats_url.split(",")[0]
+            nats_url = (self.supercluster.url(spec.region)
+                        if self.supercluster is not None and spec.region else self.nats_url)
+            url = nats_url if broker else nats_url.split(",")[0]
             args += ["--nats_url", url]
-            credentials = self.nats_credentials(spec.module.removeprefix("services."))
+            credentials = self.nats_credentials(self._nats_user(spec))
             if credentials is not None:
                 args += ["--nats_credentials_file", str(credentials)]
             if broker and self.cluster is not None:

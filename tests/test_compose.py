@@ -20,7 +20,7 @@ def module_of(service: dict) -> str:
 
 
 def test_every_service_runs_a_module_of_the_repo(compose) -> None:
-    services = {k: v for k, v in compose["services"].items() if k != "nats"}
+    services = {k: v for k, v in compose["services"].items() if not k.startswith("nats")}
     assert services
     for name, service in services.items():
         module = module_of(service)
@@ -48,7 +48,7 @@ def settings_class(module: str) -> type:
 
 def test_flags_and_env_are_real_settings(compose) -> None:
     for name, service in compose["services"].items():
-        if name == "nats":
+        if name.startswith("nats"):
             continue
         cls = settings_class(module_of(service))
         fields = set(cls.model_fields)
@@ -63,7 +63,7 @@ def test_flags_and_env_are_real_settings(compose) -> None:
 
 
 def test_every_service_module_is_in_compose(compose) -> None:
-    modules = {module_of(s) for n, s in compose["services"].items() if n != "nats"}
+    modules = {module_of(s) for n, s in compose["services"].items() if not n.startswith("nats")}
     for main in sorted((ROOT / "services").glob("*/__main__.py")):
         assert f"services.{main.parent.name}" in modules, f"{main.parent.name} not in compose"
 
@@ -117,13 +117,67 @@ def test_nats_credentials_come_from_files_never_a_command_line(compose) -> None:
     clients = 0
     for name, service in services.items():  # every NATS client has its own user's file
         env = service.get("environment", {})
+        module = name.removesuffix("-b")
+        # region b's broker and cache have users of their own; the gateways share one
+        user = name if name in ("broker-b", "cache-b") else module
+        server = "nats-b" if name.endswith("-b") else "nats"
         for key, value in env.items():
             if key.endswith("NATS_URL"):
                 clients += 1
-                assert value == "nats://nats:4222", f"{name}: {key} carries credentials"
+                assert value == f"nats://{server}:4222", f"{name}: {key} carries credentials"
                 creds = env[key.replace("NATS_URL", "NATS_CREDENTIALS_FILE")]
-                assert creds == f"/secrets/{name}.nats-auth"
-                assert f"./secrets/{name}.nats-auth:{creds}:ro" in service["volumes"]
+                assert creds == f"/secrets/{module}.nats-auth"
+                assert f"./secrets/{user}.nats-auth:{creds}:ro" in service["volumes"]
         assert not any("--pass" in str(a) or "PASSWORD" in str(a)
                        for a in service.get("command", [])), name
-    assert clients == 3  # gateway, broker, cache
+    assert clients == 6  # gateway, broker, cache in each of the two regions
+
+
+def test_the_regions_profile_is_region_b_beside_the_default_services_as_a(compose) -> None:
+    from services.broker.settings import BrokerSettings
+    from services.cache.settings import CacheSettings
+    from services.gateway.settings import GatewaySettings
+
+    services = compose["services"]
+    profile = {n for n, s in services.items() if "regions" in s.get("profiles", [])}
+    assert profile == {"nats-b", "backend-small-b", "cache-b", "broker-b", "gateway-b"}
+    b = {n: services[n]["environment"] for n in ("cache-b", "broker-b", "gateway-b")}
+    assert b["cache-b"]["CMESH_CACHE_REGION"] == "b"
+    assert b["broker-b"]["CMESH_BROKER_REGION"] == "b"
+    assert (b["gateway-b"]["CMESH_GATEWAY_REGION"], b["gateway-b"]["CMESH_GATEWAY_FAILOVER_REGIONS"]
+            ) == ("b", '["a"]')
+    # region a: the default services, their region from the environment (unset: none)
+    unset = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v)
+             for n in ("cache", "broker", "gateway")
+             for k, v in services[n]["environment"].items() if "REGION" in k}
+    assert set(unset.values()) == {"", "[]"}
+    CacheSettings(region=unset["CMESH_CACHE_REGION"], peer_regions=[])
+    BrokerSettings(backends="small=x:1", region=unset["CMESH_BROKER_REGION"])
+    GatewaySettings(api_keys_file="k", region="a", failover_regions=["b"])
+    backends = b["broker-b"]["CMESH_BROKER_BACKENDS"]
+    assert backends == "small=backend-small-b:50051;large=backend-small-b:50051"
+    gateway = services["gateway-b"]
+    assert "8001:8000" in gateway["ports"] and "50060:50060" in gateway["ports"]
+    assert b["gateway-b"]["CMESH_GATEWAY_CACHE_ADDRESS"] == "cache-b:50053"
+
+
+def test_the_region_server_configs_join_a_supercluster_with_a_user_per_region(tmp_path) -> None:
+    import json
+
+    from cmesh.nats_users import write_region_users
+
+    paths = write_region_users(tmp_path, ["a", "b"], ["small", "large"])
+    assert set(paths) == {"gateway", "broker", "cache", "broker-b", "cache-b", "nats",
+                          "nats-b"}
+    for path in paths.values():
+        assert path.stat().st_mode & 0o777 == 0o600
+    a, b = (json.loads(paths[n].read_text()) for n in ("nats", "nats-b"))
+    assert (a["cluster"]["name"], a["gateway"]["name"], b["gateway"]["name"]) == ("a", "a", "b")
+    assert {g["name"]: g["urls"] for g in a["gateway"]["gateways"]} == {
+        "a": ["nats://nats:7222"], "b": ["nats://nats-b:7222"]}
+    assert a["server_name"] != b["server_name"]
+    users = {u["user"]: u for u in a["authorization"]["users"]}
+    assert users == {u["user"]: u for u in b["authorization"]["users"]}  # one account
+    assert "rgen.b.small.>" in users["broker-b"]["permissions"]["publish"]["allow"]
+    assert not any(s.startswith("rgen.a.") for s in
+                   users["broker-b"]["permissions"]["publish"]["allow"])

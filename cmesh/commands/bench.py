@@ -78,3 +78,12 @@ def prefill(quick: bool = QUICK, as_json: bool = JSON) -> None:
     from cmesh.bench import prefill as impl
 
     impl.main(quick=quick, as_json=as_json)
+
+
+@app.command("regions")
+def regions(quick: bool = QUICK, as_json: bool = JSON) -> None:
+    """Two regions on one machine: TTFT added when served by the other region, time to
+    fail over when a region loses its backend, cache replication lag between them."""
+    from cmesh.bench import regions as impl
+
+    impl.main(quick=quick, as_json=as_json)

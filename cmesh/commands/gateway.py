@@ -72,7 +72,7 @@ def status(state_dir: Path = STATE) -> None:
     from rich.table import Table
 
     from cmesh.output import console
-    from cmesh.stack import probe_stack
+    from cmesh.stack import REGIONS_FILE, probe_stack
 
     path = state_dir / "services.json"
     if not path.is_file():
@@ -87,13 +87,37 @@ def status(state_dir: Path = STATE) -> None:
         metrics = _key_metrics(info.get("metrics_port"))
         if healthy and name.startswith("backend-"):
             metrics = f"{_engine_line(info['address'], state_dir)}\n{metrics}"
-        if healthy and name == "gateway":
+        if healthy and name.startswith("gateway"):
             metrics = f"{tier_line(info.get('metrics_port'))}\n{metrics}"
         if healthy and name.startswith("cache"):
             metrics = f"{audit_line(info.get('metrics_port'))}\n{metrics}"
         table.add_row(name, info["address"], "SERVING" if healthy else "[red]down[/red]",
                       str(info.get("restarts", 0)), metrics)
     console.print(table)
+    if (state_dir / REGIONS_FILE).is_file():
+        console.print(regions_table(json.loads((state_dir / REGIONS_FILE).read_text())))
+
+
+def regions_table(regions: dict[str, dict[str, object]]) -> object:
+    """Each region's NATS servers and their gateway links to the other regions (from
+    each server's `/gatewayz`)."""
+    from rich.table import Table
+
+    table = Table(title="regions")
+    for column in ("region", "nats", "links to other regions"):
+        table.add_column(column)
+    for region, info in regions.items():
+        links = []
+        for port in info.get("monitor_ports") or []:  # type: ignore[attr-defined]
+            try:
+                body = json.loads(urlopen(f"http://127.0.0.1:{port}/gatewayz", timeout=2).read())
+            except (OSError, ValueError):
+                links.append(f"[red]server :{port} unreachable[/red]")
+                continue
+            out = sorted(body.get("outbound_gateways") or {})
+            links.append(", ".join(f"-> {r}" for r in out) or "[red]none[/red]")
+        table.add_row(region, str(info.get("nats", "")), "\n".join(links) or "-")
+    return table
 
 
 def _engine_line(address: str, state_dir: Path) -> str:
@@ -204,11 +228,26 @@ def keys_add(
 def keys_nats(
     folder: Path = typer.Option(Path("secrets"), "--dir", help="Where the files go."),
     tiers: str = typer.Option("small,large", help="Comma-separated tiers the broker serves."),
+    regions: str = typer.Option(
+        "", help="Comma-separated regions (e.g. a,b): a server config per region joining "
+        "them as a supercluster (nats.conf, nats-b.conf, ...) and a broker and cache user "
+        "per region (compose's regions profile; docs/regions.md)."),
 ) -> None:
     """Write nats.conf (users, passwords, permissions) and one <service>.nats-auth per
     service (all 0600) for a NATS server run apart from `cmesh up`, e.g. compose's."""
-    from cmesh.nats_users import write_mesh_users
+    from cmesh.nats_users import write_mesh_users, write_region_users
+    from services.common.regions import check_region
 
-    paths = write_mesh_users(folder, [t.strip() for t in tiers.split(",") if t.strip()])
+    tier_list = [t.strip() for t in tiers.split(",") if t.strip()]
+    region_list = [r.strip() for r in regions.split(",") if r.strip()]
+    try:
+        for region in region_list:
+            check_region(region)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--regions") from exc
+    if len(region_list) == 1 or len(set(region_list)) != len(region_list):
+        raise typer.BadParameter("two or more distinct regions", param_hint="--regions")
+    paths = (write_region_users(folder, region_list, tier_list) if region_list
+             else write_mesh_users(folder, tier_list))
     for name, path in paths.items():
         print(f"{name}: {path}")

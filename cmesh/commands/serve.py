@@ -36,6 +36,11 @@ def up(
     nats_cluster: int = typer.Option(
         1, "--nats-cluster", min=1, max=5,
         help="NATS nodes: 3 runs a JetStream cluster with replicated streams."),
+    regions: int = typer.Option(
+        1, "--regions", min=1, max=4,
+        help="2-4: that many regions (a, b, ...) on this machine, a nats-server each joined "
+        "as a supercluster, each with its own backend, cache, broker and gateway failing "
+        "over to the others (docs/regions.md)."),
     large_model: str | None = typer.Option(
         None, help="Model folder for backend-large (default: SmolLM2 again)."),
     state_dir: Path = typer.Option(
@@ -46,26 +51,46 @@ def up(
     from cmesh import demo as demo_mod
     from cmesh.client import read_door
     from cmesh.output import console
-    from cmesh.stack import LocalStack, default_specs, ensure_dev_keys, select_specs
+    from cmesh.stack import (
+        REGION_NAMES,
+        LocalStack,
+        default_specs,
+        ensure_dev_keys,
+        region_specs,
+        select_specs,
+    )
     from services.common.server import wait_for_signal
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     wanted = {s.strip() for s in only.split(",") if s.strip()}
-    try:
-        specs = select_specs(default_specs(large_model, ensure_dev_keys(state_dir)), wanted)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--only") from exc
+    names = REGION_NAMES[:regions] if regions > 1 else ()
+    if names:
+        for given, flag in ((only, "--only"), (demo, "--demo"), (nats_cluster > 1,
+                                                                  "--nats-cluster")):
+            if given:
+                raise typer.BadParameter("not with --regions (one region's stack only)",
+                                         param_hint=flag)
+        specs = region_specs(names, ensure_dev_keys(state_dir))
+    else:
+        try:
+            specs = select_specs(default_specs(large_model, ensure_dev_keys(state_dir)), wanted)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--only") from exc
     unknown = wanted - {s.name for s in specs}
     if unknown:
-        names = ", ".join(sorted(unknown))
-        raise typer.BadParameter(f"unknown services: {names}", param_hint="--only")
+        listed = ", ".join(sorted(unknown))
+        raise typer.BadParameter(f"unknown services: {listed}", param_hint="--only")
 
     async def run() -> None:
         console.print(f"starting {', '.join(s.name for s in specs)} (logs in {state_dir})")
         async with LocalStack(specs, state_dir, nats_cluster=nats_cluster,
-                              supervise=True) as stack:
+                              supervise=True, regions=names) as stack:
             addresses = json.loads((state_dir / "addresses.json").read_text())
             console.print(stack_table(stack, addresses))
+            for region in names:
+                with contextlib.suppress(OSError):
+                    console.print(f"region {region}: gateway {addresses[f'gateway-{region}']}, "
+                                  f"OpenAI door {read_door(state_dir, region)}")
             if "gateway" in addresses:
                 console.print(f"dev API key in {state_dir / 'dev-api-key'}; try "
                               "`cmesh ask \"What is the capital of France?\"`")
@@ -94,7 +119,7 @@ def stack_table(stack: object, addresses: dict[str, str]) -> object:
     for name, address in addresses.items():
         running = services.get(name)
         metrics = str(running.metrics_port) if running is not None else "-"
-        state = ("SERVING" if name == "nats"
+        state = ("SERVING" if name == "nats" or name.startswith("nats-")
                  or probe_stack(address, getattr(stack, "state_dir", Path("."))) else "NOT SERVING")
         table.add_row(name, address, metrics, state)
     return table

@@ -116,7 +116,9 @@ class VllmEngine:
         return self._llm
 
     def load(self) -> EngineLoad:
-        """Admitted requests against the batch size and the admission limit."""
+        """Admitted requests against the batch size and the admission limit; NotReady
+        while the model is loading (a broker polling it must not count it healthy)."""
+        self._require_loaded()
         s = self.settings
         return EngineLoad(self._in_flight, s.max_num_seqs, s.max_in_flight)
 
@@ -270,7 +272,12 @@ class VllmEngine:
         except (ValueError, VLLMValidationError) as exc:  # vLLM's own checks: final, not retried
             raise FieldError(_refused_field(exc), str(exc)) from exc
 
+    def _require_loaded(self) -> None:
+        if self._tokenizer is None:
+            raise NotReady("the engine is still loading its model")
+
     def _admit(self) -> None:
+        self._require_loaded()
         if self.errored:
             raise Unavailable("the vLLM engine core has died")
         if self._in_flight >= self.settings.max_in_flight:

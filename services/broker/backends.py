@@ -24,6 +24,7 @@ from services.broker.dispatch import Replica
 from services.broker.jobs import ReplicaFailed
 from services.common.convert import chunk_to_delta, generation_request_to_proto
 from services.common.errors import error_from_rpc
+from services.common.settings import PEER_CHANNEL_OPTIONS
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ class GrpcBackends:
     def _stub(self, address: str) -> backend_pb2_grpc.BackendStub:
         channel = self._channels.get(address)
         if channel is None:
-            channel = (grpc.aio.secure_channel(address, self._credentials)
-                       if self._credentials is not None else grpc.aio.insecure_channel(address))
+            channel = (grpc.aio.secure_channel(address, self._credentials,
+                                               options=PEER_CHANNEL_OPTIONS)
+                       if self._credentials is not None
+                       else grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS))
             self._channels[address] = channel
         return backend_pb2_grpc.BackendStub(channel)
 

@@ -87,6 +87,16 @@ class ServiceSettings(BaseSettings):
             root_certificates=ca, require_client_auth=ca is not None)
 
 
+PEER_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+)
+"""Options of a channel to a peer service: gRPC's default reconnect backoff grows to
+120 s, so a backend back after a minute's outage (a vLLM restart) would be dialled
+again only up to two minutes later; capped at 2 s it is back within about 2 s."""
+
+
 def channel_credentials(ca: Path, cert: Path | None = None,
                         key: Path | None = None) -> Any:
     """grpc channel credentials that trust `ca` and, with `cert`/`key`, present that

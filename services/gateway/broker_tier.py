@@ -112,8 +112,8 @@ class BrokerTier:
                 if last or err.code not in FAILOVER_CODES:
                     raise job_error(self.tier, err) from err
                 passed.append(f"{region}: {err.message}")
-            log.warning("tier %s: %s; failing over to region %r after %d tokens",
-                        self.tier, passed[-1], self.regions[place + 1], len(tokens))
+            log.info("tier %s: %s; failing over to region %r after %d tokens",
+                     self.tier, passed[-1], self.regions[place + 1], len(tokens))
             place += 1
 
     async def _next(self, chunks: AsyncIterator[broker_pb2.JobChunk],

@@ -28,7 +28,7 @@ from protos.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from services.broker.beacons import TierWatch
 from services.common.natsauth import connect_options, refuse_passwords_in_argv
 from services.common.node import Registration, ServiceNode, cancel_task, full_name, serve
-from services.common.settings import channel_credentials
+from services.common.settings import PEER_CHANNEL_OPTIONS, channel_credentials
 from services.gateway.admission import Admission, RequestIdFilter
 from services.gateway.audit import Auditor, TierJudge
 from services.gateway.auth import load_keys
@@ -84,10 +84,10 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         """A channel to an internal service: TLS (mutual with mesh_cert) when mesh_ca is set."""
         s = self.settings
         if s.mesh_ca is None:
-            channel = grpc.aio.insecure_channel(address)
+            channel = grpc.aio.insecure_channel(address, options=PEER_CHANNEL_OPTIONS)
         else:
             creds = channel_credentials(s.mesh_ca, s.mesh_cert, s.mesh_key)
-            channel = grpc.aio.secure_channel(address, creds)
+            channel = grpc.aio.secure_channel(address, creds, options=PEER_CHANNEL_OPTIONS)
         return await self.stack.enter_async_context(channel)
 
     async def _tier_clients(self, policy: Policy) -> dict[str, TierClient]:

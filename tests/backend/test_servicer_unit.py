@@ -154,3 +154,26 @@ async def test_nan_override_and_undecodable_bytes_are_invalid_argument(serving) 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.value.details() == "prompt: is not valid UTF-8"
     assert engine.seen == []
+
+
+async def test_an_engine_still_loading_refuses_load_polls_and_generations() -> None:
+    """The real engine wrapper before `start()` (the server answers while the model
+    loads): GetLoad and Generate are UNAVAILABLE, so a broker polling the replica does
+    not count it healthy and send it work it would fail."""
+    from services.backend.engine import VllmEngine
+
+    engine = VllmEngine(BackendSettings())
+    servicer = BackendServicer(engine, BackendMetrics(CollectorRegistry(), "t"))
+    service = GrpcService(
+        "t", BackendSettings(port=0), service_names=[],
+        register=lambda s: backend_pb2_grpc.add_BackendServicer_to_server(servicer, s))
+    async with service, grpc.aio.insecure_channel(service.address) as channel:
+        stub = backend_pb2_grpc.BackendStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as polled:
+            await stub.GetLoad(backend_pb2.GetLoadRequest(), timeout=5)
+        assert polled.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "loading" in (polled.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as asked:
+            async for _ in stub.Generate(backend_pb2.GenerateRequest(prompt="hi"), timeout=5):
+                pass
+        assert asked.value.code() == grpc.StatusCode.UNAVAILABLE
