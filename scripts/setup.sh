@@ -18,5 +18,12 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# LiteLLM's proxy, the L of `cmesh bench system`: its own venv, so its pins stay apart
+# from ours (1.106.12: the newest whose proxy extra the package registry here can resolve).
+if [ ! -x .venv/litellm/bin/litellm ]; then
+  echo "installing LiteLLM's proxy into .venv/litellm (cmesh bench system) ..."
+  "$python" -m venv .venv/litellm
+  .venv/litellm/bin/python -m pip install -q "litellm[proxy]==1.106.12"
+fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/cmesh models prepare

@@ -8,6 +8,9 @@ Configurations, all on this machine:
 - **V**: `python -m vllm.entrypoints.openai.api_server` on the prepared SmolLM2 with the
   mesh backend's engine settings (dtype chosen the same way, KV size, max_num_seqs,
   max_model_len, prefix caching, eager);
+- **L**: LiteLLM's proxy in front of V (its own venv, `.venv/litellm`, made by
+  scripts/setup.sh; one worker, a master key, caching off, no database), what a user
+  puts in front of vLLM for keys and routing;
 - **M0**: the mesh through its OpenAI door (gateway -> classifier -> broker -> backend),
   cache skipped (`x-cmesh-skip-cache`);
 - **M1**: the same mesh with its cache on.
@@ -15,11 +18,12 @@ Each round draws a fresh stream (its own seed) and, for the mesh, its own tenant
 round finds the previous round's answers cached or its prompts prefix-cached.
 
 Keys: `m0_vs_vllm_throughput` (output tokens/s on `unique` at a fixed concurrency),
-`m0_added_ttft_p50_ms`, `m1_vs_vllm_rps_repeat60`, `m1_vs_vllm_ttft_repeat60`,
+`m0_added_ttft_p50_ms`, `litellm_added_ttft_p50_ms` and `litellm_vs_vllm_throughput`
+(L against V on the same rounds), `m1_vs_vllm_rps_repeat60`, `m1_vs_vllm_ttft_repeat60`,
 `rss_growth_max` (each mesh service's RSS at the end over after warm-up, the most), the
 hit share of M1, and each configuration's processes and RSS. Not measured yet (null,
-with the reason in `not_measured`): LiteLLM's proxy, the open-loop rate ladder, the
-overload and soak runs of issue 19.
+with the reason in `not_measured`): the open-loop rate ladder, the overload and soak
+runs of issue 19 (and LiteLLM's keys where its venv is missing).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -42,8 +47,10 @@ from cmesh.bench.workloads import Pools, build, write
 from cmesh.output import console, emit
 
 SERVED = "small"
+LITELLM = Path(__file__).resolve().parents[2] / ".venv" / "litellm" / "bin" / "litellm"
+NO_LITELLM = {"litellm_added_ttft_p50_ms": f"LiteLLM's proxy is not installed ({LITELLM}; "
+              "scripts/setup.sh makes it)"}
 NOT_MEASURED = {
-    "litellm_added_ttft_p50_ms": "LiteLLM's proxy is not installed by the project yet",
     "reject_p99_ms": "the overload run (2x M0's sustainable rate for 60 s) is not built yet",
     "accepted_within_deadline": "the overload run is not built yet",
     "m1_wrong_hit_share": "the door does not report which entry a hit served",
@@ -82,11 +89,44 @@ def vllm_server(model: str, port: int, log: Path) -> subprocess.Popen[bytes]:
                             start_new_session=True)
 
 
+def litellm_proxy(v_url: str, port: int, work: Path, master_key: str
+                  ) -> subprocess.Popen[bytes]:
+    """LiteLLM's proxy on `port` in front of vLLM's server at `v_url` (its own group):
+    model `small` -> `hosted_vllm/small`, clients with `master_key` (it refuses to start
+    without one), no cache, no database, no network lookups."""
+    config = work / "litellm.yaml"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # holds the key
+    with os.fdopen(fd, "w") as out:
+        json.dump({  # YAML is a superset of JSON
+            "model_list": [{"model_name": SERVED, "litellm_params": {
+                "model": f"hosted_vllm/{SERVED}", "api_base": f"{v_url}/v1",
+                "api_key": "none"}}],
+            "litellm_settings": {"cache": False, "telemetry": False, "drop_params": True},
+            "general_settings": {"disable_spend_logs": True, "master_key": master_key},
+        }, out, indent=2)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    args = [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+            "--num_workers", "1"]
+    return subprocess.Popen(args, stdout=(work / "litellm.log").open("wb"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a server's process group; SIGKILL it after 60 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
 async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"vLLM's server exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
@@ -141,26 +181,33 @@ async def _bench(quick: bool) -> dict[str, Any]:
             files[(name, r)] = write(stream, work / f"{name}-{r}", name)["bench"]
 
 
-    v_port = free_port()
+    v_port, l_port = free_port(), free_port()
+    l_key = f"sk-bench-{secrets.token_urlsafe(24)}"
+    v_url, l_url = f"http://127.0.0.1:{v_port}", f"http://127.0.0.1:{l_port}"
     console.print("starting vLLM's OpenAI server (V)...")
     v_proc = vllm_server(model, v_port, work / "vllm-server.log")
+    l_proc: subprocess.Popen[bytes] | None = None
     results: dict[str, list[dict[str, Any]]] = {}
     try:
         # one after the other: two engines starting at once on two cores starve NATS
-        await wait_ready(f"http://127.0.0.1:{v_port}/v1/models", v_proc)
+        await wait_ready(f"{v_url}/v1/models", v_proc)
+        if LITELLM.is_file():
+            console.print("starting LiteLLM's proxy in front of V (L)...")
+            l_proc = litellm_proxy(v_url, l_port, work, l_key)
+            await wait_ready(f"{l_url}/health/liveliness", l_proc, timeout=180)
         console.print("starting the mesh (M: nats, backend, cache, classifier, broker, "
                       "gateway with its door)...")
         async with LocalStack(one_engine_mesh(door_gateway(keys_file, work / DOOR_PORT_FILE)),
                               work / "stack") as stack:
-            v_url = f"http://127.0.0.1:{v_port}"
             m_url = f"http://127.0.0.1:{(work / DOOR_PORT_FILE).read_text().strip()}"
 
             def side(tag: str, workload: str) -> Any:
                 async def one_round(r: int) -> Sample:
                     out = work / f"{tag}-{workload}-{r}.json"
-                    if tag == "V":
-                        res = await client(v_url, SERVED, model, files[(workload, r)], n,
-                                           concurrency, "none", out)
+                    if tag in ("V", "L"):
+                        res = await client(v_url if tag == "V" else l_url, SERVED, model,
+                                           files[(workload, r)], n, concurrency,
+                                           "none" if tag == "V" else l_key, out)
                     else:
                         res = await client(m_url, "cascade-mesh", model,
                                            files[(workload, r)], n, concurrency,
@@ -172,21 +219,22 @@ async def _bench(quick: bool) -> dict[str, Any]:
                                   latencies=[t for t in res.get("ttfts", []) if t])
                 return one_round
 
+            servers = {"vllm-server": v_proc, **({"litellm-proxy": l_proc} if l_proc else {})}
             warm = {name: rss_mib(s.proc.pid) for name, s in stack.services.items()}
-            warm["vllm-server"] = rss_mib(v_proc.pid)
-            await compare({"V": side("V", "unique"), "M0": side("M0", "unique")}, rounds,
-                          report=console.print)
+            warm |= {name: rss_mib(p.pid) for name, p in servers.items()}
+            unique = {"V": side("V", "unique"), "M0": side("M0", "unique")}
+            if l_proc is not None:
+                unique["L"] = side("L", "unique")
+            await compare(unique, rounds, report=console.print)
             await compare({"V": side("V", "repeat60"), "M1": side("M1", "repeat60")}, rounds,
                           warmup=0, report=console.print)
             end = {name: rss_mib(s.proc.pid) for name, s in stack.services.items()}
-            end["vllm-server"] = rss_mib(v_proc.pid)
+            end |= {name: rss_mib(p.pid) for name, p in servers.items()}
             hits = _hit_share(stack)
     finally:
-        os.killpg(v_proc.pid, signal.SIGTERM)
-        try:
-            v_proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(v_proc.pid, signal.SIGKILL)
+        for proc in (l_proc, v_proc):
+            if proc is not None:
+                stop_group(proc)
     return _figures(results, warm, end, hits, n, concurrency, rounds, work)
 
 
@@ -219,6 +267,11 @@ def _figures(results: dict[str, list[dict[str, Any]]], warm: dict[str, float],
         "m0_vs_vllm_throughput": rate("M0/unique", "output_throughput")
         / rate("V/unique", "output_throughput"),
         "m0_added_ttft_p50_ms": ttft_p50("M0/unique") - ttft_p50("V/unique"),
+        "litellm_added_ttft_p50_ms": (ttft_p50("L/unique") - ttft_p50("V/unique")
+                                      if "L/unique" in results else None),
+        "litellm_vs_vllm_throughput": (rate("L/unique", "output_throughput")
+                                       / rate("V/unique", "output_throughput")
+                                       if "L/unique" in results else None),
         "m1_vs_vllm_rps_repeat60": rate("M1/repeat60", "request_throughput")
         / rate("V/repeat60", "request_throughput"),
         "m1_vs_vllm_ttft_repeat60": ttft_p50("M1/repeat60") / ttft_p50("V/repeat60"),
@@ -232,9 +285,10 @@ def _figures(results: dict[str, list[dict[str, Any]]], warm: dict[str, float],
         "requests_per_round": n, "concurrency": concurrency, "rounds": rounds,
         "client": "vllm.benchmarks.serve (custom dataset, closed loop)",
         "results_dir": str(work),
-        "not_measured": NOT_MEASURED,
     }
-    out |= dict.fromkeys(NOT_MEASURED)
+    missing = {**NOT_MEASURED, **(NO_LITELLM if "L/unique" not in results else {})}
+    out["not_measured"] = missing
+    out |= dict.fromkeys(missing)
     return out
 
 

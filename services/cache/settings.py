@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from cache.audit import AuditConfig
 from cache.core import CacheConfig
 from services.cache.log import LogConfig, PeerLog
 from services.common.natsauth import connect_options
-from services.common.regions import check_region, regional_stream, regional_subject
+from services.common.regions import check_other_regions, regional_stream, regional_subject
 from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings
 
 
@@ -104,19 +104,10 @@ class CacheSettings(ServiceSettings):
         0.2, ge=0, le=1, description="A miss whose best candidate's probability is this "
         "close under the bound is a near-miss: its candidate goes back for the audit.")
 
-    @field_validator("peer_regions")
-    @classmethod
-    def _peer_names(cls, peers: list[str]) -> list[str]:
-        if len(set(peers)) != len(peers):
-            raise ValueError("peer_regions: listed twice")
-        return [check_region(p) for p in peers]
-
     @model_validator(mode="after")
-    def _peers_need_region(self) -> CacheSettings:
-        if self.peer_regions and not self.region:
-            raise ValueError("peer_regions needs region (the stream they are sourced into)")
-        if self.region in self.peer_regions:
-            raise ValueError("peer_regions: a region does not source itself")
+    def _peers_beside_region(self) -> CacheSettings:
+        check_other_regions(self.region, self.peer_regions, "peer_regions",
+                            "the stream they are sourced into")
         return self
 
     def cache_config(self) -> CacheConfig:

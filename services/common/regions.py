@@ -39,6 +39,18 @@ def check_region(region: str) -> str:
     return region
 
 
+def check_other_regions(own: str, others: Sequence[str], name: str, why: str) -> list[str]:
+    """`others` (setting `name`: regions beside the service's `own`) when each is a valid
+    region, none twice and not `own`, which must be set (`why`: what it is needed for)."""
+    if others and not own:
+        raise ValueError(f"{name} needs region ({why})")
+    if own in others:
+        raise ValueError(f"{name}: the service's own region is not one of the others")
+    if len(set(others)) != len(others):
+        raise ValueError(f"{name}: listed twice")
+    return [check_region(r) for r in others]
+
+
 def regional_stream(base: str, region: str) -> str:
     """`base` for no region, else `<base>_<REGION>` ('eu-west' -> `CMESH_CACHE_EU_WEST`)."""
     return f"{base}_{check_region(region).upper().replace('-', '_')}" if region else base

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from services.common.regions import check_region
+from services.common.regions import check_other_regions
 from services.common.settings import NATS_CREDENTIALS_DOC, ServiceSettings, check_pem_set
 
 
@@ -147,15 +147,8 @@ class GatewaySettings(ServiceSettings):
                       ca_needs_cert=False)
         if self.default_max_tokens > self.max_tokens_limit:
             raise ValueError("default_max_tokens must not exceed max_tokens_limit")
-        if self.failover_regions and not self.region:
-            raise ValueError("failover_regions needs region (the gateway's own comes first)")
-        if self.region in self.failover_regions:
-            raise ValueError("failover_regions: the gateway's own region is tried first "
-                             "already")
-        if len(set(self.failover_regions)) != len(self.failover_regions):
-            raise ValueError("failover_regions: listed twice")
-        for region in self.failover_regions:
-            check_region(region)
+        check_other_regions(self.region, self.failover_regions, "failover_regions",
+                            "the gateway's own is tried first")
         return self
 
     @property

@@ -54,3 +54,19 @@ def test_down_only_when_every_live_broker_is_down() -> None:
     assert watch.problem("small") == "tier 'small': no healthy backend replica (1 configured)"
     assert watch.problem("large") is None  # another tier, still in its grace
     assert watch.tiers() == ["small"]
+
+
+def test_each_region_of_a_tier_is_up_or_down_on_its_own() -> None:
+    clock = Clock()
+    watch = TierWatch(dead_after_s=1.5, clock=clock)
+    watch.observe(broker_pb2.TierBeacon(tier="small", region="a", broker_id="b1", replicas=1,
+                                        healthy_replicas=0, down=True))
+    watch.observe(broker_pb2.TierBeacon(tier="small", region="b", broker_id="b2", replicas=1,
+                                        healthy_replicas=1))
+    assert watch.problem("small", "a") == ("tier 'small' in region 'a': no healthy backend "
+                                           "replica (1 configured)")
+    assert watch.problem("small", "b") is None
+    assert watch.live_brokers("small", "b") == ["b2"] and watch.live_brokers("small") == []
+    clock.now += 2
+    assert watch.problem("small") == "tier 'small': no live broker"  # no unregioned queue
+    assert watch.tiers() == ["small"]

@@ -164,6 +164,24 @@ def test_subjects_and_settings() -> None:
         BrokerSettings(backends="small=a:1", queue_max_jobs=5, tenant_max_jobs=6)
 
 
+def test_each_region_has_its_own_queue_subjects_stream_and_beacons() -> None:
+    from services.broker.jetstream import QueueLimits, done_bucket, stream_config
+    from services.broker.subjects import BEACONS, beacon_subject, class_filter, stream_name
+
+    assert job_subject("small", "batch", "acme", "eu-west") == "rgen.eu-west.small.batch.acme"
+    assert class_filter("small", "batch", "a") == "rgen.a.small.batch.*"
+    assert (stream_name("small"), stream_name("small", "eu-west")) == (
+        "GEN_SMALL", "GEN_SMALL_EU_WEST")
+    assert (done_bucket(), done_bucket("a")) == ("BROKER_DONE", "BROKER_DONE_A")
+    assert beacon_subject("small", "a") == "broker.tier.small.a" and BEACONS == "broker.tier.>"
+    config = stream_config("small", QueueLimits(region="a"))
+    assert (config.name, config.subjects) == ("GEN_SMALL_A", ["rgen.a.small.>"])
+    assert config.placement is not None and config.placement.cluster == "a"
+    assert stream_config("small", QueueLimits()).subjects == ["gen.small.>"]  # as before
+    with pytest.raises(ValueError):
+        job_subject("small", "batch", "acme", "Bad.Region")
+
+
 def test_compose_runs_the_broker_with_real_settings() -> None:
     broker = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["broker"]
     fields = set(BrokerSettings.model_fields)

@@ -1,6 +1,6 @@
 """`cmesh bench system --quick --json`: vLLM's own server and the mesh, driven by vLLM's
 benchmark client, end to end (two SmolLM2 engines, nats, every service; about 7 minutes on
-two cores)."""
+two cores; LiteLLM's proxy from scripts/setup.sh)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def test_quick_run_reports_every_key_of_issue_19() -> None:
     for key in KEYS:  # measured, or null with the reason said
         assert figures[key] is not None or key in figures["not_measured"], key
     assert figures["m0_vs_vllm_throughput"] > 0 and figures["m1_vs_vllm_rps_repeat60"] > 0
+    assert figures["litellm_added_ttft_p50_ms"] is not None  # L measured beside V and M0
+    assert figures["litellm_vs_vllm_throughput"] > 0
     assert not any(figures["failed"].values())  # every request of every side answered
-    assert set(figures["rss_mib_end"]) >= {"vllm-server", "backend-small", "gateway", "cache"}
+    assert set(figures["rss_mib_end"]) >= {"vllm-server", "litellm-proxy", "backend-small",
+                                            "gateway", "cache"}
     assert set(figures["not_measured"]) == set(NOT_MEASURED)

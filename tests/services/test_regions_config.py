@@ -86,3 +86,22 @@ def test_the_brokers_streams_are_placed_in_its_region() -> None:
     assert where is not None and where.cluster == "eu"
     assert stream_config("small", limits).placement == where
     assert BrokerSettings(backends="small=a:1").limits().where() is None
+
+
+@pytest.mark.parametrize("fields", [{"failover_regions": ["b"]},
+                                    {"region": "a", "failover_regions": ["a"]},
+                                    {"region": "a", "failover_regions": ["b", "b"]},
+                                    {"region": "a", "failover_regions": ["B"]}])
+def test_bad_failover_regions_are_refused(fields: dict[str, object]) -> None:
+    from services.gateway.settings import GatewaySettings
+
+    with pytest.raises(ValidationError, match=r"failover_regions|region"):
+        GatewaySettings(api_keys_file="k", **fields)
+
+
+def test_a_gateway_tries_its_own_region_first_then_its_failover_order() -> None:
+    from services.gateway.settings import GatewaySettings
+
+    settings = GatewaySettings(api_keys_file="k", region="a", failover_regions=["c", "b"])
+    assert settings.regions == ["a", "c", "b"]
+    assert GatewaySettings(api_keys_file="k").regions == [""]  # no regions: as before
