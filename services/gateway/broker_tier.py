@@ -15,7 +15,8 @@ a job goes to the first region whose queue of the tier can take it. It moves
 on to the next region, after the tokens already received, when its region has
 no live broker or no healthy backend for the tier, refuses it (queue full), or
 fails it with UNAVAILABLE midway (its backends died), and, before its first
-token, when it waited longer than `failover_wait_s` there. Every call starts
+token, when it waited longer than `failover_wait_s` there (interactive calls
+only: a Batch API line is meant to wait behind interactive work). Every call starts
 from the own region again, so a region that comes back takes its traffic back.
 The deltas say which region served and why not the own (`Delta.region`,
 `Delta.failover`).
@@ -90,7 +91,8 @@ class BrokerTier:
                 async with contextlib.aclosing(aiter(stream)) as chunks:  # left: cancelled
                     while True:
                         try:
-                            chunk = await self._next(chunks, first=not got and not last)
+                            chunk = await self._next(
+                                chunks, first=not got and not last and not call.batch)
                         except StopAsyncIteration:
                             return
                         delta = chunk_to_delta(chunk)

@@ -80,9 +80,9 @@ class GatewaySettings(ServiceSettings):
                     "midway (JSON list, e.g. '[\"b\"]'; docs/regions.md).")
     failover_wait_s: float = Field(
         10.0, ge=0, le=600,
-        description="With failover_regions: a job with no token this long after it was "
-                    "queued in a region is cancelled there and goes to the next region "
-                    "(0: wait for its deadline).")
+        description="With failover_regions: an interactive job with no token this long "
+                    "after it was queued in a region is cancelled there and goes to the next "
+                    "region (0: wait for its deadline; Batch API lines always wait).")
     tier_max_pending: int = Field(
         64, ge=1, le=100_000,
         description="Calls this gateway may have in flight or queued on one tier; one more "

@@ -114,6 +114,18 @@ async def test_a_silent_region_is_left_after_the_wait_and_its_job_cancelled() ->
     assert client.cancels == ["a"]
 
 
+async def test_a_batch_line_waits_in_its_region_instead_of_leaving_it() -> None:
+    client = Client({"a": Script(silent=True), "b": Script()})
+    tier = BrokerTier("small", client, ["a", "b"], failover_wait_s=0.1)  # type: ignore[arg-type]
+    batch = TierCall(GenerationRequest(prompt="hi", request_id="r1"), tenant="t",
+                     timeout_s=30, batch=True)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            async for _ in tier.generate(batch):
+                pass
+    assert [j.region for j in client.jobs] == ["a"]  # still waiting there, not moved
+
+
 async def test_the_last_region_answers_with_its_own_error() -> None:
     full = JobError("RESOURCE_EXHAUSTED", "tier small queue full", 700)
     client = Client({"a": Script(refuse=JobError("UNAVAILABLE", "no live broker")),
