@@ -11,6 +11,13 @@ the tiers can fail a request: a dead tier is `TierUnavailable` naming it.
 
 Streaming: a tier whose answer cannot be escalated (route, forced tier, the
 last tier, or a hybrid prompt sent straight to an end) streams token by token.
+
+Speculation (`speculate`): under the route policy the first tier's call starts
+as soon as the cache has missed, while the classifier scores; when the score
+routes there its tokens are already on their way, and when it routes elsewhere
+the call is cancelled (its broker job aborted) before any of it reached the
+client. The score then costs the answer almost nothing on the prompts that stay
+small, for a cancelled call's prefill on the others.
 A tier whose answer may still be replaced by the next tier's is buffered until
 its confidence is known, then sent in one delta if it is kept; the client never
 sees text of an answer that was dropped.
@@ -19,6 +26,7 @@ sees text of an answer that was dropped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -94,6 +102,45 @@ class OrchestratorConfig:
     side_share: float = 0.25
     confidence_method: ConfidenceMethod = "mean"
     default_timeout_s: float = 120.0
+    speculate: bool = False  # start the route policy's first tier while scoring
+
+
+class _Ahead:
+    """A tier call started before it is known to be wanted: what it yields waits in a
+    queue until `take()` passes it on, or `cancel()` drops it (closing the call)."""
+
+    def __init__(self, tier: str, items: AsyncIterator[TextDelta | _Answer]) -> None:
+        self.tier = tier
+        self._items = items
+        self._queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
+        self._task = asyncio.create_task(self._pump(), name=f"speculative-{tier}")
+
+    async def _pump(self) -> None:
+        try:
+            async for item in self._items:
+                self._queue.put_nowait(("item", item))
+            self._queue.put_nowait(("end", None))
+        except Exception as exc:  # the caller meets it if it takes this call
+            self._queue.put_nowait(("error", exc))
+
+    async def take(self) -> AsyncIterator[TextDelta | _Answer]:
+        """Everything the call yielded so far, then the rest as it comes."""
+        while True:
+            kind, value = await self._queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                assert isinstance(value, Exception)
+                raise value
+            yield value  # type: ignore[misc]
+
+    async def cancel(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._items.aclose()  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -198,6 +245,22 @@ class Orchestrator:
             await stream.aclose()  # type: ignore[attr-defined]
 
     async def _run(self, q: Question, policy: Policy, deadline: Deadline) -> AsyncIterator[Event]:
+        ahead: list[_Ahead] = []  # a speculative tier call, cancelled unless taken whole
+        try:
+            async for event in self._answer(q, policy, deadline, ahead):
+                yield event
+        finally:
+            for call in ahead:
+                await call.cancel()
+
+    def _speculates(self, q: Question, policy: Policy) -> bool:
+        """Whether to start the first tier while the classifier scores: under the route
+        policy (its first tier's answer streams as it comes), for interactive work."""
+        return (self.config.speculate and policy.name == "route" and not q.force_tier
+                and not q.batch and len(policy.tiers) > 1)
+
+    async def _answer(self, q: Question, policy: Policy, deadline: Deadline,
+                      ahead: list[_Ahead]) -> AsyncIterator[Event]:
         started = time.perf_counter()
         latency: dict[str, float] = {}
         cache_status: CacheStatus = "skipped"
@@ -224,6 +287,10 @@ class Orchestrator:
                 yield TextDelta(lookup.answer)
                 yield self._hit_metadata(q, policy, lookup, latency, started)
                 return
+            if wants_score and self._speculates(q, policy):
+                first = policy.tiers[0]  # its own latency book: the real one counts delivery
+                ahead.append(_Ahead(first, self._generate(q, first, True, deadline, started,
+                                                          {})))
             if embed_once:
                 score, classifier_status = await self._timed_score(q, deadline, latency,
                                                                    lookup.vector)
@@ -249,8 +316,15 @@ class Orchestrator:
             tiers_tried.append(tier)
             live = policy.next_tier(plan, tier, 0.0) is None
             answer = None
-            async for item in self._generate(q, tier, live, deadline, started, latency):
+            taken = [c for c in ahead if c.tier == tier and live and len(tiers_tried) == 1]
+            for call in [c for c in ahead if c not in taken]:  # routed elsewhere: drop it
+                await call.cancel()
+                ahead.remove(call)
+            source = (taken[0].take() if taken
+                      else self._generate(q, tier, live, deadline, started, latency))
+            async for item in source:
                 if isinstance(item, TextDelta):
+                    latency.setdefault("first_token_ms", (time.perf_counter() - started) * 1000)
                     yield item
                 else:
                     answer = item

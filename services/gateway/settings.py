@@ -117,6 +117,11 @@ class GatewaySettings(ServiceSettings):
     store_timeout_ms: float = Field(2_000, gt=0, description="Longest wait for a cache store.")
     default_timeout_s: float = Field(
         120.0, gt=0, description="Deadline of a request whose client set none.")
+    speculate: bool = Field(
+        True, description="Under the route policy, start the first tier's call as soon as "
+        "the cache misses, while the classifier scores; a score that routes elsewhere "
+        "cancels it before any of it reaches the client (costs a cancelled prefill on "
+        "those prompts, saves the score's wait on the others).")
     embed_once: bool = Field(
         True, description="Have the cache return the prompt's embedding and the classifier "
                           "score it (one MiniLM encode per request instead of two); off, the "
