@@ -25,6 +25,10 @@ class GatewayMetrics:
                                    registry=registry)
         self.generations = Counter("gateway_generations", "Generations started, by tier.",
                                    ["tier"], registry=registry)
+        self.speculations = Counter("gateway_speculations", "First-tier calls started while "
+                                    "scoring (`speculate`), by outcome: taken (routed there) "
+                                    "or dropped (routed elsewhere, cancelled).", ["outcome"],
+                                    registry=registry)
         self.coalesced = Counter("gateway_coalesced", "Requests that joined an identical "
                                  "one in flight.", registry=registry)
         self.side_failures = Counter("gateway_side_call_failures", "Failed or slow cache and "
@@ -45,6 +49,9 @@ class GatewayMetrics:
 
     def generation(self, tier: str) -> None:
         self.generations.labels(tier).inc()
+
+    def speculated(self, taken: bool) -> None:
+        self.speculations.labels("taken" if taken else "dropped").inc()
 
     def answered(self, meta: Metadata) -> None:
         if meta.cache_status == "hit":

@@ -73,6 +73,8 @@ class Observer(Protocol):
 
     def generation(self, tier: str) -> None: ...
 
+    def speculated(self, taken: bool) -> None: ...
+
     def answered(self, meta: Metadata) -> None: ...
 
 
@@ -81,6 +83,9 @@ class _NullObserver:
         pass
 
     def generation(self, tier: str) -> None:
+        pass
+
+    def speculated(self, taken: bool) -> None:
         pass
 
     def answered(self, meta: Metadata) -> None:
@@ -111,6 +116,7 @@ class _Ahead:
 
     def __init__(self, tier: str, items: AsyncIterator[TextDelta | _Answer]) -> None:
         self.tier = tier
+        self.taken = False
         self._items = items
         self._queue: asyncio.Queue[tuple[str, object]] = asyncio.Queue()
         self._task = asyncio.create_task(self._pump(), name=f"speculative-{tier}")
@@ -316,11 +322,16 @@ class Orchestrator:
             tiers_tried.append(tier)
             live = policy.next_tier(plan, tier, 0.0) is None
             answer = None
-            taken = [c for c in ahead if c.tier == tier and live and len(tiers_tried) == 1]
-            for call in [c for c in ahead if c not in taken]:  # routed elsewhere: drop it
-                await call.cancel()
+            taken = next((c for c in ahead if not c.taken and c.tier == tier and live
+                          and len(tiers_tried) == 1), None)
+            for call in [c for c in ahead if not c.taken and c is not taken]:
+                await call.cancel()  # routed elsewhere (or not streamed): drop it
                 ahead.remove(call)
-            source = (taken[0].take() if taken
+                self.observer.speculated(False)
+            if taken is not None:
+                taken.taken = True  # still in `ahead`: cancelled if the client leaves
+                self.observer.speculated(True)
+            source = (taken.take() if taken is not None
                       else self._generate(q, tier, live, deadline, started, latency))
             async for item in source:
                 if isinstance(item, TextDelta):

@@ -56,6 +56,31 @@ async def test_a_prompt_routed_to_the_first_tier_has_its_tokens_started_while_sc
     assert fast < SCORE_S + WORD_S / 2 <= slow
 
 
+class Counted:
+    def __init__(self) -> None:
+        self.outcomes: list[bool] = []
+
+    def side_call_failed(self, service: str, call: str) -> None:
+        pass
+
+    def generation(self, tier: str) -> None:
+        pass
+
+    def speculated(self, taken: bool) -> None:
+        self.outcomes.append(taken)
+
+    def answered(self, meta: object) -> None:
+        pass
+
+
+async def test_each_speculation_is_counted_taken_or_dropped() -> None:
+    orch, _ = make()
+    orch.observer = counted = Counted()
+    await ask(orch, q("easy one"))
+    await ask(orch, q("hard one"))
+    assert counted.outcomes == [True, False]
+
+
 async def test_a_prompt_routed_elsewhere_cancels_the_first_tier_before_a_word_is_sent() -> None:
     orch, tiers = make(word_s=0.2)  # small still busy when the score comes
     text, meta, _ = await ask(orch, q("hard one"))
