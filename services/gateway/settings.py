@@ -118,10 +118,12 @@ class GatewaySettings(ServiceSettings):
     default_timeout_s: float = Field(
         120.0, gt=0, description="Deadline of a request whose client set none.")
     speculate: bool = Field(
-        True, description="Under the route policy, start the first tier's call as soon as "
+        False, description="Under the route policy, start the first tier's call as soon as "
         "the cache misses, while the classifier scores; a score that routes elsewhere "
         "cancels it before any of it reaches the client (costs a cancelled prefill on "
-        "those prompts, saves the score's wait on the others).")
+        "those prompts, saves the score's wait on the others). Off by default: no gain "
+        "measured where both tiers share an engine (docs/results/2026-12-07-system-bench-"
+        "litellm.md).")
     embed_once: bool = Field(
         True, description="Have the cache return the prompt's embedding and the classifier "
                           "score it (one MiniLM encode per request instead of two); off, the "
