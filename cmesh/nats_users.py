@@ -120,16 +120,23 @@ def write_mesh_users(folder: Path, tiers: Sequence[str], host: str = "0.0.0.0",
     return {"nats": config, **paths}
 
 
+def region_user(service: str, region: str, regions: Sequence[str]) -> str:
+    """The NATS user of `service` in `region`: the gateways share `gateway`; the first
+    region's broker and cache are `broker` and `cache` (so a one-region deployment's
+    files serve as that region's), the others' `broker-<r>`, `cache-<r>`."""
+    if service == "gateway" or not region or region == regions[0]:
+        return service
+    return f"{service}-{region}"
+
+
 def region_users(regions: Sequence[str], tiers: Sequence[str]) -> dict[str, NatsUser]:
-    """The users of a stack across `regions`, by name: `gateway` (jobs to any region's
-    queues), and per region its broker and cache, allowed its own region's queues and
-    log only. The first region's are named `broker` and `cache` (so a one-region
-    deployment's files serve as that region's), the others' `broker-<r>`, `cache-<r>`."""
+    """The users of a stack across `regions`, by name (`region_user`): one for the
+    gateways (jobs to any region's queues), and per region its broker and cache, allowed
+    its own region's queues and log only."""
     permissions = {"gateway": gateway_permissions()}
-    for i, region in enumerate(regions):
-        suffix = "" if i == 0 else f"-{region}"
-        permissions[f"broker{suffix}"] = broker_permissions(tiers, region)
-        permissions[f"cache{suffix}"] = regional_cache_permissions(
+    for region in regions:
+        permissions[region_user("broker", region, regions)] = broker_permissions(tiers, region)
+        permissions[region_user("cache", region, regions)] = regional_cache_permissions(
             region, [r for r in regions if r != region])
     return {name: NatsUser(name, secrets.token_urlsafe(24), publish=pub, subscribe=sub)
             for name, (pub, sub) in permissions.items()}

@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import grpc
 
-from cmesh.nats_users import mesh_users
+from cmesh.nats_users import mesh_users, region_user, region_users
 from cmesh.pki import STACK_IDENTITY, MeshPki, ensure_mesh_pki, stack_pki
 from cmesh.supervisor import Supervisor, kill_group
 from services.common.natsauth import NatsCredentials, connect_options, write_credentials
@@ -315,17 +314,24 @@ class LocalStack:
             await self.supercluster.stop()
 
     async def _start_nats(self) -> None:
-        if self.regions:
-            await self._start_regions()
-            return
-        # One user per service, each limited to its subjects (cmesh.nats_users); the
-        # passwords reach the server in its 0600 config file and each service in its
-        # 0600 credentials file, never on a command line.
-        self.nats_users = mesh_users(broker_tiers(self.specs))
+        # One user per service, each limited to its subjects (cmesh.nats_users); across
+        # regions, one per region's broker and cache. The passwords reach the server in
+        # its 0600 config file and each service in its 0600 credentials file, never on a
+        # command line.
+        tiers = broker_tiers(self.specs)
+        self.nats_users = region_users(self.regions, tiers) if self.regions else mesh_users(tiers)
         for name, user in self.nats_users.items():
             write_credentials(self.state_dir / "nats" / f"{name}.nats-auth",
                               NatsCredentials(user.user, user.password))
-        if self.nats_cluster > 1:
+        if self.regions:
+            self.supercluster = Supercluster(
+                self.regions, store_dir=self.state_dir / "supercluster",
+                users=list(self.nats_users.values()),
+                connect_options=self.nats_options("broker"))
+            await self.supercluster.start()
+            log.info("nats-server supercluster (a user per service and region): %s",
+                     ", ".join(f"{r} on {self.supercluster.url(r)}" for r in self.regions))
+        elif self.nats_cluster > 1:
             self.cluster = NatsCluster(self.nats_cluster, self.state_dir / "jetstream-cluster",
                                        users=list(self.nats_users.values()),
                                        connect_options=self.nats_options("broker"))
@@ -338,41 +344,10 @@ class LocalStack:
             await self.nats.start()
             log.info("nats-server (JetStream, a user per service) on %s", self.nats.public_url)
 
-    async def _start_regions(self) -> None:
-        """A nats-server per region joined as a supercluster, with a NATS user per
-        region's broker and cache (its own region's queues and log only) and one for
-        the gateways (jobs to any region's queues)."""
-        from cmesh.nats_users import (
-            broker_permissions,
-            gateway_permissions,
-            regional_cache_permissions,
-        )
-
-        permissions = {"gateway": gateway_permissions()}
-        for region in self.regions:
-            tiers = broker_tiers([s for s in self.specs if s.region == region])
-            permissions[f"broker-{region}"] = broker_permissions(tiers, region)
-            permissions[f"cache-{region}"] = regional_cache_permissions(
-                region, [r for r in self.regions if r != region])
-        self.nats_users = {name: NatsUser(name, secrets.token_urlsafe(24), pub, sub)
-                           for name, (pub, sub) in permissions.items()}
-        for name, user in self.nats_users.items():
-            write_credentials(self.state_dir / "nats" / f"{name}.nats-auth",
-                              NatsCredentials(user.user, user.password))
-        first = f"broker-{self.regions[0]}"
-        self.supercluster = Supercluster(
-            self.regions, store_dir=self.state_dir / "supercluster",
-            users=list(self.nats_users.values()),
-            connect_options=connect_options("broker", self.nats_credentials(first)))
-        await self.supercluster.start()
-        log.info("nats-server supercluster: %s", ", ".join(
-            f"{r} on {self.supercluster.url(r)}" for r in self.regions))
-
     def _nats_user(self, spec: ServiceSpec) -> str:
-        """The NATS user `spec` connects as: its service's, per region for a broker or a
-        cache in a region (gateways share one)."""
+        """The NATS user `spec` connects as (`cmesh.nats_users.region_user`)."""
         service = spec.module.removeprefix("services.")
-        return f"{service}-{spec.region}" if spec.region and service != "gateway" else service
+        return region_user(service, spec.region, self.regions) if self.regions else service
 
     def _write_services(self) -> None:
         (self.state_dir / "services.json").write_text(json.dumps(

@@ -27,13 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cmesh.bench.fair import Sample, compare, timed
+from cmesh.bench.fair import Sample, compare, percentile, timed
 from cmesh.output import console, emit
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _system_prompt(i: int, words: int) -> str:
@@ -139,10 +134,10 @@ async def _bench(quick: bool, state: Path) -> dict[str, Any]:
                     ttft, _ = await run(f"Item {i}{tag}: name a colour.", 1)
                     (d_ttft if tag == "d" else b_ttft).append(ttft * 1000)
             for q, key in ((0.5, "p50"), (0.99, "p99")):
-                figures[f"direct_ttft_{key}_ms"] = _percentile(d_ttft, q)
-                figures[f"broker_ttft_{key}_ms"] = _percentile(b_ttft, q)
-                figures[f"added_ttft_{key}_ms"] = (_percentile(b_ttft, q)
-                                                   - _percentile(d_ttft, q))
+                figures[f"direct_ttft_{key}_ms"] = percentile(d_ttft, q)
+                figures[f"broker_ttft_{key}_ms"] = percentile(b_ttft, q)
+                figures[f"added_ttft_{key}_ms"] = (percentile(b_ttft, q)
+                                                   - percentile(d_ttft, q))
             # affinity against random dispatch
             systems, asks = (4, 3) if quick else (8, 4)
             for tier, offset in (("aff", 0), ("rnd", 1000)):

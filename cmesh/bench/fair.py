@@ -50,6 +50,12 @@ class Side:
         return statistics.median(x for s in self.samples for x in s.latencies)
 
 
+def percentile(values: list[float], q: float) -> float:
+    """The `q` quantile of `values` (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
 async def timed(work: Callable[[], Awaitable[float]]) -> Sample:
     """Run `work` (which returns the units it did) and time it."""
     start = time.perf_counter()

@@ -41,16 +41,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cmesh.bench.fair import Sample, compare
+from cmesh.bench.fair import Sample, compare, percentile
 from cmesh.output import console, emit
 
 REGIONS = ("a", "b")
 _POLL_S = 0.005
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def _specs(sc: Any) -> list[Any]:
@@ -226,7 +221,7 @@ async def _replication(sc: Any, quick: bool) -> dict[str, float]:
             if i >= 0:
                 lags.append(time.perf_counter() - t0)
     return {"replication_lag_p50_ms": statistics.median(lags) * 1000,
-            "replication_lag_p99_ms": _percentile(lags, 0.99) * 1000,
+            "replication_lag_p99_ms": percentile(lags, 0.99) * 1000,
             "replication_events": float(len(lags))}
 
 
