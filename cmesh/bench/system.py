@@ -17,13 +17,17 @@ Configurations, all on this machine:
 Each round draws a fresh stream (its own seed) and, for the mesh, its own tenant, so no
 round finds the previous round's answers cached or its prompts prefix-cached.
 
-Keys: `m0_vs_vllm_throughput` (output tokens/s on `unique` at a fixed concurrency),
-`m0_added_ttft_p50_ms`, `litellm_added_ttft_p50_ms` and `litellm_vs_vllm_throughput`
-(L against V on the same rounds), `m1_vs_vllm_rps_repeat60`, `m1_vs_vllm_ttft_repeat60`,
-`rss_growth_max` (each mesh service's RSS at the end over after warm-up, the most), the
-hit share of M1, and each configuration's processes and RSS. Not measured yet (null,
-with the reason in `not_measured`): the open-loop rate ladder, the overload and soak
-runs of issue 19 (and LiteLLM's keys where its venv is missing).
+Closed loop (A-B-B-A rounds at a fixed concurrency): `m0_vs_vllm_throughput` (output
+tokens/s on `unique`), `m0_added_ttft_p50_ms`, `litellm_added_ttft_p50_ms` and
+`litellm_vs_vllm_throughput` (L against V on the same rounds), `m1_vs_vllm_rps_repeat60`,
+`m1_vs_vllm_ttft_repeat60`. Then (`cmesh.bench.load`): the labelled pass
+(`m1_wrong_hit_share`), the open-loop ladder of V and M0 on `unique` (`ladder`,
+`sustainable_rps`), the overload run at twice M0's sustainable rate (`reject_p99_ms`,
+`accepted_within_deadline`, `overload`), with `--soak` ten minutes at M0's sustainable
+rate on `repeat30` (`soak`). `rss_growth_max`: each mesh service's RSS at the end over
+its RSS after warm-up, the most (every process's in `rss_growth`). Null keys say why
+in `not_measured` (the soak without `--soak`, LiteLLM's where its venv is missing).
+`--out DIR` writes the figures, a markdown table and PNG plots (`system_report`).
 """
 
 from __future__ import annotations
@@ -39,24 +43,29 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cmesh.bench.fair import Sample, compare
-from cmesh.bench.workloads import Pools, build, write
+from cmesh.bench.load import (
+    RunAt,
+    errors_by_reason,
+    labelled_pass,
+    ladder,
+    overload_figures,
+    probe,
+    sustainable,
+    wrong_hits,
+)
+from cmesh.bench.workloads import MIX, Pools, build, write
 from cmesh.output import console, emit
 
 SERVED = "small"
+OUTSIDE = ("vllm-server", "litellm-proxy")  # processes that are not the mesh's
 LITELLM = Path(__file__).resolve().parents[2] / ".venv" / "litellm" / "bin" / "litellm"
 NO_LITELLM = {"litellm_added_ttft_p50_ms": f"LiteLLM's proxy is not installed ({LITELLM}; "
               "scripts/setup.sh makes it)"}
-NOT_MEASURED = {
-    "reject_p99_ms": "the overload run (2x M0's sustainable rate for 60 s) is not built yet",
-    "accepted_within_deadline": "the overload run is not built yet",
-    "m1_wrong_hit_share": "the door does not report which entry a hit served",
-}
-
-
 def rss_mib(pid: int) -> float:
     """Resident memory of a process and all its descendants (MiB), from /proc."""
     total, todo = 0.0, [pid]
@@ -136,18 +145,22 @@ async def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 6
 
 
 async def client(base_url: str, model: str, tokenizer: str, dataset: Path, n: int,
-                 concurrency: int, key: str, out: Path,
-                 headers: tuple[str, ...] = ()) -> dict[str, Any]:
-    """One run of vLLM's benchmark client (`cmesh.bench.vllm_client`); its result JSON."""
+                 concurrency: int | None, key: str, out: Path,
+                 headers: tuple[str, ...] = (), rate: float | None = None) -> dict[str, Any]:
+    """One run of vLLM's benchmark client (`cmesh.bench.vllm_client`); its result JSON.
+    Closed loop at `concurrency`, or open loop (Poisson arrivals at `rate` a second,
+    no cap on concurrency)."""
     args = [sys.executable, "-m", "cmesh.bench.vllm_client", "--backend", "openai-chat",
             "--base-url", base_url, "--endpoint", "/v1/chat/completions", "--model", model,
             "--tokenizer", tokenizer, "--dataset-name", "custom", "--dataset-path",
             str(dataset), "--disable-shuffle", "--skip-chat-template",
-            "--custom-output-len", "-1", "--num-prompts", str(n), "--max-concurrency",
-            str(concurrency), "--request-rate", "inf", "--temperature", "0",
+            "--custom-output-len", "-1", "--num-prompts", str(n),
+            "--request-rate", "inf" if rate is None else f"{rate:.4f}", "--temperature", "0",
             "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,95,99",
             "--save-result", "--save-detailed", "--result-dir", str(out.parent),
             "--result-filename", out.name, "--disable-tqdm", "--num-warmups", "0"]
+    if concurrency is not None:
+        args += ["--max-concurrency", str(concurrency)]
     if headers:
         args += ["--header", *headers]
     env = {**os.environ, "OPENAI_API_KEY": key}
@@ -161,17 +174,41 @@ async def client(base_url: str, model: str, tokenizer: str, dataset: Path, n: in
     return result
 
 
-async def _bench(quick: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Plan:
+    """How much one run of the bench does (`--quick` or full)."""
+
+    n: int                  # requests per closed-loop round
+    concurrency: int
+    rounds: int
+    labelled: int           # requests of the labelled (wrong-hit) pass
+    ladder: tuple[float, ...]  # rungs, as multiples of V's closed-loop request rate
+    rung_s: float           # seconds of arrivals per rung
+    overload_s: float
+    deadline_s: float       # each overload request's deadline
+    soak_s: float           # 0: no soak
+
+    @classmethod
+    def of(cls, quick: bool, soak: bool = False) -> Plan:
+        soak_s = 600 if soak else 0
+        if quick:
+            return cls(12, 4, 2, 24, (0.5, 1.5, 3.0), 8, 20, 10, soak_s)
+        return cls(48, 8, 2, 48, (0.25, 0.5, 1.0, 2.0, 3.0), 20, 60, 20, soak_s)
+
+
+async def _bench(quick: bool, soak: bool = False) -> dict[str, Any]:
     from cmesh.bench.mesh import door_gateway, one_engine_mesh
     from cmesh.stack import DOOR_PORT_FILE, LocalStack, ensure_dev_keys
     from services.backend.engine import default_model
+    from services.backend.settings import BackendSettings
     from services.common.natsd import free_port
 
-    n, concurrency, rounds = (12, 4, 2) if quick else (96, 8, 4)
+    plan = Plan.of(quick, soak)
+    n, concurrency, rounds = plan.n, plan.concurrency, plan.rounds
     work = Path(tempfile.mkdtemp(prefix="cmesh-bench-system-"))
     model = default_model()
     pools = Pools.load()
-    tenants = [f"r{r}" for r in range(-1, rounds)]  # -1: the warm-up round
+    tenants = [f"r{r}" for r in range(-1, rounds)] + ["label", "load", "soak"]
     keys_file = ensure_dev_keys(work, tenants)
     keys = {t: (work / f"{t}-api-key").read_text().strip() for t in tenants}
     files: dict[tuple[str, int], Path] = {}
@@ -179,7 +216,11 @@ async def _bench(quick: bool) -> dict[str, Any]:
         for r in range(-1, rounds):
             stream = build(name, n, tenants=("bench",), seed=100 + r, pools=pools)
             files[(name, r)] = write(stream, work / f"{name}-{r}", name)["bench"]
+    labelled = build("repeat60", plan.labelled, tenants=("label",), seed=7, pools=pools)
 
+    def open_file(name: str, count: int, seed: int) -> Path:
+        stream = build(name, count, tenants=("load",), seed=seed, pools=pools)
+        return write(stream, work / f"{name}-open-{seed}", name)["load"]
 
     v_port, l_port = free_port(), free_port()
     l_key = f"sk-bench-{secrets.token_urlsafe(24)}"
@@ -188,6 +229,9 @@ async def _bench(quick: bool) -> dict[str, Any]:
     v_proc = vllm_server(model, v_port, work / "vllm-server.log")
     l_proc: subprocess.Popen[bytes] | None = None
     results: dict[str, list[dict[str, Any]]] = {}
+    extra: dict[str, Any] = {}
+    # both tiers share the one engine: each tier's admission counts half its slots
+    slots = str(max(1, BackendSettings(port=0).max_num_seqs // 2))
     try:
         # one after the other: two engines starting at once on two cores starve NATS
         await wait_ready(f"{v_url}/v1/models", v_proc)
@@ -197,9 +241,12 @@ async def _bench(quick: bool) -> dict[str, Any]:
             await wait_ready(f"{l_url}/health/liveliness", l_proc, timeout=180)
         console.print("starting the mesh (M: nats, backend, cache, classifier, broker, "
                       "gateway with its door)...")
-        async with LocalStack(one_engine_mesh(door_gateway(keys_file, work / DOOR_PORT_FILE)),
-                              work / "stack") as stack:
+        peers = door_gateway(keys_file, work / DOOR_PORT_FILE)
+        async with LocalStack(one_engine_mesh(
+                lambda a: [*peers(a), "--tier_concurrency", slots]), work / "stack") as stack, \
+                progress_bar() as stack_progress:
             m_url = f"http://127.0.0.1:{(work / DOOR_PORT_FILE).read_text().strip()}"
+            skip = ("x-cmesh-skip-cache=1",)
 
             def side(tag: str, workload: str) -> Any:
                 async def one_round(r: int) -> Sample:
@@ -211,31 +258,180 @@ async def _bench(quick: bool) -> dict[str, Any]:
                     else:
                         res = await client(m_url, "cascade-mesh", model,
                                            files[(workload, r)], n, concurrency,
-                                           keys[f"r{r}"], out,
-                                           ("x-cmesh-skip-cache=1",) if tag == "M0" else ())
+                                           keys[f"r{r}"], out, skip if tag == "M0" else ())
                     if r >= 0:
                         results.setdefault(f"{tag}/{workload}", []).append(res)
                     return Sample(work=res["completed"], seconds=res["duration"],
                                   latencies=[t for t in res.get("ttfts", []) if t])
                 return one_round
 
-            servers = {"vllm-server": v_proc, **({"litellm-proxy": l_proc} if l_proc else {})}
+            def open_loop(tag: str, name: str = "unique", headers: tuple[str, ...] = (),
+                          key: str = "load", span_s: float = plan.rung_s) -> RunAt:
+                async def run(rate: float, rung: int) -> dict[str, Any]:
+                    count = max(4, round(rate * span_s))
+                    dataset = open_file(name, count, 1000 + rung)
+                    out = work / f"open-{tag}-{name}-{rung}.json"
+                    if tag == "V":
+                        return await client(v_url, SERVED, model, dataset, count, None,
+                                            "none", out, rate=rate)
+                    return await client(m_url, "cascade-mesh", model, dataset, count, None,
+                                        keys[key], out, headers, rate=rate)
+                return run
+
+            servers = dict(zip(OUTSIDE, (v_proc, l_proc), strict=True))
+            servers = {k: p for k, p in servers.items() if p is not None}
             warm = {name: rss_mib(s.proc.pid) for name, s in stack.services.items()}
             warm |= {name: rss_mib(p.pid) for name, p in servers.items()}
             unique = {"V": side("V", "unique"), "M0": side("M0", "unique")}
             if l_proc is not None:
                 unique["L"] = side("L", "unique")
-            await compare(unique, rounds, report=console.print)
+            steps = (len(unique) + 2) * rounds + 1 + 2 * len(plan.ladder) + 1 + bool(
+                plan.soak_s)
+            bar = stack_progress.add_task("cmesh bench system", total=steps)
+
+            def step(line: str) -> None:
+                console.print(line)
+                stack_progress.advance(bar)
+
+            before = _mix(stack)
+            await compare(unique, rounds, report=step)
+            middle = _mix(stack)
             await compare({"V": side("V", "repeat60"), "M1": side("M1", "repeat60")}, rounds,
-                          warmup=0, report=console.print)
+                          warmup=0, report=step)
+            extra["mesh_mix"] = {"M0/unique": _mix_between(before, middle),
+                                 "M1/repeat60": _mix_between(middle, _mix(stack))}
+            hits = _hit_share(stack)
+
+            console.print(f"labelled pass: {len(labelled)} requests, cache on, to count "
+                          "wrong hits...")
+            answers = await labelled_pass(m_url, keys["label"], labelled, concurrency)
+            extra |= wrong_hits(labelled, answers, pools)
+            step(f"  labelled: {extra['labelled']['hits']} hits, "
+                 f"{extra['labelled']['wrong_hits']} wrong")
+
+            base = rate_of(results["V/unique"], "request_throughput")
+            rates = [round(f * base, 3) for f in plan.ladder]
+            console.print(f"open-loop ladder on unique: {rates} req/s, V and M0...")
+            rungs = await ladder({"V": open_loop("V"), "M0": open_loop("M0", headers=skip)},
+                                 rates, step)
+            extra["ladder"] = {k: [r.summary() for r in v] for k, v in rungs.items()}
+            extra["sustainable_rps"] = {k: sustainable(v) for k, v in rungs.items()}
+            m0_rate = extra["sustainable_rps"]["M0"] or rates[0]
+            timed = (*skip, f"x-cmesh-timeout-s={plan.deadline_s}")
+            extra |= await _overload(stack, m_url, keys["load"], 2 * m0_rate, plan, pools,
+                                     open_loop("M0", headers=timed, span_s=plan.overload_s))
+            stack_progress.advance(bar)
+            if plan.soak_s:  # the mesh with its cache on, at M0's sustainable rate
+                extra["soak"] = await _soak(stack, m0_rate, plan.soak_s, open_loop(
+                    "M1", "repeat30", key="soak", span_s=plan.soak_s))
+            stack_progress.update(bar, completed=steps)
             end = {name: rss_mib(s.proc.pid) for name, s in stack.services.items()}
             end |= {name: rss_mib(p.pid) for name, p in servers.items()}
-            hits = _hit_share(stack)
     finally:
         for proc in (l_proc, v_proc):
             if proc is not None:
                 stop_group(proc)
-    return _figures(results, warm, end, hits, n, concurrency, rounds, work)
+    return _figures(results, warm, end, hits, plan, work) | extra
+
+
+def progress_bar() -> Any:
+    """A bar over the bench's steps (rounds, pass, rungs, overload, soak), under the log."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console)
+
+
+def rate_of(runs: list[dict[str, Any]], field: str) -> float:
+    """A client field's rate (per second) over several runs, weighted by their duration."""
+    total = sum(r[field] * r["duration"] for r in runs)
+    return total / sum(r["duration"] for r in runs)
+
+
+def _metric(stack: Any, service: str, name: str, **match: str) -> float:
+    """The sum of a service's samples of `name` whose labels contain `match` (values as
+    substrings); 0 when unreadable."""
+    from cmesh.commands.gateway import samples, scrape
+
+    body = scrape(stack.services[service].metrics_port) or ""
+    return sum(v for labels, v in samples(body, name)
+               if all(want in labels.get(k, "") for k, want in match.items()))
+
+
+def _mix(stack: Any) -> dict[str, float]:
+    """The gateway's answers by tier and outcome and its cost counters, now."""
+    from cmesh.commands.gateway import samples, scrape
+
+    body = scrape(stack.services["gateway"].metrics_port) or ""
+    out = {f"{labels.get('tier')}/{labels.get('outcome')}": v
+           for labels, v in samples(body, "gateway_requests_total")}
+    for name in ("gateway_cost_total", "gateway_cost_if_top_tier_total"):
+        out[name] = sum(v for _, v in samples(body, name))
+    return out
+
+
+def _mix_between(before: dict[str, float], after: dict[str, float]) -> dict[str, Any]:
+    """Tier mix, outcomes and the saving against sending everything to the largest tier,
+    over the answers between two `_mix` readings (warm-up rounds included)."""
+    diff = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    cost = diff.pop("gateway_cost_total", 0.0)
+    top = diff.pop("gateway_cost_if_top_tier_total", 0.0)
+    tiers: dict[str, float] = {}
+    for key, n in diff.items():
+        tiers[key.split("/")[0]] = tiers.get(key.split("/")[0], 0.0) + n
+    return {"answers_by_tier_outcome": {k: v for k, v in diff.items() if v},
+            "tier_share": {t: n / sum(tiers.values()) for t, n in tiers.items() if n},
+            "cost": cost, "cost_if_all_large": top,
+            "saving_vs_all_large": 1 - cost / top if top else None}
+
+
+async def _settled_unfinished(stack: Any, wait_s: float = 15) -> float:
+    """The backend's unfinished requests once they reach 0 or `wait_s` has passed."""
+    give_up = time.monotonic() + wait_s
+    while True:
+        left = _metric(stack, "backend-small", "backend_engine_unfinished_requests")
+        if left == 0 or time.monotonic() > give_up:
+            return left
+        await asyncio.sleep(0.5)
+
+
+async def _overload(stack: Any, m_url: str, key: str, rate: float, plan: Plan,
+                    pools: Pools, run: RunAt) -> dict[str, Any]:
+    """M0 at `rate` (twice its sustainable rate) for `plan.overload_s` (`run` sends each
+    request with `plan.deadline_s`), a refusal probe beside it."""
+    console.print(f"overload: {rate:.2f} req/s for {plan.overload_s:.0f} s, deadline "
+                  f"{plan.deadline_s:.0f} s, probing refusals...")
+    before = _metric(stack, "gateway", "gateway_errors_total", code="DEADLINE")
+    stop = asyncio.Event()
+    longest = max(high for _, _, (_, high) in MIX)
+    probing = asyncio.create_task(probe(m_url, key, pools.chat, plan.deadline_s, stop,
+                                        {"x-cmesh-skip-cache": "1"}, longest))
+    try:
+        result = await run(rate, 999)
+    finally:
+        stop.set()
+    probed = await probing
+    left = await _settled_unfinished(stack)
+    exceeded = _metric(stack, "gateway", "gateway_errors_total", code="DEADLINE") - before
+    figures = overload_figures(result, probed, plan.deadline_s, exceeded, left)
+    figures["overload"]["offered_rps"] = rate
+    console.print(f"  refused {figures['overload']['refused']} of "
+                  f"{figures['overload']['sent']}, refusal p99 "
+                  f"{figures['reject_p99_ms'] or 0:.1f} ms, accepted within deadline "
+                  f"{figures['accepted_within_deadline']}")
+    return figures
+
+
+async def _soak(stack: Any, rate: float, seconds: float, run: RunAt) -> dict[str, Any]:
+    """The mesh on repeat30 at M0's sustainable rate for `seconds`: errors, RSS."""
+    console.print(f"soak: {rate:.2f} req/s on repeat30 for {seconds:.0f} s...")
+    before = {name: rss_mib(s.proc.pid) for name, s in stack.services.items()}
+    result = await run(rate, 2000)
+    after = {name: rss_mib(s.proc.pid) for name, s in stack.services.items()}
+    return {"rate_rps": rate, "seconds": seconds, "requests": len(result.get("errors", [])),
+            "errors": errors_by_reason(result), "rss_mib_before": before,
+            "rss_mib_after": after,
+            "rss_growth_max": max(after[k] / before[k] - 1 for k in before if before[k] > 0)}
 
 
 def _hit_share(stack: Any) -> float | None:
@@ -251,12 +447,10 @@ def _hit_share(stack: Any) -> float | None:
 
 
 def _figures(results: dict[str, list[dict[str, Any]]], warm: dict[str, float],
-             end: dict[str, float], hits: float | None, n: int, concurrency: int,
-             rounds: int, work: Path) -> dict[str, Any]:
+             end: dict[str, float], hits: float | None, plan: Plan,
+             work: Path) -> dict[str, Any]:
     def rate(key: str, field: str) -> float:
-        runs = results[key]
-        total = sum(r[field] * r["duration"] for r in runs)
-        return total / sum(r["duration"] for r in runs)
+        return rate_of(results[key], field)
 
     def ttft_p50(key: str) -> float:
         import statistics
@@ -275,23 +469,46 @@ def _figures(results: dict[str, list[dict[str, Any]]], warm: dict[str, float],
         "m1_vs_vllm_rps_repeat60": rate("M1/repeat60", "request_throughput")
         / rate("V/repeat60", "request_throughput"),
         "m1_vs_vllm_ttft_repeat60": ttft_p50("M1/repeat60") / ttft_p50("V/repeat60"),
-        "rss_growth_max": max(end[k] / warm[k] - 1 for k in warm if warm[k] > 0),
+        "rss_growth_max": max(end[k] / warm[k] - 1 for k in warm
+                              if warm[k] > 0 and k not in OUTSIDE),
+        "rss_growth": {k: end[k] / warm[k] - 1 for k in warm if warm[k] > 0},
         "m1_cache_hit_share": hits,
         "ttft_p50_ms": {k: ttft_p50(k) for k in results},
         "requests_per_s": {k: rate(k, "request_throughput") for k in results},
         "output_tokens_per_s": {k: rate(k, "output_throughput") for k in results},
         "failed": failed,
+        "latency_ms": {k: _percentiles(v) for k, v in results.items()},
+        "errors_by_status": {k: errors_by_reason({"errors": [e for r in v
+                                                             for e in r.get("errors", [])]})
+                             for k, v in results.items()},
         "rss_mib_after_warmup": warm, "rss_mib_end": end,
-        "requests_per_round": n, "concurrency": concurrency, "rounds": rounds,
-        "client": "vllm.benchmarks.serve (custom dataset, closed loop)",
+        "requests_per_round": plan.n, "concurrency": plan.concurrency, "rounds": plan.rounds,
+        "client": "vllm.benchmarks.serve (custom dataset; closed loop, then Poisson "
+                  "arrivals); refusal probe and labelled pass: the openai client",
         "results_dir": str(work),
     }
-    missing = {**NOT_MEASURED, **(NO_LITELLM if "L/unique" not in results else {})}
+    missing = {**({"soak": "with --soak only (10 minutes)"} if not plan.soak_s else {}),
+               **(NO_LITELLM if "L/unique" not in results else {})}
     out["not_measured"] = missing
     out |= dict.fromkeys(missing)
     return out
 
 
-def main(quick: bool = False, as_json: bool = False) -> None:
-    figures = asyncio.run(_bench(quick))
+def _percentiles(runs: list[dict[str, Any]]) -> dict[str, float | None]:
+    """TTFT, inter-token and end-to-end latency p50/p95/p99 (ms) pooled over rounds."""
+    from cmesh.bench.fair import percentile
+
+    pools = {"ttft": [t for r in runs for t in r.get("ttfts", []) if t],
+             "itl": [x for r in runs for itl in r.get("itls", []) for x in itl],
+             "e2e": [t for r in runs for t in r.get("latencies", []) if t]}
+    return {f"{name}_p{q}": percentile(xs, q / 100) * 1000 if xs else None
+            for name, xs in pools.items() for q in (50, 95, 99)}
+
+
+def main(quick: bool = False, as_json: bool = False, out: Path | None = None,
+         soak: bool = False) -> None:
+    figures = asyncio.run(_bench(quick, soak))
+    if out is not None:
+        from cmesh.bench.system_report import write_report
+        write_report(figures, out)
     emit("cmesh bench system", figures, as_json)

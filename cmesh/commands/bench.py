@@ -6,6 +6,8 @@ last line printed is one JSON object with the figures).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="Benchmarks; each prints its figures as ratios measured in one run.",
@@ -63,13 +65,21 @@ def broker(quick: bool = QUICK, as_json: bool = JSON) -> None:
     impl.main(quick=quick, as_json=as_json)
 
 
+OUT = typer.Option(None, "--out", help="Write figures.json, a markdown table and PNG "
+                   "plots to this folder.")
+SOAK = typer.Option(False, "--soak", help="Add 10 minutes of the mesh at M0's sustainable "
+                    "rate on repeat30 (errors, RSS over it; also with --quick).")
+
+
 @app.command("system")
-def system(quick: bool = QUICK, as_json: bool = JSON) -> None:
-    """The mesh (cache off and on) beside vLLM's own OpenAI server, driven by vLLM's
-    benchmark client with the same workload files."""
+def system(quick: bool = QUICK, as_json: bool = JSON, out: Path | None = OUT,
+           soak: bool = SOAK) -> None:
+    """The mesh (cache off and on) beside vLLM's own OpenAI server and LiteLLM, driven by
+    vLLM's benchmark client with the same workload files: closed loop, a rate ladder,
+    overload past it."""
     from cmesh.bench import system as impl
 
-    impl.main(quick=quick, as_json=as_json)
+    impl.main(quick=quick, as_json=as_json, out=out, soak=soak)
 
 
 @app.command("prefill")

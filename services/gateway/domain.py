@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from cache.keys import Scope
 from core.errors import DeadlineExceeded, FieldError, Unavailable
@@ -188,6 +188,14 @@ class TierClient(Protocol):
     of the job chunk, not as a gateway copy of `Delta`."""
 
     def generate(self, call: TierCall) -> AsyncIterator[Delta]: ...
+
+
+@runtime_checkable
+class AdmissionCheck(Protocol):
+    """A tier that says, without taking a slot, whether it would refuse a call now
+    (the error it would raise, or None)."""
+
+    def refusal(self, call: TierCall) -> Exception | None: ...
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from cascade.thresholds import ThresholdError
 from core.generation import GenerationRequest
 from services.gateway.audit import Auditor
 from services.gateway.domain import (
+    AdmissionCheck,
     CacheClient,
     CacheLookup,
     CacheStatus,
@@ -279,6 +280,8 @@ class Orchestrator:
         # Otherwise score while the cache looks up (a hit cancels the score).
         embed_once = (wants_score and use_cache and self.config.embed_once
                       and not any(t.role == "user" for t in q.conversation.turns))
+        if not use_cache:
+            self._refuse_when_no_tier_admits(q, policy, deadline)
         if wants_score and not embed_once:
             scoring = asyncio.create_task(self._timed_score(q, deadline, latency))
         try:
@@ -293,6 +296,8 @@ class Orchestrator:
                 yield TextDelta(lookup.answer)
                 yield self._hit_metadata(q, policy, lookup, latency, started)
                 return
+            if use_cache:
+                self._refuse_when_no_tier_admits(q, policy, deadline)
             if wants_score and self._speculates(q, policy):
                 first = policy.tiers[0]  # its own latency book: the real one counts delivery
                 ahead.append(_Ahead(first, self._generate(q, first, True, deadline, started,
@@ -377,15 +382,35 @@ class Orchestrator:
         self.observer.answered(meta)
         yield meta
 
+    def _refuse_when_no_tier_admits(self, q: Question, policy: Policy,
+                                    deadline: Deadline) -> None:
+        """Raise at once, before the classifier or a tier does any work, when every tier
+        the call could go to would refuse it now (the soonest retry-after of theirs):
+        under overload the excess is turned away in milliseconds. Any tier that might
+        admit it (or cannot say) lets it through to the plan."""
+        refusals: list[Exception] = []
+        request = GenerationRequest(prompt=q.prompt, conversation=q.conversation,
+                                    sampling=q.sampling)
+        call = TierCall(request, tenant=q.tenant, timeout_s=deadline() - time.monotonic(),
+                        batch=q.batch)
+        for tier in [q.force_tier] if q.force_tier else policy.tiers:
+            client = self.tiers[tier]
+            refusal = client.refusal(call) if isinstance(client, AdmissionCheck) else None
+            if refusal is None:
+                return
+            refusals.append(refusal)
+        raise min(refusals, key=lambda e: getattr(e, "retry_after_s", None) or float("inf"))
+
     def _store_refusal(self, q: Question, answer: _Answer) -> str:
-        """Why `answer` must not be stored, or '' when it may."""
+        """Why `answer` must not be stored, or '' when it may. An answer cut at
+        `max_tokens` is stored: `max_tokens` is part of the namespace, so only a request
+        with the same limit finds it, and at temperature 0 that request would be cut at
+        the same token."""
         if self.cache is None:
             return "no cache configured"
         if q.no_store:
             return "no_store"
-        if answer.finish_reason == "length":
-            return "truncated at max_tokens"
-        if answer.finish_reason != "stop":
+        if answer.finish_reason not in ("stop", "length"):
             return f"finished by {answer.finish_reason}"
         if not answer.text.strip():
             return "empty answer"

@@ -1,5 +1,5 @@
 """Deadline-aware admission to one tier: a bound on the calls this gateway has in
-flight or queued there, and an estimate of when a new call would start.
+flight or queued there, and an estimate of when a new call would finish.
 
     tier = AdmittedTier(BrokerTier("small", client), TierAdmission("small", 64, 8))
     async for delta in tier.generate(call):   # or TierBusy (RESOURCE_EXHAUSTED) at once
@@ -9,12 +9,23 @@ The estimate is Little's law over what this gateway measured itself: with
 `pending` calls out and `concurrency` served at once, a new call waits for
 `pending - concurrency + 1` of them to finish, each taking the mean service time
 (`service_s`, an EWMA of the calls that found a free slot), shared over
-`concurrency` slots; then it needs its first token (`first_token_s`, likewise
-measured, never below `min_start_s`). A call whose deadline ends before that, or
-that finds the bound full, is refused with `TierBusy`, whose `retry_after_s` is
-the estimated time until a slot frees (the earliest expected finish of the calls
-out), or for a deadline too short, until the queue ahead has drained.
-So nothing is sent that could only expire in the queue or at a backend.
+`concurrency` slots. Then it needs its first token (`first_token_s`, likewise
+measured, never below `min_start_s`) and its tokens: its own `max_tokens` times
+the share of their limit that past calls used (an EWMA plus `DEVIATIONS` of its
+deviation, at most 1; the completion length likewise where a call sets no
+limit), at the measured time per token after the first. That time is fitted
+against the calls out when each call's first token came (a decode step of a
+batched engine takes longer the more sequences share it: on a CPU about in
+proportion, on a GPU hardly until the batch is large), read at the calls that
+would be out with the new one, plus `DEVIATIONS` of the fit's deviation: a call
+admitted on means alone would run out its deadline just as load rises. A call
+whose deadline ends before that estimated finish, or that finds the bound full,
+is refused with `TierBusy`, whose `retry_after_s` is the estimated time until a
+slot frees (the earliest expected finish of the calls out), or for a deadline
+too short, until the queue ahead has drained.
+So nothing is sent that could only expire in the queue or at a backend, and
+`refusal` answers the same question without taking a slot (the orchestrator asks
+it before any other work, so an overloaded tier refuses in a few milliseconds).
 
 The bound is per gateway replica: each replica counts only the calls it sent.
 Per-tenant fairness stays with the rate limit (`admission`) and the broker's
@@ -31,6 +42,10 @@ from core.errors import Overloaded
 from core.generation import Delta
 from services.gateway.domain import TierCall, TierClient
 
+DEVIATIONS = 2.0
+"""Deviations added to the mean share of its limit a call uses and to the fitted time
+per token, in the finish estimate: a bound most calls stay under, not their mean."""
+
 
 class TierBusy(Overloaded):
     """A tier call refused before it was sent (RESOURCE_EXHAUSTED, with when to retry)."""
@@ -42,16 +57,58 @@ class TierBusy(Overloaded):
 
 
 class Ewma:
-    """Exponentially weighted mean, starting from a prior."""
+    """Exponentially weighted mean and mean absolute deviation, from a prior mean."""
 
     def __init__(self, prior: float, alpha: float) -> None:
         self.value = prior
+        self.deviation = 0.0
         self.alpha = alpha
         self.samples = 0
 
     def add(self, x: float) -> None:
+        self.deviation += self.alpha * (abs(x - self.value) - self.deviation)
         self.value += self.alpha * (x - self.value)
         self.samples += 1
+
+    def upper(self, k: float) -> float:
+        """The mean plus `k` deviations: a bound most samples stay under."""
+        return self.value + k * self.deviation
+
+
+class LinearFit:
+    """Exponentially weighted least squares of y on x (y = a + b x with b >= 0), and
+    the mean absolute deviation of the samples from the fit; the prior until a
+    first sample."""
+
+    def __init__(self, prior: float, alpha: float) -> None:
+        self.prior = prior
+        self.alpha = alpha
+        self.deviation = 0.0
+        self.samples = 0
+        self._w = self._x = self._y = self._xx = self._xy = 0.0
+
+    def predict(self, x: float) -> float:
+        if not self._w:
+            return self.prior
+        mx, my = self._x / self._w, self._y / self._w
+        var = self._xx / self._w - mx * mx
+        slope = max(0.0, (self._xy / self._w - mx * my) / var) if var > 1e-9 else 0.0
+        return my + slope * (x - mx)
+
+    def add(self, x: float, y: float) -> None:
+        if self._w:
+            self.deviation += self.alpha * (abs(y - self.predict(x)) - self.deviation)
+        keep = 1 - self.alpha
+        self._w = self._w * keep + 1
+        self._x = self._x * keep + x
+        self._y = self._y * keep + y
+        self._xx = self._xx * keep + x * x
+        self._xy = self._xy * keep + x * y
+        self.samples += 1
+
+    def upper(self, x: float, k: float) -> float:
+        """The fit at `x` plus `k` deviations."""
+        return self.predict(x) + k * self.deviation
 
 
 @dataclass(eq=False)
@@ -62,25 +119,36 @@ class Slot:
     started: float
     queued: bool  # admitted with every slot taken: its times include a wait
     due: float    # when it is expected to finish (wait + service, at admission)
+    max_tokens: int | None = None
+    out: int = 1  # calls out on the tier as it started decoding, itself included
     first_at: float | None = None
     released: bool = False
 
     def first_token(self) -> None:
         if self.first_at is None:
             self.first_at = self.owner.clock()
+            self.out = self.owner.pending
 
-    def release(self, finished: bool) -> None:
-        """Free the slot; a call that `finished` (not failed or cancelled) and did not
-        wait teaches the estimator its service and first-token times."""
+    def release(self, finished: bool, tokens: int = 0) -> None:
+        """Free the slot; a call that `finished` (not failed or cancelled) with
+        `tokens` completion tokens and did not wait teaches the estimator its service,
+        first-token and per-token times and its length."""
         if self.released:
             return
         self.released = True
-        self.owner.slots.discard(self)
+        owner = self.owner
+        owner.slots.discard(self)
         if finished and not self.queued:
-            now = self.owner.clock()
-            self.owner.service.add(now - self.started)
+            now = owner.clock()
+            owner.service.add(now - self.started)
+            if tokens > 0:
+                owner.tokens.add(tokens)
+                if self.max_tokens:
+                    owner.fill.add(min(1.0, tokens / self.max_tokens))
             if self.first_at is not None:
-                self.owner.first.add(self.first_at - self.started)
+                owner.first.add(self.first_at - self.started)
+                if tokens > 1:
+                    owner.per_token.add(self.out, (now - self.first_at) / (tokens - 1))
 
 
 class TierAdmission:
@@ -88,7 +156,9 @@ class TierAdmission:
 
     def __init__(self, tier: str, max_pending: int, concurrency: int,
                  min_start_s: float = 0.1, prior_service_s: float = 1.0,
-                 alpha: float = 0.2, clock: Callable[[], float] = time.monotonic) -> None:
+                 alpha: float = 0.2, clock: Callable[[], float] = time.monotonic,
+                 prior_tokens: float = 32, prior_token_s: float = 0.02,
+                 prior_fill: float = 0.5) -> None:
         if max_pending < 1 or concurrency < 1:
             raise ValueError("max_pending and concurrency must be >= 1")
         self.tier = tier
@@ -99,6 +169,9 @@ class TierAdmission:
         self.slots: set[Slot] = set()
         self.service = Ewma(prior_service_s, alpha)
         self.first = Ewma(min_start_s, alpha)
+        self.tokens = Ewma(prior_tokens, alpha)
+        self.fill = Ewma(prior_fill, alpha)  # completion tokens over max_tokens
+        self.per_token = LinearFit(prior_token_s, alpha)  # s a token, by calls out
 
     @property
     def pending(self) -> int:
@@ -114,6 +187,14 @@ class TierAdmission:
         """Estimated time from now to a new call's first token."""
         return self.wait_s() + max(self.min_start_s, self.first.value)
 
+    def finish_s(self, max_tokens: int | None = None) -> float:
+        """Estimated time from now to the end of a new call of at most `max_tokens`:
+        its start, then its expected length at the measured time per token."""
+        tokens = (self.tokens.upper(DEVIATIONS) if max_tokens is None
+                  else min(1.0, self.fill.upper(DEVIATIONS)) * max_tokens)
+        per_token = self.per_token.upper(self.pending + 1, DEVIATIONS)
+        return self.start_s() + max(0.0, tokens - 1) * per_token
+
     def slot_free_s(self) -> float:
         """Estimated time until the bound has room: the earliest expected finish among
         the calls out, never below `min_start_s` (one overdue may end any moment)."""
@@ -121,20 +202,28 @@ class TierAdmission:
             return self.min_start_s
         return max(self.min_start_s, min(s.due for s in self.slots) - self.clock())
 
-    def admit(self, timeout_s: float | None) -> Slot:
-        """A slot for a call with `timeout_s` left, or `TierBusy`."""
+    def refusal(self, timeout_s: float | None, max_tokens: int | None = None
+                ) -> TierBusy | None:
+        """Why a call with `timeout_s` left would be refused now (None: it would not)."""
         if self.pending >= self.max_pending:
-            raise TierBusy(self.tier, f"has {self.pending} calls in flight or queued "
-                           f"(bound {self.max_pending})", self.slot_free_s())
-        start = self.start_s()
-        if timeout_s is not None and start > timeout_s:
+            return TierBusy(self.tier, f"has {self.pending} calls in flight or queued "
+                            f"(bound {self.max_pending})", self.slot_free_s())
+        finish = self.finish_s(max_tokens)
+        if timeout_s is not None and finish > timeout_s:
             retry = max(self.wait_s(), self.service.value / self.concurrency)
-            raise TierBusy(self.tier, f"cannot start before the deadline (estimated first "
-                           f"token in {round(start * 1000)} ms, {round(timeout_s * 1000)} ms "
-                           f"left)", retry)
+            return TierBusy(self.tier, f"cannot finish before the deadline (estimated "
+                            f"finish in {round(finish * 1000)} ms, "
+                            f"{round(timeout_s * 1000)} ms left)", retry)
+        return None
+
+    def admit(self, timeout_s: float | None, max_tokens: int | None = None) -> Slot:
+        """A slot for a call with `timeout_s` left, or `TierBusy`."""
+        if (busy := self.refusal(timeout_s, max_tokens)) is not None:
+            raise busy
         now = self.clock()
         slot = Slot(self, now, queued=self.pending >= self.concurrency,
-                    due=now + self.wait_s() + self.service.value)
+                    due=now + self.wait_s() + self.service.value, max_tokens=max_tokens,
+                    out=self.pending + 1)
         self.slots.add(slot)
         return slot
 
@@ -146,15 +235,19 @@ class AdmittedTier:
         self.inner = inner
         self.admission = admission
 
+    def refusal(self, call: TierCall) -> TierBusy | None:
+        """Why `call` would be refused now, without taking a slot (None: admitted)."""
+        return self.admission.refusal(call.timeout_s, call.request.sampling.max_tokens)
+
     async def generate(self, call: TierCall) -> AsyncIterator[Delta]:
-        slot = self.admission.admit(call.timeout_s)
-        finished = False
+        slot = self.admission.admit(call.timeout_s, call.request.sampling.max_tokens)
+        finished, tokens = False, 0
         try:
             async for delta in self.inner.generate(call):
                 if delta.text or delta.token_ids:
                     slot.first_token()
                 if delta.finish_reason is not None:
-                    finished = True
+                    finished, tokens = True, delta.completion_tokens
                 yield delta
         finally:
-            slot.release(finished)
+            slot.release(finished, tokens)

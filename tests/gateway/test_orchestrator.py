@@ -159,14 +159,17 @@ async def test_the_metadata_says_whether_the_answer_was_stored_and_why_not() -> 
     assert (hit.cache_stored, hit.cache_store_reason) == (False, "served from the cache")
     _, asked_not, _ = await ask(orch, q("keep out", no_store=True))
     assert (asked_not.cache_stored, asked_not.cache_store_reason) == (False, "no_store")
-    tiers["small"].finish = "length"
+    tiers["small"].finish = "length"  # the same limit would cut it at the same token
     _, cut, _ = await ask(orch, q("cut short"))
-    assert (cut.cache_stored, cut.cache_store_reason) == (False, "truncated at max_tokens")
+    assert (cut.cache_stored, cut.cache_store_reason) == (True, "")
+    tiers["small"].finish = "abort"
+    _, aborted, _ = await ask(orch, q("cut off"))
+    assert (aborted.cache_stored, aborted.cache_store_reason) == (False, "finished by abort")
     tiers["small"].finish = "stop"
     cache.broken = True
     _, down, _ = await ask(orch, q("cache down"))
     assert (down.cache_stored, down.cache_store_reason) == (False, "cache unavailable")
-    assert cache.stores == 1
+    assert cache.stores == 2
 
 
 async def test_without_a_cache_the_reason_is_that_there_is_none() -> None:

@@ -57,29 +57,47 @@ def test_a_full_bound_refuses_with_the_time_a_slot_frees() -> None:
     assert a.pending == 4
 
 
-def test_a_deadline_before_the_estimated_start_is_refused() -> None:
-    a = admission(Clock())
+def test_a_deadline_before_the_estimated_finish_is_refused() -> None:
+    a = admission(Clock())  # idle: 0.1 s to the first token, then 31 tokens at 20 ms
+    assert a.finish_s() == pytest.approx(0.72)
+    assert a.finish_s(64) == pytest.approx(0.72)  # half its limit, until measured
     with pytest.raises(TierBusy) as err:
         a.admit(0.05)  # shorter than the first-token floor, even with no queue
-    assert "cannot start before the deadline" in str(err.value)
-    a.admit(None)
+    assert "cannot finish before the deadline" in str(err.value)
+    with pytest.raises(TierBusy):
+        a.admit(0.5)  # starts in time, but its expected length does not fit
+    a.admit(0.5, max_tokens=4)  # a short answer does
     a.admit(None)
     with pytest.raises(TierBusy) as err:
-        a.admit(0.5)  # waits 0.5 s, then needs 0.1 s to its first token
+        a.admit(1.0)  # waits 0.5 s, then 0.72 s of its own
     assert err.value.retry_after_s == pytest.approx(0.5)
-    a.admit(0.7)
+    a.admit(1.3)
     assert a.pending == 3
+
+
+def test_refusal_says_what_admit_would_do_without_taking_a_slot() -> None:
+    a = admission(Clock(), max_pending=1)
+    assert a.refusal(5.0) is None and a.pending == 0
+    a.admit(5.0)
+    busy = a.refusal(5.0)
+    assert isinstance(busy, TierBusy) and "bound 1" in str(busy) and a.pending == 1
 
 
 def test_only_finished_calls_that_did_not_wait_teach_the_estimate() -> None:
     clock = Clock()
     a = admission(clock)
-    first, second, waited = a.admit(None), a.admit(None), a.admit(None)
+    first, second, waited = a.admit(None, max_tokens=14), a.admit(None), a.admit(None)
     clock.now = 0.4
     first.first_token()
     clock.now = 3.0
-    first.release(finished=True)       # service 3 s, first token 0.4 s: the EWMA moves
+    first.release(finished=True, tokens=14)  # 3 s, first token at 0.4 s, 13 more tokens
     assert a.service.value == pytest.approx(2.0) and a.first.value == pytest.approx(0.25)
+    assert a.tokens.value == pytest.approx(23) and a.per_token.predict(1) == pytest.approx(0.2)
+    assert a.fill.value == pytest.approx(0.75)  # it used its whole limit: 0.5 -> 0.75
+    # one ahead: 1 s; its share of the limit 0.75 + 2 x 0.25 deviation: all of it;
+    # then 99 tokens at the one sample's 0.2 s (no deviation from the fit yet)
+    assert a.fill.deviation == pytest.approx(0.25)
+    assert a.finish_s(100) == pytest.approx(1.0 + 0.25 + 99 * 0.2)
     second.release(finished=False)     # failed or cancelled: slot freed, nothing learnt
     waited.release(finished=True)      # its time includes a wait: nothing learnt
     waited.release(finished=True)      # a second release is a no-op
@@ -107,3 +125,50 @@ async def test_the_wrapped_tier_is_not_called_when_refused_and_frees_its_slot() 
     with pytest.raises(TierBusy):
         [d async for d in tier.generate(call)]
     assert inner.calls == 1
+
+
+async def test_the_orchestrator_refuses_before_scoring_when_no_tier_admits() -> None:
+    """Every tier full: refused at once, the classifier never asked; one tier with
+    room: the call goes through to the plan."""
+    from cascade.policy import Policy
+    from services.gateway.orchestrator import Orchestrator, OrchestratorConfig
+    from tests.gateway.fakes import FakeClassifier, FakeTier
+    from tests.gateway.test_orchestrator import THRESHOLDS, ask, q
+
+    gates = {t: admission(Clock(), max_pending=1, concurrency=1) for t in ("small", "large")}
+    tiers = {t: AdmittedTier(FakeTier(t), gates[t]) for t in gates}
+    classifier = FakeClassifier()
+    orch = Orchestrator(Policy("route", THRESHOLDS), None, classifier, tiers,
+                        OrchestratorConfig(tier_prices={"small": 0.1, "large": 1.0}))
+    held = [gates[t].admit(None) for t in gates]
+    with pytest.raises(TierBusy) as err:
+        await ask(orch, q("easy one"))
+    assert classifier.calls == 0 and err.value.retry_after_s > 0
+    held[1].release(finished=False)  # large has room again; easy still routes small
+    with pytest.raises(TierBusy):
+        await ask(orch, q("easy one"))
+    assert classifier.calls == 1  # scored this time: refused by its tier, not before
+    text, meta, _ = await ask(orch, q("hard one"))
+    assert meta.tier == "large" and text.startswith("large:")
+
+
+def test_the_time_per_token_is_read_at_the_calls_that_would_be_out() -> None:
+    """Calls that started alone decoded at 50 ms a token, four at once at 200 ms: with
+    eight out, a new call's tokens are estimated at about 400 ms, not the mean."""
+    clock = Clock()
+    a = admission(clock, max_pending=16, concurrency=16)
+    for out in (1, 4, 1, 4):
+        slots = [a.admit(None, max_tokens=11) for _ in range(out)]
+        clock.now += 0.1
+        for slot in slots:
+            slot.first_token()
+        clock.now += 10 * 0.05 * out
+        for slot in slots:
+            slot.release(finished=True, tokens=11)
+    assert a.per_token.predict(1) == pytest.approx(0.05, rel=0.05)
+    assert a.per_token.predict(8) == pytest.approx(0.40, rel=0.05)
+    held = [a.admit(None) for _ in range(7)]
+    assert a.finish_s(11) > 10 * 0.40  # the fit at 8 calls out, for 10 tokens after the first
+    for slot in held:
+        slot.release(finished=False)
+    assert a.finish_s(11) < 10 * 0.1 + 0.5  # alone again: quick
