@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -334,12 +335,14 @@ async def _bench(quick: bool, soak: bool = False) -> dict[str, Any]:
     return _figures(results, warm, end, hits, plan, work) | extra
 
 
-def progress_bar() -> Any:
+@contextlib.asynccontextmanager
+async def progress_bar() -> AsyncIterator[Any]:
     """A bar over the bench's steps (rounds, pass, rungs, overload, soak), under the log."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    return Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console)
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+        yield bar
 
 
 def rate_of(runs: list[dict[str, Any]], field: str) -> float:

@@ -63,10 +63,8 @@ class GatewaySettings(ServiceSettings):
         4, ge=1, le=1000, description="Audits judged at once; a sampled hit beyond that is "
         "skipped.")
     tier_dead_after_s: float = Field(
-        3.0, gt=0, le=60,
-        description="Through the broker: a tier none of whose brokers beaconed this long "
-                    "(six beacon periods: on a machine whose cores the engines fill, a "
-                    "live broker's beacons have been seen 1.6 s apart), "
+        1.5, gt=0, le=60,
+        description="Through the broker: a tier none of whose brokers beaconed this long, "
                     "or whose brokers all have no healthy backend replica, is down; its "
                     "requests get UNAVAILABLE naming it at once (health `cascademesh.tier."
                     "<tier>` NOT_SERVING, metric gateway_tier_up 0).")

@@ -19,11 +19,12 @@ batched engine takes longer the more sequences share it: on a CPU about in
 proportion, on a GPU hardly until the batch is large), read at the calls that
 would be out with the new one, plus `DEVIATIONS` of the fit's deviation: a call
 admitted on means alone would run out its deadline just as load rises. A call
-whose deadline ends before that estimated finish, or that finds the bound full,
-is refused with `TierBusy`, whose `retry_after_s` is the estimated time until a
-slot frees (the earliest expected finish of the calls out), or for a deadline
-too short, until the queue ahead has drained.
-So nothing is sent that could only expire in the queue or at a backend, and
+that finds the bound full, or whose deadline ends before that estimated finish
+(before its estimated first token, while the tier has no call out), is refused
+with `TierBusy`, whose `retry_after_s` is the estimated time until a slot frees
+(the earliest expected finish of the calls out), or for a deadline too short,
+until the queue ahead has drained. So no call is sent that could only expire in
+the queue, or that would be cut at its deadline while slowing others, and
 `refusal` answers the same question without taking a slot (the orchestrator asks
 it before any other work, so an overloaded tier refuses in a few milliseconds).
 
@@ -208,11 +209,18 @@ class TierAdmission:
         if self.pending >= self.max_pending:
             return TierBusy(self.tier, f"has {self.pending} calls in flight or queued "
                             f"(bound {self.max_pending})", self.slot_free_s())
-        finish = self.finish_s(max_tokens)
-        if timeout_s is not None and finish > timeout_s:
+        if timeout_s is None:
+            return None
+        # An idle tier starts any call that can start in time (it delays no one, and its
+        # client may take what streams before its deadline); a busy one only calls that
+        # can finish, since a call cut at its deadline slowed every call beside it.
+        busy = self.pending > 0
+        when, what = ((self.finish_s(max_tokens), "finish") if busy
+                      else (self.start_s(), "start"))
+        if when > timeout_s:
             retry = max(self.wait_s(), self.service.value / self.concurrency)
-            return TierBusy(self.tier, f"cannot finish before the deadline (estimated "
-                            f"finish in {round(finish * 1000)} ms, "
+            return TierBusy(self.tier, f"cannot {what} before the deadline (estimated "
+                            f"{what} in {round(when * 1000)} ms, "
                             f"{round(timeout_s * 1000)} ms left)", retry)
         return None
 

@@ -63,11 +63,14 @@ def test_a_deadline_before_the_estimated_finish_is_refused() -> None:
     assert a.finish_s(64) == pytest.approx(0.72)  # half its limit, until measured
     with pytest.raises(TierBusy) as err:
         a.admit(0.05)  # shorter than the first-token floor, even with no queue
+    assert "cannot start before the deadline" in str(err.value)
+    idle = a.admit(0.5)  # idle: it can start in time; its client may take what streams
+    with pytest.raises(TierBusy) as err:
+        a.admit(0.5)  # busy: it starts in time, but its expected length does not fit
     assert "cannot finish before the deadline" in str(err.value)
-    with pytest.raises(TierBusy):
-        a.admit(0.5)  # starts in time, but its expected length does not fit
-    a.admit(0.5, max_tokens=4)  # a short answer does
+    idle.release(finished=False)
     a.admit(None)
+    a.admit(0.5, max_tokens=4)  # a short answer fits
     with pytest.raises(TierBusy) as err:
         a.admit(1.0)  # waits 0.5 s, then 0.72 s of its own
     assert err.value.retry_after_s == pytest.approx(0.5)
