@@ -427,6 +427,8 @@ class Orchestrator:
             prompt_tokens=lookup.prompt_tokens, completion_tokens=lookup.completion_tokens,
             cost=0.0,
             saving=(lookup.prompt_tokens + lookup.completion_tokens) / 1000 * top_price,
+            finish_reason=("length" if q.sampling.max_tokens and lookup.completion_tokens
+                           >= q.sampling.max_tokens else "stop"),
             cache_store_reason="served from the cache", latency_ms=latency)
         self.observer.answered(meta)
         return meta

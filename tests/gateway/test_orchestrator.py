@@ -162,6 +162,12 @@ async def test_the_metadata_says_whether_the_answer_was_stored_and_why_not() -> 
     tiers["small"].finish = "length"  # the same limit would cut it at the same token
     _, cut, _ = await ask(orch, q("cut short"))
     assert (cut.cache_stored, cut.cache_store_reason) == (True, "")
+    _, cut_hit, _ = await ask(orch, q("cut short"))  # served cut, and says so
+    assert (cut_hit.cache_status, cut_hit.finish_reason) == ("hit", "stop")  # 7 < 256
+    limited = q("cut at seven", sampling=Sampling(temperature=0.0, max_tokens=7))
+    await ask(orch, limited)
+    _, seven, _ = await ask(orch, limited)  # the fake cache's answers have 7 tokens
+    assert (seven.cache_status, seven.finish_reason) == ("hit", "length")
     tiers["small"].finish = "abort"
     _, aborted, _ = await ask(orch, q("cut off"))
     assert (aborted.cache_stored, aborted.cache_store_reason) == (False, "finished by abort")
@@ -169,7 +175,7 @@ async def test_the_metadata_says_whether_the_answer_was_stored_and_why_not() -> 
     cache.broken = True
     _, down, _ = await ask(orch, q("cache down"))
     assert (down.cache_stored, down.cache_store_reason) == (False, "cache unavailable")
-    assert cache.stores == 2
+    assert cache.stores == 3
 
 
 async def test_without_a_cache_the_reason_is_that_there_is_none() -> None:
