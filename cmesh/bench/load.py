@@ -124,8 +124,7 @@ async def ladder(sides: dict[str, RunAt], rates: Sequence[float],
             done = out[name]
             if done and not done[-1].sustained:
                 continue
-            ref = done[0].tpot_ref if done and done[0].tpot_ref is not None else (
-                done[0].tpot(0.5) if done else None)
+            ref = done[0].tpot(0.5) if done else None  # the side's lowest rung
             rung = Rung(rate, await sides[name](rate, i), ref)
             done.append(rung)
             s = rung.summary()

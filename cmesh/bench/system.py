@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cmesh.bench.fair import Sample, compare
+from cmesh.bench.fair import Sample, compare, percentile
 from cmesh.bench.load import (
     RunAt,
     errors_by_reason,
@@ -439,14 +439,8 @@ async def _soak(stack: Any, rate: float, seconds: float, run: RunAt) -> dict[str
 
 def _hit_share(stack: Any) -> float | None:
     """The cache's hits over its lookups, from its metrics (None when unreadable)."""
-    from cmesh.commands.gateway import samples, scrape
-
-    body = scrape(stack.services["cache"].metrics_port)
-    if body is None:
-        return None
-    lookups = sum(x for _, x in samples(body, "cache_lookups_total"))
-    hits = sum(x for _, x in samples(body, "cache_hits_total"))
-    return hits / lookups if lookups else None
+    lookups = _metric(stack, "cache", "cache_lookups_total")
+    return _metric(stack, "cache", "cache_hits_total") / lookups if lookups else None
 
 
 def _figures(results: dict[str, list[dict[str, Any]]], warm: dict[str, float],
@@ -499,8 +493,6 @@ def _figures(results: dict[str, list[dict[str, Any]]], warm: dict[str, float],
 
 def _percentiles(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     """TTFT, inter-token and end-to-end latency p50/p95/p99 (ms) pooled over rounds."""
-    from cmesh.bench.fair import percentile
-
     pools = {"ttft": [t for r in runs for t in r.get("ttfts", []) if t],
              "itl": [x for r in runs for itl in r.get("itls", []) for x in itl],
              "e2e": [t for r in runs for t in r.get("latencies", []) if t]}
