@@ -195,7 +195,7 @@ class GatewayNode(ServiceNode[GatewaySettings]):
         if s.nats_url:
             await self._batch_api(app, door)
         self.http = await self.stack.enter_async_context(HttpServer(
-            app, s.host, s.http_port, grace_s=s.grace_seconds,
+            app, s.host, s.http_port, grace_s=s.grace_seconds, keep_alive_s=s.http_keep_alive_s,
             tls_cert=s.tls_cert, tls_key=s.tls_key, port_file=s.http_port_file))
 
     async def _batch_api(self, app: FastAPI, door: OpenAIDoor) -> None:

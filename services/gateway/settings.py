@@ -137,6 +137,12 @@ class GatewaySettings(ServiceSettings):
                     "tls_key, as the gRPC port.")
     http_port_file: Path | None = Field(
         None, description="Where the HTTP door writes its bound port (for http_port 0).")
+    http_keep_alive_s: float = Field(
+        75.0, gt=0, le=3600,
+        description="How long the HTTP door keeps an idle keep-alive connection open. Keep "
+                    "it above clients' pool idle time (aiohttp 15 s), so a client never "
+                    "sends on a connection the door is closing (uvicorn's 5 s default cost "
+                    "the system bench's soak a ServerDisconnectedError).")
     batch_concurrency: int = Field(
         4, ge=1, le=256, description="Lines of Batch API batches this gateway runs at once "
                                      "(the Batch API needs nats_url and http_port).")

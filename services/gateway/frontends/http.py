@@ -30,9 +30,11 @@ class _NodeOwnsSignals(uvicorn.Server):
 
 class HttpServer:
     """Serve an ASGI `app` on host:port (0 = a free port) until the block is left;
-    leaving stops accepting, then gives open requests `grace_s` to finish."""
+    leaving stops accepting, then gives open requests `grace_s` to finish. An idle
+    keep-alive connection stays open `keep_alive_s`."""
 
     def __init__(self, app: Any, host: str, port: int, grace_s: float = 5.0,
+                 keep_alive_s: float = 75.0,
                  tls_cert: Path | None = None, tls_key: Path | None = None,
                  port_file: Path | None = None) -> None:
         self.host, self.port = host, port
@@ -41,6 +43,7 @@ class HttpServer:
         self._config = uvicorn.Config(
             app, log_level="warning", access_log=False, lifespan="off",
             server_header=False, timeout_graceful_shutdown=max(1, round(grace_s)),
+            timeout_keep_alive=max(1, round(keep_alive_s)),
             ssl_certfile=str(tls_cert) if tls_cert else None,
             ssl_keyfile=str(tls_key) if tls_key else None)
         self._server = _NodeOwnsSignals(self._config)
