@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from cache.crossencoder import build_torch, export_onnx
+from cache.order_variants import order_variants
 from cache.pairs import Pair, file_digest, load_pairs, parts, split, text_hash
 from cache.variants import training_variants
 
@@ -59,11 +60,14 @@ def written_pairs(part: str, folder: Path = WRITTEN_DIR) -> list[Pair]:
 
 def training_pairs(qqp: list[Pair], seed: int = 0, written: bool = True) -> list[Pair]:
     """QQP's training part, the written pairs' encoder part (repeated), and rule-made
-    variants of both."""
+    variants of both: one-word look-alikes and rewordings (`cache.variants`), swaps,
+    scope changes and changes of form (`cache.order_variants`)."""
     train = split(qqp, "train")
     mine = written_pairs("encoder") if written else []
     return (train + training_variants(train, seed=seed) + mine * WRITTEN_REPEAT
-            + training_variants(mine, seed=seed + 1, per_text=1.0))
+            + training_variants(mine, seed=seed + 1, per_text=1.0)
+            + order_variants(train, seed=seed + 2, per_text=0.3)
+            + order_variants(mine, seed=seed + 3, per_text=1.0) * 2)
 
 
 def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32,
@@ -178,7 +182,8 @@ def fit_stage(folder: Path, pairs_path: Path, encode: Callable[[list[str]], np.n
     data = training_pairs(load_pairs(pairs_path), seed=0, written=False)
     rng = random.Random(seed)
     held = written_pairs("stage")
-    held += training_variants(held, seed=seed, per_text=1.0)
+    held += training_variants(held, seed=seed, per_text=1.0) \
+        + order_variants(held, seed=seed + 1, per_text=1.0)
     sample = rng.sample(data, min(n, len(data))) + held
     model = OnnxCrossEncoder(folder, threads=2)
     cached, asked = [p.a for p in sample], [p.b for p in sample]
