@@ -187,7 +187,9 @@ declarative statements, each with paraphrases and look-alikes; shown
 {d["written_repeat"]} times a pass; {d["written_stage_pairs"]} more kept out for the stage); and
 rule-made pairs from all those texts (`cache.variants`: look-alikes changing one
 entity, number, operator, direction, antonym or negation, as negatives;
-rewordings as positives), {d["rows_per_pass"]} rows a pass. Split: {d["split"]}. No
+rewordings as positives; `cache.order_variants`: two things trading places, scope,
+quantity and time changes, as negatives; clauses moved whole, questions made requests
+and greetings added, as positives), {d["rows_per_pass"]} rows a pass. Split: {d["split"]}. No
 calibration or evaluation part was trained on, and the written training
 texts share none with the evaluation files (`tests/cache/test_pairs.py`).
 The hashes of every training text ship in `training_text_hashes.npy`, so

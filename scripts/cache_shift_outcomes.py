@@ -3,6 +3,7 @@ each query's (probability, right) outcome, so bound designs can be compared with
 re-running the cross-encoder (issue 20, item 3).
 
     python scripts/cache_shift_outcomes.py --out runs/cache-shift [--qqp-limit 3000]
+        [--verifier FOLDER] [--roles eval]
 
 Writes `<out>/<role>_<part>.npz` (`cache.calibration.Outcomes`); parts already written
 are skipped, so an interrupted run resumes. Progress goes to stdout.
@@ -29,13 +30,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/cache-shift"))
     parser.add_argument("--qqp-limit", type=int, default=3000)
+    parser.add_argument("--verifier", type=Path, default=None,
+                        help="Verifier artifact folder (default: the shipped one).")
+    parser.add_argument("--roles", nargs="+", choices=("calib", "eval"),
+                        default=["calib", "eval"], help="Which parts to replay.")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    verifier = CrossVerifier.load()
+    verifier = CrossVerifier.load(args.verifier)
     encode = encoder(args.out / "embeddings.npz")
     hashes = training_hashes(verifier.folder)
     jobs = [(role, name) for role in ("calib", "eval") for name in FILES]
     jobs.insert(3, ("calib", "written"))
+    jobs = [(role, name) for role, name in jobs if role in args.roles]
     for role, name in jobs:
         target = args.out / f"{role}_{name}.npz"
         if target.is_file():

@@ -3,11 +3,11 @@ subject and object, sizes, branches, places, amounts) never hit at δ 0.05, whil
 clause-reordered paraphrases do (real MiniLM, FAISS and the shipped verifier).
 
 The rules refuse every swap here and none of the reorderings; whether a reordering
-*hits* is the model's call. Two of the eight written first scored under the δ 0.05
-bound (0.526) with the shipped artifact; four more fell under it when the bound took
-its shift allowance (0.749, 2026-12-06: the price of keeping δ on a calibration form
-the rest of the table never saw). They are listed apart (`NOT_CERTIFIED`, with their
-scores) instead of being rewritten until they pass; two reorderings still hit."""
+*hits* is the model's call. With the verifier trained on word-order look-alikes and moved
+clauses (`cache.order_variants`, 2026-12-07) all eight score over the δ 0.05 bound
+(0.481): 0.59-0.95, and one at 0.49, too close to the bound to assert across CPUs'
+int8 kernels, so it is listed apart (`NOT_CERTIFIED`). The verifier before scored six of
+the eight under its bound."""
 
 from __future__ import annotations
 
@@ -67,13 +67,8 @@ def test_role_swap_spares_symmetric_and_moved_clauses() -> None:
                      "Does sound travel faster in air than in water?")
 
 
-# Reorderings the shipped model scores under the δ 0.05 bound (0.526): 0.22 and 0.28.
-NOT_CERTIFIED = {"To my savings account, transfer 300 dollars from my checking account.",  # 0.22
-                 "If I quantise it to 4 bits, will a 70B model fit on one H100?",  # 0.28
-                 "In January, is Norway colder than Sweden is in February?",  # 0.55
-                 "Was Paul Langevin taught by Marie Curie?",  # 0.63
-                 "Before opening the pull request, rebase the feature branch onto main.",  # 0.70
-                 "After the lease ends, does the landlord owe the tenant the deposit?"}  # 0.62
+# A reordering whose score sits within 0.01 of the δ 0.05 bound (0.49 against 0.481).
+NOT_CERTIFIED = {"In January, is Norway colder than Sweden is in February?"}
 
 
 @pytest.mark.slow
