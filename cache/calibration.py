@@ -143,6 +143,13 @@ def realised_share(probs: np.ndarray, correct: np.ndarray, threshold: float) -> 
     return wrong / n if n else 0.0
 
 
+def realised(o: Outcomes, threshold: float) -> dict[str, float]:
+    """Hits, wrong hits, wrong share and recall of `o` at `threshold`."""
+    n, wrong = hits_at(o.prob, o.right, threshold)
+    return {"hits": n, "wrong": wrong, "share": wrong / n if n else 0.0,
+            "recall": (n - wrong) / max(o.n_positive, 1)}
+
+
 def lowest_keeping(o: Outcomes, start: float, delta: float) -> float:
     """The lowest threshold at or above `start` at which `o`'s hits keep `delta` (1.0,
     only exact repeats, when none does)."""

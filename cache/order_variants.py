@@ -58,7 +58,6 @@ _COMMAND = re.compile(r"^(write|give|list|explain|summarise|summarize|translate|
 _GREETINGS = ["Hi! ", "Hello! ", "Quick question: ", "Hey, "]
 _THANKS = [" Thanks!", " Thank you.", " Thanks in advance."]
 
-
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.])")
 _PROPER = re.compile(r"(?<=[a-z,] )[A-Z][a-zA-Z]+")
 _WORD = re.compile(r"[A-Za-z][A-Za-z+#]*")
@@ -80,6 +79,8 @@ def _swap_spans(text: str, a: tuple[int, int], b: tuple[int, int]) -> str:
 
 _SYMMETRIC_CUES = re.compile(r"\b(and|or|vs|versus|with|between|compare|comparison|"
                              r"difference|differences|similar|same|both)\b|[&,/+*x×-]", re.I)
+# a request framed so that its two things play one role ("compare X with Y", "X or Y?")
+_SYMMETRIC_FRAME = re.compile(r"\b(compare|difference|between|similar|same|or)\b", re.I)
 
 
 def _swappable(text: str, x: re.Match[str], y: re.Match[str]) -> bool:
@@ -89,7 +90,7 @@ def _swappable(text: str, x: re.Match[str], y: re.Match[str]) -> bool:
         return False
     between = text[x.end():y.start()]
     return not (_SYMMETRIC_CUES.search(between) and len(between.split()) <= 3) \
-        and not re.search(r"\b(compare|difference|between|similar|same|or)\b", text, re.I)
+        and not _SYMMETRIC_FRAME.search(text)
 
 
 def _phrase_ok(phrase: str) -> bool:
@@ -139,6 +140,7 @@ def change_scope(text: str, rng: random.Random) -> str | None:
 ORDER_LOOK_ALIKES: dict[str, Callable[[str, random.Random], str | None]] = {
     "swap": swap_two, "scope": change_scope,
 }
+
 
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]

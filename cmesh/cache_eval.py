@@ -115,6 +115,15 @@ def run_eval(path: Path, delta: float, calibrate_on: Path | None = None, limit: 
     return f"cache eval: {path.name} ({len(held)} pairs, {how})", result
 
 
+def written_outcomes(path: Path, verifier: CrossVerifier, encode: Encode,
+                     name: str) -> Outcomes:
+    """A file of written pairs replayed whole: a fresh cache of its cached texts, every
+    other text asked once."""
+    pairs = load_pairs(path)
+    rep = replay(pairs, encode, verifier, Scorer(pairs), CacheConfig())
+    return rep.outcomes(f"{name} ({len(pairs)} written pairs, whole)")
+
+
 def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
          log: Callable[[str], None] = print) -> dict[str, Any]:
     """Calibrate the artifact in `folder` on the shipped calibration parts; write its table,
@@ -123,11 +132,9 @@ def ship(folder: Path = ARTIFACT_DIR, embeddings: Path | None = None,
     encode = encoder(embeddings)
     parts = [calibrate(p, verifier, encode, log) for p in SHIPPED_CALIBRATION]
     for path in sorted(WRITTEN_CALIBRATION.glob("*.json")):  # each file a form of its own
-        written = load_pairs(path)
-        log(f"calibrating on {path.name}: {len(written)} written pairs (whole)")
-        rep = replay(written, encode, verifier, Scorer(written), CacheConfig())
-        parts.append(rep.outcomes(f"data/cache/calibration/{path.name} ({len(written)} "
-                                  "written pairs, whole)"))
+        log(f"calibrating on {path.name} (written pairs, whole)")
+        parts.append(written_outcomes(path, verifier, encode,
+                                      f"data/cache/calibration/{path.name}"))
     outcomes = Outcomes.pooled(parts)
     outcomes.save(folder / "calibration.npz")
     meta = json.loads((folder / "training.json").read_text())

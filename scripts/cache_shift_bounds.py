@@ -20,17 +20,11 @@ import argparse
 import json
 from pathlib import Path
 
-from cache.calibration import Outcomes, derive_bound, hits_at
+from cache.calibration import Outcomes, derive_bound, realised
 from cache.verifier import CONFIDENCE
 
 DELTAS = (0.02, 0.05, 0.10)
 FORMS = ("handwritten", "mock", "written", "qqp")
-
-
-def realised(o: Outcomes, threshold: float) -> dict[str, float]:
-    n_hits, wrong = hits_at(o.prob, o.right, threshold)
-    return {"hits": n_hits, "wrong": wrong, "share": wrong / n_hits if n_hits else 0.0,
-            "recall": (n_hits - wrong) / max(o.n_positive, 1)}
 
 
 def bound(parts: dict[str, Outcomes], design: str, delta: float) -> float:

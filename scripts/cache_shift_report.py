@@ -20,21 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from cache.calibration import Outcomes, hits_at, shifted_bound
-from cache.core import CacheConfig
-from cache.evaluate import replay
-from cache.pairs import Scorer, load_pairs
+from cache.calibration import Outcomes, realised, shifted_bound
 from cache.verifier import CONFIDENCE, CrossVerifier
-from cmesh.cache_eval import encoder
+from cmesh.cache_eval import encoder, written_outcomes
 
 DELTAS = (0.02, 0.05, 0.10)
 
 
-def realised(o: Outcomes, threshold: float) -> dict[str, float]:
-    n, wrong = hits_at(o.prob, o.right, threshold)
-    return {"bound": round(threshold, 4), "hits": n, "wrong": wrong,
-            "share": wrong / n if n else 0.0, "recall": (n - wrong) / max(o.n_positive, 1)}
+def at(o: Outcomes, threshold: float, **extra: float) -> dict[str, float]:
+    return {"bound": round(threshold, 4), **realised(o, threshold), **extra}
 
 
 def main() -> None:
@@ -51,24 +47,23 @@ def main() -> None:
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {"left_out": {},
                                                              "evaluation": {},
                                                              "held_out": {}}
+
+    def shipped(o: Outcomes) -> dict[str, Any]:
+        return {str(d): at(o, bounds[str(d)]["threshold"],
+                           expected=bounds[str(d)]["expected_wrong_share"]) for d in DELTAS}
+
     for held, form in enumerate(forms):
         rest = Outcomes.pooled([f for j, f in enumerate(forms) if j != held])
         out["left_out"][form.source] = {
-            str(d): realised(form, shifted_bound(rest, d, CONFIDENCE).threshold)
-            for d in DELTAS}
+            str(d): at(form, shifted_bound(rest, d, CONFIDENCE).threshold) for d in DELTAS}
     for path in sorted(args.dir.glob("eval_*.npz")):
         o = Outcomes.load(path)
-        out["evaluation"][o.source] = {
-            str(d): realised(o, bounds[str(d)]["threshold"])
-            | {"expected": bounds[str(d)]["expected_wrong_share"]} for d in DELTAS}
+        out["evaluation"][o.source] = shipped(o)
     if args.held_out:
         verifier, encode = CrossVerifier.load(args.verifier), encoder(args.embeddings)
         for path in args.held_out:
-            pairs = load_pairs(path)
-            o = replay(pairs, encode, verifier, Scorer(pairs), CacheConfig()).outcomes(path.name)
-            out["held_out"][path.name] = {
-                str(d): realised(o, bounds[str(d)]["threshold"])
-                | {"expected": bounds[str(d)]["expected_wrong_share"]} for d in DELTAS}
+            out["held_out"][path.name] = shipped(written_outcomes(path, verifier, encode,
+                                                                  path.name))
     if args.json:
         print(json.dumps(out))
         return
