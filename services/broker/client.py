@@ -21,7 +21,11 @@ fails with UNAVAILABLE naming the tier, instead of waiting for its deadline;
 when the broker holding it died but another broker of the tier lives, it fails
 with `JobOrphaned` (an UNAVAILABLE), which a caller resumes as a new job after
 the text it has (`partial_token_ids`) rather than waiting for the queue's ack
-wait to hand the old one over.
+wait to hand the old one over. A job that went quiet before any heartbeat named
+its broker (a broker killed in the instant between taking the job and saying so)
+is orphaned the same way once a broker of its tier is gone and the queue's
+consumer shows the job was delivered (one consumer-info request, asked only
+then).
 
 Chunks travel on core NATS, at most once: what the broker sends while the
 connection is down is lost. So a job whose chunks stop after the client's
@@ -46,13 +50,14 @@ from nats.js.errors import APIError, NoStreamResponseError
 from core.errors import DomainError, ErrorKind
 from protos.broker.v1 import broker_pb2
 from services.broker.beacons import TierWatch
-from services.broker.subjects import CANCEL_SUBJECT, job_subject
+from services.broker.subjects import CANCEL_SUBJECT, consumer_name, job_subject, stream_name
 from services.common.errors import status_of_code
 from services.common.tracing import trace_headers
 
 _FULL = 10077  # JetStream: maximum messages (per subject) exceeded
 _QUIET_S = 1.0  # after a reconnect, this long without a chunk means the chunks were lost
 _TICK_S = 0.25  # how often a waiting stream looks at its heartbeats and its tier
+_DELIVERY_CHECK_S = 1.0  # a quiet job with no known broker asks its consumer this often
 
 
 class JobError(DomainError):
@@ -85,13 +90,16 @@ class JobStream:
 
     def __init__(self, client: BrokerClient, job: broker_pb2.GenerateJob, sub: Any,
                  queue: asyncio.Queue[broker_pb2.JobChunk], deadline: float | None,
-                 grace_s: float) -> None:
+                 grace_s: float, seq: int = 0) -> None:
         self.job = job
+        self.seq = seq  # the job's sequence in its tier's stream (0: not known)
         self._client, self._sub, self._queue = client, sub, queue
         self._deadline, self._grace = deadline, grace_s
         self._sign = time.monotonic()  # the last chunk or heartbeat (or the submit)
         self._have = len(job.partial_text)  # characters of the answer received
         self._holder = ""  # the broker holding the job, from its heartbeats
+        self._brokers: set[str] = set()  # the tier's brokers seen live while it waits
+        self._asked = 0.0  # when the consumer was last asked whether the job was delivered
         self._done = False
         self._reconnects = client.reconnects  # the connection's count when submitted
         self.attempts: set[int] = set()
@@ -151,21 +159,44 @@ class JobStream:
                                    "job ran, and its chunks with it") from None
                 watch = self._client.tier_watch
                 if watch is not None and quiet > self._client.stall_s:
-                    self._check_holder(watch, quiet)
+                    await self._check_holder(watch, quiet)
                 continue
             self._sign = time.monotonic()
             self._holder = chunk.broker_id or self._holder
             if not chunk.heartbeat:
                 return chunk
 
-    def _check_holder(self, watch: TierWatch, quiet: float) -> None:
+    async def _check_holder(self, watch: TierWatch, quiet: float) -> None:
         """Raise when the job went quiet because its tier or its broker is gone."""
-        problem = watch.problem(self.job.tier, self.job.region)
+        tier, region = self.job.tier, self.job.region
+        problem = watch.problem(tier, region)
         if problem is not None:
             raise JobError("UNAVAILABLE", f"{problem}; no sign of the job for {quiet:.1f} s")
-        if self._holder and not watch.live(self.job.tier, self._holder, self.job.region):
-            raise JobOrphaned(f"tier {self.job.tier!r}: broker {self._holder} holding the "
+        if self._holder and not watch.live(tier, self._holder, region):
+            raise JobOrphaned(f"tier {tier!r}: broker {self._holder} holding the "
                               f"job stopped (no sign for {quiet:.1f} s)")
+        live = set(watch.live_brokers(tier, region))
+        gone, self._brokers = self._brokers - live, self._brokers | live
+        if not self._holder and gone and await self._delivered():
+            raise JobOrphaned(f"tier {tier!r}: the job was taken from the queue but no "
+                              f"live broker holds it (broker {min(gone)} stopped; no sign "
+                              f"for {quiet:.1f} s)")
+
+    async def _delivered(self) -> bool:
+        """Whether the tier's consumer handed this job to a broker (at most one question
+        each `_DELIVERY_CHECK_S`; False when unknown)."""
+        now = time.monotonic()
+        if not self.seq or now - self._asked < _DELIVERY_CHECK_S:
+            return False
+        self._asked = now
+        job_class = "batch" if self.job.priority == broker_pb2.PRIORITY_BATCH else "interactive"
+        try:
+            info = await self._client.js.consumer_info(
+                stream_name(self.job.tier, self.job.region),
+                consumer_name(self.job.tier, job_class))
+        except Exception:  # the stream is electing a leader, or NATS is reconnecting
+            return False
+        return int(info.delivered.stream_seq or 0) >= self.seq
 
     async def text(self) -> str:
         """The whole answer (joins the stream, or the one unary chunk)."""
@@ -249,14 +280,15 @@ class BrokerClient:
 
         sub = await self.nc.subscribe(job_.reply_subject, cb=on_chunk)
         try:
-            await self._publish(subject, job_)
+            seq = await self._publish(subject, job_)
         except BaseException:
             await sub.unsubscribe()
             raise
-        return JobStream(self, job_, sub, queue, deadline, self.deadline_grace_s)
+        return JobStream(self, job_, sub, queue, deadline, self.deadline_grace_s, seq)
 
-    async def _publish(self, subject: str, job: broker_pb2.GenerateJob) -> None:
-        """Store the job once; retry briefly while a clustered stream elects a leader.
+    async def _publish(self, subject: str, job: broker_pb2.GenerateJob) -> int:
+        """Store the job once (its sequence in the stream returned); retry briefly while
+        a clustered stream elects a leader.
 
         A refusal for a full queue is final at once. "No responders" and timeouts
         are retried with the same `Nats-Msg-Id` (stored once) for `publish_retry_s`.
@@ -264,10 +296,10 @@ class BrokerClient:
         end = time.monotonic() + self.publish_retry_s
         while True:
             try:
-                await self.js.publish(subject, job.SerializeToString(),
-                                      timeout=self.publish_timeout_s,
-                                      headers={"Nats-Msg-Id": job.job_id, **trace_headers()})
-                return
+                ack = await self.js.publish(
+                    subject, job.SerializeToString(), timeout=self.publish_timeout_s,
+                    headers={"Nats-Msg-Id": job.job_id, **trace_headers()})
+                return int(ack.seq or 0)
             except APIError as exc:
                 if exc.err_code == _FULL:
                     raise JobError("RESOURCE_EXHAUSTED", f"tier {job.tier} queue full: "

@@ -11,11 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
+import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
 from core.generation import Delta, GenerationRequest
 from protos.backend.v1 import backend_pb2_grpc
+from protos.broker.v1 import broker_pb2, broker_pb2_grpc
 from services.backend.engine import EngineLoad
 from services.backend.metrics import BackendMetrics
 from services.backend.servicer import BackendServicer
@@ -136,3 +138,16 @@ async def until(check: Callable[[], bool], within: float, what: str) -> float:
             pytest.fail(f"{what}: not within {within}s")
         await asyncio.sleep(0.01)
     return time.monotonic() - start
+
+
+async def holder_of_one_job(brokers: list) -> int:
+    """Index of the broker running the one job in flight."""
+    for _ in range(100):
+        for i, b in enumerate(brokers):
+            async with grpc.aio.insecure_channel(b.address) as channel:
+                status = await broker_pb2_grpc.BrokerStub(channel).GetStatus(
+                    broker_pb2.GetStatusRequest(), timeout=5)
+            if sum(r.in_flight for r in status.replicas):
+                return i
+        await asyncio.sleep(0.05)
+    raise AssertionError("no broker runs the job")

@@ -13,12 +13,13 @@ import grpc
 import pytest
 
 from protos.backend.v1 import backend_pb2, backend_pb2_grpc
-from protos.broker.v1 import broker_pb2, broker_pb2_grpc
+from protos.broker.v1 import broker_pb2
 from protos.common.v1 import common_pb2
 from services.broker.client import JobError
 from services.broker.dispatch import Replica, rendezvous
 from services.broker.jetstream import QueueLimits, ensure_stream
 from services.broker.subjects import job_subject
+from tests.broker.conftest import holder_of_one_job
 from tests.support import ServiceProcess, start_service
 
 pytestmark = [pytest.mark.vllm, pytest.mark.nats]
@@ -195,7 +196,7 @@ async def test_broker_killed_mid_job_second_broker_finishes_it_once(
         client, broker, smollm2_backend, nats_server) -> None:
     a = smollm2_backend.address
     brokers = [broker(f"vha={a}", "--ack_wait_s", "2") for _ in range(2)]
-    expected = await direct(a, STORY, 40)
+    expected = await direct(a, STORY, 160)
     finals: list[broker_pb2.JobChunk] = []
     reply = client.nc.new_inbox()
 
@@ -205,27 +206,18 @@ async def test_broker_killed_mid_job_second_broker_finishes_it_once(
             finals.append(chunk)
 
     await client.nc.subscribe(reply, cb=count)
-    j = job("vha", STORY, 40)
+    j = job("vha", STORY, 160)  # long enough to be running still when the holder is found
     j.reply_subject = reply
     running = await client.submit(j, deadline_s=120)
     stream = running.__aiter__()
     first = await stream.__anext__()
-    loads = [await status_in_flight(b) for b in brokers]
-    holder = brokers[loads.index(1)]
-    holder.kill()
+    brokers[await holder_of_one_job(brokers)].kill()
     rest = [c async for c in stream]
     await asyncio.sleep(1.0)
 
     assert first.text_delta + "".join(c.text_delta for c in rest) == expected
     assert len(finals) == 1 and finals[0].attempt == 2
     assert len(running.attempts) == 2
-
-
-async def status_in_flight(service: ServiceProcess) -> int:
-    async with grpc.aio.insecure_channel(service.address) as channel:
-        status = await broker_pb2_grpc.BrokerStub(channel).GetStatus(
-            broker_pb2.GetStatusRequest(), timeout=5)
-        return sum(r.in_flight for r in status.replicas)
 
 
 async def test_backend_killed_mid_generation_jobs_continue_elsewhere(

@@ -11,19 +11,19 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-import grpc
 import pytest
 
-from core.generation import GenerationRequest, Sampling
-from protos.broker.v1 import broker_pb2, broker_pb2_grpc
+from core.generation import Delta, GenerationRequest, Sampling
+from protos.broker.v1 import broker_pb2
 from protos.common.v1 import common_pb2
 from services.broker.beacons import TierWatch
 from services.broker.client import BrokerClient, JobError
+from services.broker.subjects import beacon_subject, consumer_name, stream_name
 from services.common.natsd import NatsServer, free_port
 from services.common.server import GrpcService
 from services.gateway.broker_tier import BrokerTier
 from services.gateway.domain import TierCall
-from tests.broker.conftest import scripted_service, until
+from tests.broker.conftest import holder_of_one_job, scripted_service, until
 
 pytestmark = pytest.mark.nats
 
@@ -142,19 +142,6 @@ async def test_a_tier_whose_only_backend_dies_fails_fast_and_serves_again_on_its
         await back.drain()
 
 
-async def holder_of_one_job(brokers: list) -> int:
-    """Index of the broker running the one job in flight."""
-    for _ in range(100):
-        for i, b in enumerate(brokers):
-            async with grpc.aio.insecure_channel(b.address) as channel:
-                status = await broker_pb2_grpc.BrokerStub(channel).GetStatus(
-                    broker_pb2.GetStatusRequest(), timeout=5)
-            if sum(r.in_flight for r in status.replicas):
-                return i
-        await asyncio.sleep(0.05)
-    raise AssertionError("no broker runs the job")
-
-
 async def test_a_job_whose_broker_dies_is_resumed_on_another_without_waiting_for_redelivery(
         watched, broker) -> None:
     """Two brokers, JetStream's ack wait at its 30 s default: SIGKILL the one running a
@@ -181,3 +168,70 @@ async def test_a_job_whose_broker_dies_is_resumed_on_another_without_waiting_for
         assert gap < 5, gap
     finally:
         await backend.drain()
+
+
+async def ghost_beacons(client: BrokerClient, tier: str, broker_id: str) -> None:
+    """Beacon `tier` as a live broker `broker_id` with a healthy replica, until cancelled."""
+    beacon = broker_pb2.TierBeacon(tier=tier, broker_id=broker_id, replicas=1,
+                                   healthy_replicas=1, free_slots=4)
+    while True:
+        await client.nc.publish(beacon_subject(tier), beacon.SerializeToString())
+        await asyncio.sleep(0.3)
+
+
+async def test_a_job_taken_by_a_broker_that_died_before_naming_itself_is_resumed(
+        watched, broker) -> None:
+    """A broker killed between taking a job from the queue and its first heartbeat: the
+    client never learnt who held the job. Once that broker's beacons stop and the queue's
+    consumer shows the job delivered, it is resumed on a live broker within seconds
+    instead of after JetStream's 30 s ack wait; a broker dying while the job still waits
+    in the queue does not resubmit it."""
+    backend = await slow_backend(free_port(), delay_s=0.05)
+    ghosts: list[asyncio.Task[None]] = []
+    try:
+        broker(f"ghost={backend.address}").kill()  # leaves the stream and its consumers
+        taker = await watched.js.pull_subscribe_bind(
+            durable=consumer_name("ghost", "interactive"), stream=stream_name("ghost"))
+        ghosts = [asyncio.create_task(ghost_beacons(watched, "ghost", b))
+                  for b in ("taker", "bystander")]
+        await beaconing(watched, "ghost", brokers=2)
+        tier = BrokerTier("ghost", watched)
+        call = TierCall(GenerationRequest(prompt="hello", sampling=Sampling(max_tokens=5),
+                                          request_id="ghost-test"), tenant="t1",
+                        timeout_s=60)
+        answer = asyncio.create_task(text_of(tier.generate(call)))
+
+        await asyncio.sleep(2.5)  # past the client's stall limit, the job still queued
+        ghosts.pop().cancel()  # the bystander dies
+        await asyncio.sleep(3.0)
+        assert not answer.done()
+        info = await watched.js.consumer_info(stream_name("ghost"),
+                                              consumer_name("ghost", "interactive"))
+        assert info.num_pending == 1 and info.num_ack_pending == 0  # not resubmitted
+
+        taken = await taker.fetch(1, timeout=5)  # taken, never acked, no heartbeat sent
+        assert len(taken) == 1
+        broker(f"ghost={backend.address}")
+        await until(lambda: "taker" in watch_of(watched).live_brokers("ghost")
+                    and len(watch_of(watched).live_brokers("ghost")) == 2, 10,
+                    "the new broker beaconing beside the taker")
+        ghosts.pop().cancel()  # the taker dies
+        died = time.monotonic()
+        text = await asyncio.wait_for(answer, 20)
+        took = time.monotonic() - died
+
+        assert text == " w0 w1 w2 w3 w4"
+        assert took < 8, took  # the taker's ack wait is 30 s
+    finally:
+        for task in ghosts:
+            task.cancel()
+        await backend.drain()
+
+
+async def text_of(deltas: AsyncIterator[Delta]) -> str:
+    return "".join([d.text async for d in deltas])
+
+
+def watch_of(client: BrokerClient) -> TierWatch:
+    assert client.tier_watch is not None
+    return client.tier_watch
