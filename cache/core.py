@@ -25,15 +25,16 @@ import numpy as np
 
 from cache.audit import AuditBook, AuditConfig, Estimate
 from cache.calibration import Bound
-from cache.decision import HitDecision, LookupResult, Verifier
+from cache.decision import HitDecision, InFlightMatch, LookupResult, Verifier
 from cache.entries import Entry, Event
 from cache.keys import Scope, namespace_of
 from cache.replica import EventSink, ReplicaState
 from cache.store import Candidate, NamespaceStore, Stats, StoreConfig
 from core.errors import FieldError
 
-__all__ = ["CacheConfig", "CacheParts", "Candidate", "EntryLog", "EventSink", "Invalidated",
-           "LookupQueue", "LookupResult", "SemanticCache", "Stats", "Stored", "Verifier"]
+__all__ = ["CacheConfig", "CacheParts", "Candidate", "EntryLog", "EventSink", "InFlightMatch",
+           "Invalidated", "LookupQueue", "LookupResult", "SemanticCache", "Stats", "Stored",
+           "Verifier"]
 
 
 class EntryLog(Protocol):
@@ -223,6 +224,23 @@ class SemanticCache:
         probs = await asyncio.to_thread(self.verify, [prompt], vector, rows) if rows \
             else np.zeros(0)
         return self.decide(ns, 1, rows, probs)[0], vector[0]
+
+    async def match_in_flight(self, scope: Scope, prompt: str, vector: np.ndarray,
+                              in_flight: list[tuple[str, np.ndarray]]) -> InFlightMatch | None:
+        """After a miss: which of `in_flight` (prompts of `scope` whose answers the caller
+        is generating now, with their embeddings) `prompt` may wait for and share, by the
+        same test as a hit; None when none passes. A match counts as a hit."""
+        if not in_flight:
+            return None
+        ns = self.namespace(scope)
+        prompts = [p for p, _ in in_flight]
+        vectors = np.stack([np.asarray(v, dtype=np.float32) for _, v in in_flight])
+        match = await asyncio.to_thread(
+            self._decision.in_flight_match, ns, scope.tenant, prompt, vector, prompts,
+            vectors, self.config.similarity_floor)
+        if match is not None:
+            self.counters.hits += 1
+        return match
 
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str = "",
                     prompt_tokens: int = 0, completion_tokens: int = 0) -> Entry:

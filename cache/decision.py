@@ -38,6 +38,16 @@ class Verifier(Protocol):
         hit and wrong-hit rates calibration expects from it."""
 
 
+@dataclass(frozen=True)
+class InFlightMatch:
+    """Which prompt being answered now a new prompt may wait for: an index into the
+    prompts the caller gave, with that pair's cosine and verifier probability."""
+
+    index: int
+    similarity: float
+    probability: float
+
+
 @dataclass
 class LookupResult:
     """A lookup's outcome; `entry` is set only on a hit."""
@@ -96,3 +106,27 @@ class HitDecision:
             else:
                 self.counters.guard_rejections += 1
         return results
+
+    def in_flight_match(self, ns: str, tenant: str, prompt: str, vector: np.ndarray,
+                        prompts: list[str], vectors: np.ndarray,
+                        floor: float) -> InFlightMatch | None:
+        """The prompt of `prompts` (answers being generated now, in namespace `ns`) that
+        `prompt` may share an answer with: the best-verified one above the similarity
+        `floor` when it reaches the bound `tenant` needs, else None. The same test as a
+        hit on a stored entry (verifier, rules, δ's bound); touches no cache state."""
+        if not prompts:
+            return None
+        sims = np.asarray(vectors, dtype=np.float32) @ np.asarray(vector, dtype=np.float32)
+        rows: list[Candidate] = [
+            (0, Entry(id=f"in-flight-{i}", namespace=ns, tenant=tenant, prompt=p, answer="",
+                      vector=np.asarray(vectors[i], dtype=np.float32)), float(sims[i]))
+            for i, p in enumerate(prompts) if sims[i] >= floor]
+        if not rows:
+            return None
+        probs = self.verify([prompt], np.asarray(vector, dtype=np.float32).reshape(1, -1),
+                            rows)
+        best = int(np.argmax(probs))
+        if float(probs[best]) < self.audit.threshold(tenant):
+            return None
+        index = int(rows[best][1].id.removeprefix("in-flight-"))
+        return InFlightMatch(index, rows[best][2], float(probs[best]))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.request import urlopen
@@ -107,3 +108,14 @@ def start_service(module: str, *args: str, env: dict[str, str] | None = None) ->
             start_new_session=True,
         )
     return ServiceProcess(proc, port, metrics_port, log_path)
+
+
+@contextlib.contextmanager
+def serving(module: str, *args: str, timeout: float = 180) -> Iterator[ServiceProcess]:
+    """`start_service`, serving (health) within `timeout`, stopped on the way out."""
+    service = start_service(module, *args)
+    try:
+        service.wait_serving(timeout=timeout)
+        yield service
+    finally:
+        service.stop()

@@ -22,12 +22,16 @@ tokens/s on `unique`), `m0_added_ttft_p50_ms`, `litellm_added_ttft_p50_ms` and
 `litellm_vs_vllm_throughput` (L against V on the same rounds), `m1_vs_vllm_rps_repeat60`,
 `m1_vs_vllm_ttft_repeat60`. Then (`cmesh.bench.load`): the labelled pass
 (`m1_wrong_hit_share`), the open-loop ladder of V and M0 on `unique` (`ladder`,
-`sustainable_rps`), the overload run at twice M0's sustainable rate (`reject_p99_ms`,
-`accepted_within_deadline`, `overload`), with `--soak` ten minutes at M0's sustainable
-rate on `repeat30` (`soak`). `rss_growth_max`: each mesh service's RSS at the end over
-its RSS after warm-up, the most (every process's in `rss_growth`). Null keys say why
-in `not_measured` (the soak without `--soak`, LiteLLM's where its venv is missing).
-`--out DIR` writes the figures, a markdown table and PNG plots (`system_report`).
+`sustainable_rps`), the same ladder of V and M1 on `repeat60` (`ladder_repeat60`,
+`sustainable_rps_repeat60`, `m1_vs_vllm_sustainable_repeat60`: the highest rate each
+sustains, one new tenant per rung for M1, and `m1_vs_vllm_ttft_sustained_repeat60`, M1's
+TTFT p50 over V's at the highest rate V sustains), the overload run at twice M0's
+sustainable rate (`reject_p99_ms`, `accepted_within_deadline`, `overload`), with
+`--soak` ten minutes at M0's sustainable rate on `repeat30` (`soak`). `rss_growth_max`:
+each mesh service's RSS at the end over its RSS after warm-up, the most (every
+process's in `rss_growth`). Null keys say why in `not_measured` (the soak without
+`--soak`, LiteLLM's where its venv is missing). `--out DIR` writes the figures, a
+markdown table and PNG plots (`system_report`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from typing import Any
 from cmesh.bench.fair import Sample, compare, percentile
 from cmesh.bench.load import (
     RunAt,
+    Rung,
     errors_by_reason,
     labelled_pass,
     ladder,
@@ -209,7 +214,8 @@ async def _bench(quick: bool, soak: bool = False) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="cmesh-bench-system-"))
     model = default_model()
     pools = Pools.load()
-    tenants = [f"r{r}" for r in range(-1, rounds)] + ["label", "load", "soak"]
+    rungs_repeat = [f"rung{i}" for i in range(len(plan.ladder))]  # M1's tenant per rung
+    tenants = [f"r{r}" for r in range(-1, rounds)] + ["label", "load", "soak", *rungs_repeat]
     keys_file = ensure_dev_keys(work, tenants)
     keys = {t: (work / f"{t}-api-key").read_text().strip() for t in tenants}
     files: dict[tuple[str, int], Path] = {}
@@ -267,7 +273,9 @@ async def _bench(quick: bool, soak: bool = False) -> dict[str, Any]:
                 return one_round
 
             def open_loop(tag: str, name: str = "unique", headers: tuple[str, ...] = (),
-                          key: str = "load", span_s: float = plan.rung_s) -> RunAt:
+                          key: str | list[str] = "load", span_s: float = plan.rung_s) -> RunAt:
+                """`key`: the tenant, or one per rung (so no rung finds another's answers
+                cached)."""
                 async def run(rate: float, rung: int) -> dict[str, Any]:
                     count = max(4, round(rate * span_s))
                     dataset = open_file(name, count, 1000 + rung)
@@ -275,8 +283,9 @@ async def _bench(quick: bool, soak: bool = False) -> dict[str, Any]:
                     if tag == "V":
                         return await client(v_url, SERVED, model, dataset, count, None,
                                             "none", out, rate=rate)
+                    tenant = key if isinstance(key, str) else key[rung]
                     return await client(m_url, "cascade-mesh", model, dataset, count, None,
-                                        keys[key], out, headers, rate=rate)
+                                        keys[tenant], out, headers, rate=rate)
                 return run
 
             servers = dict(zip(OUTSIDE, (v_proc, l_proc), strict=True))
@@ -286,7 +295,7 @@ async def _bench(quick: bool, soak: bool = False) -> dict[str, Any]:
             unique = {"V": side("V", "unique"), "M0": side("M0", "unique")}
             if l_proc is not None:
                 unique["L"] = side("L", "unique")
-            steps = (len(unique) + 2) * rounds + 1 + 2 * len(plan.ladder) + 1 + bool(
+            steps = (len(unique) + 2) * rounds + 1 + 4 * len(plan.ladder) + 1 + bool(
                 plan.soak_s)
             bar = stack_progress.add_task("cmesh bench system", total=steps)
 
@@ -317,6 +326,13 @@ async def _bench(quick: bool, soak: bool = False) -> dict[str, Any]:
                                  rates, step)
             extra["ladder"] = {k: [r.summary() for r in v] for k, v in rungs.items()}
             extra["sustainable_rps"] = {k: sustainable(v) for k, v in rungs.items()}
+            console.print(f"open-loop ladder on repeat60: {rates} req/s, V and M1...")
+            repeat = await ladder({"V": open_loop("V", "repeat60"),
+                                   "M1": open_loop("M1", "repeat60", key=rungs_repeat)},
+                                  rates, step)
+            extra |= _repeat_ladder_figures(repeat)
+            extra["m1_in_flight_matches"] = _metric(stack, "cache",
+                                                    "cache_in_flight_matches_total")
             m0_rate = extra["sustainable_rps"]["M0"] or rates[0]
             timed = (*skip, f"x-cmesh-timeout-s={plan.deadline_s}")
             extra |= await _overload(stack, m_url, keys["load"], 2 * m0_rate, plan, pools,
@@ -435,6 +451,24 @@ async def _soak(stack: Any, rate: float, seconds: float, run: RunAt) -> dict[str
             "errors": errors_by_reason(result), "rss_mib_before": before,
             "rss_mib_after": after,
             "rss_growth_max": max(after[k] / before[k] - 1 for k in before if before[k] > 0)}
+
+
+def _repeat_ladder_figures(rungs: dict[str, list[Rung]]) -> dict[str, Any]:
+    """The `repeat60` ladder's figures: each side's rungs and highest sustained rate, M1's
+    over V's, and M1's TTFT p50 over V's at the highest rate V sustains (None where a side
+    sustained no rung, or M1 did not run V's)."""
+    best = {k: sustainable(v) for k, v in rungs.items()}
+    v_best, m1_best = best["V"], best["M1"]
+    at = {k: next((r for r in v if r.rate == v_best), None) for k, v in rungs.items()}
+    p50 = {k: r.summary()["ttft_p50_ms"] if r is not None else None for k, r in at.items()}
+    return {
+        "ladder_repeat60": {k: [r.summary() for r in v] for k, v in rungs.items()},
+        "sustainable_rps_repeat60": best,
+        "m1_vs_vllm_sustainable_repeat60": (m1_best / v_best if v_best and m1_best
+                                            else None),
+        "m1_vs_vllm_ttft_sustained_repeat60": (p50["M1"] / p50["V"] if p50["V"]
+                                               and p50["M1"] is not None else None),
+    }
 
 
 def _hit_share(stack: Any) -> float | None:

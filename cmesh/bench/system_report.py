@@ -34,17 +34,10 @@ def markdown(f: dict[str, Any]) -> str:
                      f"{shares or '-'}; cost {mix['cost']:.3g} against "
                      f"{mix['cost_if_all_large']:.3g} all-large"
                      f"{'' if saving is None else f' (saving {saving:.0%})'}.")
-    lines += ["", "Open loop on `unique` (Poisson arrivals):", "",
-              "| configuration | offered req/s | achieved req/s | TTFT p50 | TTFT p95 "
-              "| TPOT p50 | TPOT p95 | e2e p95 | failed | sustained |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for tag, rungs in f.get("ladder", {}).items():
-        for r in rungs:
-            lines.append(f"| {LABELS.get(tag, tag)} | {r['offered_rps']:.2f} | "
-                         f"{r['achieved_rps']:.2f} | {_ms(r['ttft_p50_ms'])} | "
-                         f"{_ms(r['ttft_p95_ms'])} | {_ms(r.get('tpot_p50_ms'))} | "
-                         f"{_ms(r.get('tpot_p95_ms'))} | {_ms(r['e2e_p95_ms'])} | {r['failed']} "
-                         f"| {'yes' if r['sustained'] else 'no'} |")
+    for workload, key in (("unique", "ladder"), ("repeat60", "ladder_repeat60")):
+        if f.get(key):
+            lines += ["", f"Open loop on `{workload}` (Poisson arrivals):", "",
+                      *_ladder_table(f[key])]
     o = f.get("overload") or {}
     if o:
         within = f.get("accepted_within_deadline")
@@ -64,12 +57,28 @@ def markdown(f: dict[str, Any]) -> str:
                   f"{soak['rss_growth_max']:.1%}."]
     keys = ("m0_vs_vllm_throughput", "m0_added_ttft_p50_ms", "litellm_added_ttft_p50_ms",
             "litellm_vs_vllm_throughput", "m1_vs_vllm_rps_repeat60",
-            "m1_vs_vllm_ttft_repeat60", "m1_wrong_hit_share", "m1_cache_hit_share",
+            "m1_vs_vllm_ttft_repeat60", "m1_vs_vllm_sustainable_repeat60",
+            "m1_vs_vllm_ttft_sustained_repeat60", "m1_wrong_hit_share", "m1_cache_hit_share",
+            "m1_in_flight_matches",
             "reject_p99_ms", "accepted_within_deadline", "rss_growth_max")
     lines += ["", "| key | value |", "|---|---|"]
     lines += [f"| `{k}` | {f.get(k) if not isinstance(f.get(k), float) else f'{f[k]:.3g}'} |"
               for k in keys]
     return "\n".join(lines) + "\n"
+
+
+def _ladder_table(ladder: dict[str, list[dict[str, Any]]]) -> list[str]:
+    lines = ["| configuration | offered req/s | achieved req/s | TTFT p50 | TTFT p95 "
+             "| TPOT p50 | TPOT p95 | e2e p95 | failed | sustained |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for tag, rungs in ladder.items():
+        for r in rungs:
+            lines.append(f"| {LABELS.get(tag, tag)} | {r['offered_rps']:.2f} | "
+                         f"{r['achieved_rps']:.2f} | {_ms(r['ttft_p50_ms'])} | "
+                         f"{_ms(r['ttft_p95_ms'])} | {_ms(r.get('tpot_p50_ms'))} | "
+                         f"{_ms(r.get('tpot_p95_ms'))} | {_ms(r['e2e_p95_ms'])} | {r['failed']} "
+                         f"| {'yes' if r['sustained'] else 'no'} |")
+    return lines
 
 
 def _save(fig: Any, ax: Any, path: Path, **labels: str) -> Path:

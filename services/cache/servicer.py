@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import grpc
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -26,13 +27,20 @@ from services.common.convert import (
 )
 from services.common.errors import grpc_errors
 
+MAX_IN_FLIGHT = 32  # prompts in flight one lookup may bring
+
 
 class CacheMetrics:
     """The service's Prometheus metrics (prefix `cache_`)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.lookups = Counter("cache_lookups", "Lookups.", registry=registry)
-        self.hits = Counter("cache_hits", "Lookups answered from the cache.", registry=registry)
+        self.hits = Counter("cache_hits", "Lookups answered from the cache (stored answers, "
+                            "and answers in flight a lookup may share).", registry=registry)
+        self.in_flight_matches = Counter(
+            "cache_in_flight_matches", "Misses told to share an answer the caller is "
+            "generating now for a verified paraphrase (counted in cache_hits too).",
+            registry=registry)
         self.rejections = Counter("cache_guard_rejections",
                                   "Lookups whose candidates the verifier turned down.",
                                   registry=registry)
@@ -136,29 +144,51 @@ class CacheServicer(cache_pb2_grpc.CacheServicer):
         prompt = self._text(request.prompt, "prompt", self.max_prompt_chars)
         started = time.perf_counter()
         self.metrics.lookups.inc()
+        in_flight = self._in_flight(request.in_flight)
         vector = None
         try:
-            if request.return_embedding:
+            if request.return_embedding or in_flight:
                 result, vector = await self.cache.lookup_with_vector(scope, prompt)
             else:
                 result = await self.cache.lookup(scope, prompt)
+            match = None
+            if not result.hit and in_flight and vector is not None:
+                match = await self.cache.match_in_flight(scope, prompt, vector, in_flight)
         except Uncacheable:
             return cache_pb2.LookupResponse(hit=False)
         self.metrics.latency.observe(time.perf_counter() - started)
         reply = cache_pb2.LookupResponse(hit=result.hit, similarity=result.similarity,
                                          verifier_probability=result.probability,
                                          namespace=result.namespace)
-        if vector is not None:
+        if vector is not None and request.return_embedding:
             reply.embedding.extend(vector.tolist())
         if result.hit and result.entry is not None:
             self.metrics.hits.inc()
             reply.entry.CopyFrom(_entry(result.entry))
+        elif match is not None:
+            self.metrics.hits.inc()
+            self.metrics.in_flight_matches.inc()
+            reply.in_flight_match = match.index + 1
+            reply.similarity, reply.verifier_probability = match.similarity, match.probability
         elif result.candidate is not None:
             self.metrics.rejections.inc()
             near = self.cache.near_miss(result)
             if near is not None:
                 reply.near_miss.id, reply.near_miss.prompt = near.id, near.prompt
         return reply
+
+    def _in_flight(self, given: Sequence[cache_pb2.InFlight]) -> list[tuple[str, np.ndarray]]:
+        """The lookup's prompts in flight, each checked (field named on a bad one)."""
+        dim, out = self.cache.dim, []
+        if len(given) > MAX_IN_FLIGHT:
+            raise FieldError("in_flight", f"at most {MAX_IN_FLIGHT} prompts")
+        for i, item in enumerate(given):
+            text = self._text(item.prompt, f"in_flight[{i}].prompt", self.max_prompt_chars)
+            if len(item.embedding) != dim:
+                raise FieldError(f"in_flight[{i}].embedding",
+                                 f"has {len(item.embedding)} values; the cache embeds in {dim}")
+            out.append((text, np.asarray(item.embedding, dtype=np.float32)))
+        return out
 
     @grpc_errors
     async def Audit(self, request: cache_pb2.AuditRequest,

@@ -7,7 +7,7 @@ Errors become domain errors here, so the orchestrator never sees grpc.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
@@ -24,7 +24,13 @@ from services.common.convert import (
 )
 from services.common.errors import error_from_rpc
 from services.gateway.convert import scope_to_pb
-from services.gateway.domain import CacheLookup, DeadlineExceeded, TierCall, TierUnavailable
+from services.gateway.domain import (
+    CacheLookup,
+    DeadlineExceeded,
+    InFlight,
+    TierCall,
+    TierUnavailable,
+)
 
 
 class GrpcCache:
@@ -34,15 +40,19 @@ class GrpcCache:
         self._stub = cache_pb2_grpc.CacheStub(channel)
 
     async def lookup(self, scope: Scope, prompt: str, timeout: float,
-                     want_vector: bool = False) -> CacheLookup:
+                     want_vector: bool = False,
+                     in_flight: Sequence[InFlight] = ()) -> CacheLookup:
         reply = await self._stub.Lookup(
-            cache_pb2.LookupRequest(scope=scope_to_pb(scope), prompt=prompt,
-                                    return_embedding=want_vector), timeout=timeout)
+            cache_pb2.LookupRequest(
+                scope=scope_to_pb(scope), prompt=prompt, return_embedding=want_vector,
+                in_flight=[cache_pb2.InFlight(prompt=p, embedding=v) for p, v in in_flight]),
+            timeout=timeout)
         if not reply.hit:
             return CacheLookup(hit=False, similarity=reply.similarity,
                                probability=reply.verifier_probability,
                                vector=tuple(reply.embedding), entry_id=reply.near_miss.id,
-                               cached_prompt=reply.near_miss.prompt)
+                               cached_prompt=reply.near_miss.prompt,
+                               in_flight=reply.in_flight_match - 1)
         e = reply.entry
         return CacheLookup(hit=True, similarity=reply.similarity,
                            probability=reply.verifier_probability, answer=e.answer, tier=e.tier,

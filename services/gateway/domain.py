@@ -8,7 +8,7 @@ lines in unit tests, as the backend's servicer runs over `FakeEngine`.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -141,6 +141,9 @@ class CacheLookup:
     # The entry a hit served, or a near-miss's best candidate: what an audit judges.
     entry_id: str = ""
     cached_prompt: str = ""
+    # On a miss given prompts in flight: the index of the one whose answer this prompt
+    # may share (-1: none); similarity and probability are then that pair's.
+    in_flight: int = -1
 
 
 @dataclass(frozen=True)
@@ -163,11 +166,15 @@ class TierCall:
     batch: bool = False
 
 
+InFlight = tuple[str, tuple[float, ...]]  # a prompt being answered now, and its embedding
+
+
 class CacheClient(Protocol):
     """The semantic cache, best-effort: the orchestrator treats any failure as a miss."""
 
     async def lookup(self, scope: Scope, prompt: str, timeout: float,
-                     want_vector: bool = False) -> CacheLookup: ...
+                     want_vector: bool = False,
+                     in_flight: Sequence[InFlight] = ()) -> CacheLookup: ...
 
     async def store(self, scope: Scope, prompt: str, answer: str, tier: str,
                     prompt_tokens: int, completion_tokens: int, timeout: float) -> bool: ...

@@ -61,7 +61,7 @@ def orchestrator_config(s: GatewaySettings) -> OrchestratorConfig:
         classifier_timeout_s=s.classifier_timeout_ms / 1000,
         store_timeout_s=s.store_timeout_ms / 1000, side_share=s.side_share,
         default_timeout_s=s.default_timeout_s, confidence_method=s.confidence_method,
-        embed_once=s.embed_once, speculate=s.speculate)
+        embed_once=s.embed_once, speculate=s.speculate, join_in_flight=s.cache_join_in_flight)
 
 
 class GatewayNode(ServiceNode[GatewaySettings]):

@@ -21,6 +21,13 @@ small, for a cancelled call's prefill on the others.
 A tier whose answer may still be replaced by the next tier's is buffered until
 its confidence is known, then sent in one delta if it is kept; the client never
 sees text of an answer that was dropped.
+
+Answers in flight (`join_in_flight`): a miss brings the cache the prompts of its
+scope this gateway is answering now; when the cache's verifier says the new
+prompt asks the same thing as one of them (the test a hit passes), the request
+follows that flight's answer as it streams, a hit that needs no generation of
+its own, instead of generating the same answer a second time because the first
+asking has not finished yet.
 """
 
 from __future__ import annotations
@@ -30,10 +37,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from cache.keys import fingerprint
 from cascade.confidence import ConfidenceMethod, confidence
 from cascade.policy import Policy
 from cascade.thresholds import ThresholdError
@@ -49,6 +57,7 @@ from services.gateway.domain import (
     DeadlineExceeded,
     Event,
     FieldError,
+    InFlight,
     Limits,
     Metadata,
     Question,
@@ -109,6 +118,31 @@ class OrchestratorConfig:
     confidence_method: ConfidenceMethod = "mean"
     default_timeout_s: float = 120.0
     speculate: bool = False  # start the route policy's first tier while scoring
+    join_in_flight: bool = True  # a verified paraphrase of an answer in flight follows it
+    in_flight_shown: int = 16  # the most prompts in flight one lookup brings the cache
+
+
+class _InFlightBook:
+    """The prompts this gateway is answering now, per cache scope, with their embeddings:
+    what a miss of the same scope may share instead of generating again."""
+
+    def __init__(self, shown: int) -> None:
+        self.shown = shown
+        self._by_scope: dict[str, dict[Hashable, InFlight]] = {}
+
+    def of(self, scope: str, own: Hashable) -> list[tuple[Hashable, InFlight]]:
+        """The scope's newest `shown` prompts in flight, but `own` (flight keys first)."""
+        flights = [(k, v) for k, v in self._by_scope.get(scope, {}).items() if k != own]
+        return flights[-self.shown:]
+
+    def add(self, scope: str, key: Hashable, item: InFlight) -> None:
+        self._by_scope.setdefault(scope, {})[key] = item
+
+    def remove(self, scope: str, key: Hashable) -> None:
+        flights = self._by_scope.get(scope, {})
+        flights.pop(key, None)
+        if not flights:
+            self._by_scope.pop(scope, None)
 
 
 class _Ahead:
@@ -185,6 +219,7 @@ class Orchestrator:
             raise ValueError(f"tiers: no client for tier {missing[0]!r}")
         prices_cover(self.config.tier_prices, policy.tiers)
         self.flights: SingleFlight[Event] = SingleFlight(lambda e: isinstance(e, Metadata))
+        self.in_flight = _InFlightBook(self.config.in_flight_shown)
 
     def prepare(self, question: Question) -> tuple[Question, Policy]:
         """Check the question, fill the sampling defaults, and apply its policy overrides.
@@ -253,12 +288,15 @@ class Orchestrator:
 
     async def _run(self, q: Question, policy: Policy, deadline: Deadline) -> AsyncIterator[Event]:
         ahead: list[_Ahead] = []  # a speculative tier call, cancelled unless taken whole
+        listed: list[str] = []  # the scope this flight is listed in as an answer in flight
         try:
-            async for event in self._answer(q, policy, deadline, ahead):
+            async for event in self._answer(q, policy, deadline, ahead, listed):
                 yield event
         finally:
             for call in ahead:
                 await call.cancel()
+            for scope in listed:
+                self.in_flight.remove(scope, q.flight_key())
 
     def _speculates(self, q: Question, policy: Policy) -> bool:
         """Whether to start the first tier while the classifier scores: under the route
@@ -267,7 +305,7 @@ class Orchestrator:
                 and not q.batch and len(policy.tiers) > 1)
 
     async def _answer(self, q: Question, policy: Policy, deadline: Deadline,
-                      ahead: list[_Ahead]) -> AsyncIterator[Event]:
+                      ahead: list[_Ahead], listed: list[str]) -> AsyncIterator[Event]:
         started = time.perf_counter()
         latency: dict[str, float] = {}
         cache_status: CacheStatus = "skipped"
@@ -280,6 +318,9 @@ class Orchestrator:
         # Otherwise score while the cache looks up (a hit cancels the score).
         embed_once = (wants_score and use_cache and self.config.embed_once
                       and not any(t.role == "user" for t in q.conversation.turns))
+        joins = use_cache and self.config.join_in_flight
+        scope = fingerprint(q.scope()) if joins else ""
+        others = self.in_flight.of(scope, q.flight_key()) if joins else []
         if not use_cache:
             self._refuse_when_no_tier_admits(q, policy, deadline)
         if wants_score and not embed_once:
@@ -287,7 +328,9 @@ class Orchestrator:
         try:
             if use_cache:
                 t0 = time.perf_counter()
-                lookup, cache_status = await self._lookup(q, deadline, want_vector=embed_once)
+                lookup, cache_status = await self._lookup(
+                    q, deadline, want_vector=embed_once or joins,
+                    in_flight=[item for _, item in others])
                 latency["cache_ms"] = (time.perf_counter() - t0) * 1000
                 if self.auditor is not None:
                     self.auditor.consider(q.tenant, q.prompt, lookup)
@@ -296,6 +339,19 @@ class Orchestrator:
                 yield TextDelta(lookup.answer)
                 yield self._hit_metadata(q, policy, lookup, latency, started)
                 return
+            if 0 <= lookup.in_flight < len(others):
+                if scoring is not None:
+                    scoring.cancel()
+                shared = False
+                async for event in self._share(q, policy, others[lookup.in_flight][0],
+                                               lookup, deadline, latency, started):
+                    shared = True
+                    yield event
+                if shared:
+                    return
+            if joins and lookup.vector:
+                self.in_flight.add(scope, q.flight_key(), (q.prompt, lookup.vector))
+                listed.append(scope)
             if use_cache:
                 self._refuse_when_no_tier_admits(q, policy, deadline)
             if wants_score and self._speculates(q, policy):
@@ -433,16 +489,40 @@ class Orchestrator:
         self.observer.answered(meta)
         return meta
 
+    async def _share(self, q: Question, policy: Policy, key: Hashable, lookup: CacheLookup,
+                     deadline: Deadline, latency: dict[str, float],
+                     started: float) -> AsyncIterator[Event]:
+        """Follow the flight `key` (a verified paraphrase being answered now) as a hit:
+        its text as it comes, then metadata of a hit on its answer. Yields nothing when
+        that flight has ended meanwhile."""
+        async for event in self.flights.follow(key, deadline()):
+            if isinstance(event, TextDelta):
+                latency.setdefault("first_token_ms", (time.perf_counter() - started) * 1000)
+                yield event
+                continue
+            latency["total_ms"] = (time.perf_counter() - started) * 1000
+            meta = Metadata(
+                request_id=q.request_id, tier=event.tier, tiers_tried=[], policy=policy.name,
+                cache_status="hit", cache_similarity=lookup.similarity,
+                cache_probability=lookup.probability, confidence=event.confidence,
+                prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+                cost=0.0, saving=event.cost + event.saving, finish_reason=event.finish_reason,
+                cache_store_reason="shared the answer in flight of a verified paraphrase",
+                region=event.region, latency_ms=latency)
+            self.observer.answered(meta)
+            yield meta
+
     def _side_timeout(self, limit: float, deadline: Deadline) -> float:
         return max(0.0, min(limit, (deadline() - time.monotonic()) * self.config.side_share))
 
-    async def _lookup(self, q: Question, deadline: Deadline,
-                      want_vector: bool = False) -> tuple[CacheLookup, CacheStatus]:
+    async def _lookup(self, q: Question, deadline: Deadline, want_vector: bool = False,
+                      in_flight: list[InFlight] | None = None) -> tuple[CacheLookup, CacheStatus]:
         assert self.cache is not None
         timeout = self._side_timeout(self.config.cache_timeout_s, deadline)
         try:
             async with asyncio.timeout(timeout):
-                found = await self.cache.lookup(q.scope(), q.prompt, timeout, want_vector)
+                found = await self.cache.lookup(q.scope(), q.prompt, timeout, want_vector,
+                                                in_flight or ())
         except Exception as exc:  # best-effort: a failed lookup is a miss
             log.warning("request %s: cache lookup failed (%s); treated as a miss",
                         q.request_id, type(exc).__name__)

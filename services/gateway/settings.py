@@ -124,6 +124,10 @@ class GatewaySettings(ServiceSettings):
         "those prompts, saves the score's wait on the others). Off by default: no gain "
         "measured where both tiers share an engine (docs/results/2026-12-07-system-bench-"
         "litellm.md).")
+    cache_join_in_flight: bool = Field(
+        True, description="A cache miss brings the cache the prompts of its scope this "
+        "gateway is answering now; one the verifier calls the same question (the test a hit "
+        "passes) follows that answer as it streams instead of generating it again.")
     embed_once: bool = Field(
         True, description="Have the cache return the prompt's embedding and the classifier "
                           "score it (one MiniLM encode per request instead of two); off, the "

@@ -108,11 +108,29 @@ class SingleFlight(Generic[T]):
             async for event in flight.replay():
                 yield joined, event
         finally:
-            flight.leave(deadline)
-            task = flight.task
-            if flight.listeners == 0 and not flight.answered and task and not task.done():
-                task.cancel()
-                await asyncio.wait([task])  # the tier call is aborted before the caller returns
+            await self._leave(flight, deadline)
+
+    async def follow(self, key: Hashable, deadline: float) -> AsyncIterator[T]:
+        """Replay the flight of `key` as one more listener, from its start; nothing when
+        none is running or its answer is already out (starts no work)."""
+        flight = self._flights.get(key)
+        if flight is None or flight.answered:
+            return
+        flight.join(deadline)
+        try:
+            async for event in flight.replay():
+                yield event
+        finally:
+            await self._leave(flight, deadline)
+
+    @staticmethod
+    async def _leave(flight: _Flight[T], deadline: float) -> None:
+        """One listener leaves; the last one cancels work whose answer is not out yet."""
+        flight.leave(deadline)
+        task = flight.task
+        if flight.listeners == 0 and not flight.answered and task and not task.done():
+            task.cancel()
+            await asyncio.wait([task])  # the tier call is aborted before the caller returns
 
     async def _drive(self, key: Hashable, flight: _Flight[T],
                      work: Callable[[Callable[[], float]], AsyncIterator[T]]) -> None:

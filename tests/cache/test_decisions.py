@@ -95,3 +95,24 @@ async def test_only_close_rivals_reach_the_verifier(make_cache: MakeCache) -> No
                                                    vector.reshape(1, -1))]
     assert len(near) < len(far) and min(near) >= max(far) - 0.1
     assert max(near) == max(far)  # the nearest is always judged
+
+
+async def test_an_answer_in_flight_is_shared_by_the_same_test_as_a_hit(
+        make_cache: MakeCache) -> None:
+    """Prompts being answered now (not stored yet): a paraphrase may share one, a look-alike
+    of one never does, and the pair that matches is the pair a stored entry would hit."""
+    cache = make_cache()
+    flying = ["turn off dark mode", "How do I reset my password?", "what is 2+3"]
+    in_flight = [(p, (await cache.lookup_with_vector(scope(), p))[1]) for p in flying]
+    asked = "How can I reset my password?"
+    vector = (await cache.lookup_with_vector(scope(), asked))[1]
+
+    match = await cache.match_in_flight(scope(), asked, vector, in_flight)
+    assert match is not None and match.index == 1
+    assert match.probability >= cache.threshold and match.similarity > 0.8
+    for look_alike in ("turn on dark mode", "what is 2+2"):
+        v = (await cache.lookup_with_vector(scope(), look_alike))[1]
+        assert await cache.match_in_flight(scope(), look_alike, v, in_flight) is None
+    await cache.store(scope(), flying[1], "Settings > Security.")
+    stored = await cache.lookup(scope(), asked)
+    assert stored.hit and abs(stored.probability - match.probability) < 1e-4

@@ -17,6 +17,7 @@ from cmesh.bench.load import (
     sustainable,
     wrong_hits,
 )
+from cmesh.bench.system import _repeat_ladder_figures
 from cmesh.bench.system_report import write_report
 from cmesh.bench.workloads import Pools, Request
 
@@ -110,6 +111,7 @@ def test_the_report_writes_tables_and_two_plots(tmp_path: Path) -> None:
                "requests_per_s": {"V/unique": 0.7, "M1/repeat60": 1.4},
                "failed": {"V/unique": 0, "M1/repeat60": 0},
                "ladder": {"V": [rung], "M0": [rung | {"offered_rps": 1.0}]},
+               "ladder_repeat60": {"V": [rung], "M1": [rung | {"offered_rps": 1.5}]},
                "overload": {"offered_rps": 2.0, "deadline_s": 10, "sent": 40, "refused": 12,
                             "refused_share": 0.3, "left_running_after": 0},
                "reject_p50_ms": 4.0, "reject_p99_ms": 9.0, "accepted_within_deadline": 1.0,
@@ -120,6 +122,7 @@ def test_the_report_writes_tables_and_two_plots(tmp_path: Path) -> None:
     assert all(p.stat().st_size > 0 for p in made)
     text = (tmp_path / "out" / "report.md").read_text()
     assert "| vLLM server (V), `unique` | 290.0 ms" in text and "12 refused (30%)" in text
+    assert "Open loop on `repeat60`" in text and "| mesh, cache on (M1) | 1.50 |" in text
     assert (tmp_path / "out" / "latency-vs-load.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -138,3 +141,16 @@ def test_the_mesh_mix_is_read_between_two_metric_readings() -> None:
     got = _percentiles([{"ttfts": [0.1, 0.3], "itls": [[0.01, 0.02]], "latencies": [1.0]}])
     assert got["ttft_p50"] == pytest.approx(100) and got["itl_p99"] == pytest.approx(20)
     assert got["e2e_p95"] == pytest.approx(1000)
+
+
+def test_the_repeat_ladder_compares_sustained_rates_and_ttft_at_v_s_highest() -> None:
+    fast, slow = result([0.1] * 5), result([0.2] * 5)
+    rungs = {"V": [Rung(0.5, slow), Rung(1.0, slow), Rung(2.0, result([3.0] * 5))],
+             "M1": [Rung(0.5, fast), Rung(1.0, fast), Rung(2.0, fast)]}
+    figures = _repeat_ladder_figures(rungs)
+    assert figures["sustainable_rps_repeat60"] == {"V": 1.0, "M1": 2.0}
+    assert figures["m1_vs_vllm_sustainable_repeat60"] == 2.0
+    assert figures["m1_vs_vllm_ttft_sustained_repeat60"] == pytest.approx(0.5)
+    none = _repeat_ladder_figures({"V": [Rung(0.5, result([3.0] * 5))], "M1": rungs["M1"]})
+    assert none["m1_vs_vllm_sustainable_repeat60"] is None
+    assert none["m1_vs_vllm_ttft_sustained_repeat60"] is None

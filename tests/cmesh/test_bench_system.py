@@ -37,6 +37,9 @@ def test_quick_run_reports_every_key_of_issue_19(tmp_path: Path) -> None:
     assert set(figures["not_measured"]) == {"soak"}  # only with --soak
     # the ladder ran both sides; the overload run turned some away, fast, with a hint
     assert {"V", "M0"} <= set(figures["ladder"]) and figures["sustainable_rps"]["V"]
+    assert set(figures["ladder_repeat60"]) == {"V", "M1"}  # the payoff at sustained rates
+    assert figures["sustainable_rps_repeat60"]["V"]
+    assert figures["m1_in_flight_matches"] >= 0
     overload = figures["overload"]
     assert overload["load_sent"] > 0 and overload["refused"] > 0, overload
     assert overload["retry_after_ms_range"][0] > 0

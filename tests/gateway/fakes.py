@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
 from cache.keys import Scope, fingerprint
 from core.generation import Delta, TokenLogprob
-from services.gateway.domain import CacheLookup, TierCall, TierUnavailable
+from services.gateway.domain import CacheLookup, InFlight, TierCall, TierUnavailable
 
 
 @dataclass
@@ -24,7 +24,8 @@ class FakeCache:
     stores: int = 0
 
     async def lookup(self, scope: Scope, prompt: str, timeout: float,
-                     want_vector: bool = False) -> CacheLookup:
+                     want_vector: bool = False,
+                     in_flight: Sequence[InFlight] = ()) -> CacheLookup:
         self.lookups += 1
         await asyncio.sleep(self.delay)
         if self.broken:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from services.gateway.domain import TierCall
 from services.gateway.main import GatewayNode
 from services.gateway.settings import GatewaySettings
 from tests.gateway.fakes import FakeTier
-from tests.support import ServiceProcess, start_service
+from tests.support import ServiceProcess, serving
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 QUESTION = "What is the capital of France?"
@@ -53,13 +53,9 @@ class ScriptedJudge:
 
 
 @pytest.fixture(scope="module")
-def cache_service() -> AsyncIterator[ServiceProcess]:
-    service = start_service("services.cache", "--audit_min_verdicts", "5")
-    try:
-        service.wait_serving(timeout=180)
+def cache_service() -> Iterator[ServiceProcess]:
+    with serving("services.cache", "--audit_min_verdicts", "5") as service:
         yield service
-    finally:
-        service.stop()
 
 
 async def audits(cache: ServiceProcess, tenant: str) -> cache_pb2.AuditEstimate:

@@ -68,6 +68,12 @@ async def stub(nats_server: NatsServer, embedder: Embedder
     ("Stats", cache_pb2.StatsRequest(tenant="t" * 65), "tenant"),
     ("Audit", cache_pb2.AuditRequest(entry_id="e1", hit=True), "tenant"),
     ("Audit", cache_pb2.AuditRequest(tenant="acme", hit=True), "entry_id"),
+    ("Lookup", cache_pb2.LookupRequest(scope=scope(), prompt="hi", in_flight=[
+        cache_pb2.InFlight(prompt="hello", embedding=[0.1] * 3)]), "in_flight[0].embedding"),
+    ("Lookup", cache_pb2.LookupRequest(scope=scope(), prompt="hi", in_flight=[
+        cache_pb2.InFlight(prompt=" ", embedding=[0.1] * 384)]), "in_flight[0].prompt"),
+    ("Lookup", cache_pb2.LookupRequest(scope=scope(), prompt="hi", in_flight=[
+        cache_pb2.InFlight(prompt="hello", embedding=[0.1] * 384)] * 33), "in_flight"),
 ])
 async def test_bad_input_is_invalid_argument(stub: cache_pb2_grpc.CacheStub, call: str,
                                              request_msg: object, field: str) -> None:

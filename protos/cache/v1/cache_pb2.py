@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protos.common.v1 import common_pb2 as protos_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/cache/v1/cache.proto\x12\x14\x63\x61scademesh.cache.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dprotos/common/v1/common.proto\"\x9b\x01\n\x05Scope\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x39\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x37\n\x08sampling\x18\x03 \x01(\x0b\x32%.cascademesh.common.v1.SamplingParams\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\xdc\x01\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\x12+\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08last_hit\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\thit_count\x18\x08 \x01(\r\"e\n\rLookupRequest\x12*\n\x05scope\x18\x01 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Scope\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10return_embedding\x18\x03 \x01(\x08\"\xd1\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12*\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Entry\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x1c\n\x14verifier_probability\x18\x04 \x01(\x02\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x11\n\tembedding\x18\x06 \x03(\x02\x12.\n\tnear_miss\x18\x07 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Entry\"K\n\x0c\x41uditRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x0b\n\x03hit\x18\x03 \x01(\x08\x12\x0c\n\x04same\x18\x04 \x01(\x08\"\xc4\x01\n\rAuditEstimate\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08verdicts\x18\x02 \x01(\r\x12\r\n\x05wrong\x18\x03 \x01(\r\x12\x0b\n\x03low\x18\x04 \x01(\x01\x12\x0c\n\x04high\x18\x05 \x01(\x01\x12\x0c\n\x04step\x18\x06 \x01(\r\x12\x17\n\x0f\x65\x66\x66\x65\x63tive_delta\x18\x07 \x01(\x01\x12\x11\n\tthreshold\x18\x08 \x01(\x01\x12\x13\n\x0bnear_misses\x18\t \x01(\r\x12\x18\n\x10near_misses_same\x18\n \x01(\r\"\x95\x01\n\x0cStoreRequest\x12*\n\x05scope\x18\x01 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Scope\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\"e\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07\x64urable\x18\x05 \x01(\x08\"\x87\x01\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\x08\x65ntry_id\x18\x02 \x01(\tH\x00\x12,\n\x05scope\x18\x03 \x01(\x0b\x32\x1b.cascademesh.cache.v1.ScopeH\x00\x12\x16\n\x0cwhole_tenant\x18\x04 \x01(\x08H\x00\x42\x08\n\x06target\"6\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\x12\x0f\n\x07\x64urable\x18\x02 \x01(\x08\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xd7\x02\n\rStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x12\n\nnamespaces\x18\x02 \x01(\x04\x12\x0f\n\x07lookups\x18\x03 \x01(\x04\x12\x0c\n\x04hits\x18\x04 \x01(\x04\x12\x18\n\x10guard_rejections\x18\x05 \x01(\x04\x12\x11\n\tevictions\x18\x06 \x01(\x04\x12\x13\n\x0b\x65xpirations\x18\x07 \x01(\x04\x12\r\n\x05\x64\x65lta\x18\x08 \x01(\x01\x12\x19\n\x11\x65xpected_hit_rate\x18\t \x01(\x01\x12\x1f\n\x17\x65xpected_wrong_hit_rate\x18\n \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x0b \x01(\x08\x12\x16\n\x0epending_writes\x18\x0c \x01(\x04\x12\x16\n\x0erefused_writes\x18\r \x01(\x04\x12\x33\n\x06\x61udits\x18\x0e \x03(\x0b\x32#.cascademesh.cache.v1.AuditEstimate2\xb3\x03\n\x05\x43\x61\x63he\x12S\n\x06Lookup\x12#.cascademesh.cache.v1.LookupRequest\x1a$.cascademesh.cache.v1.LookupResponse\x12P\n\x05Store\x12\".cascademesh.cache.v1.StoreRequest\x1a#.cascademesh.cache.v1.StoreResponse\x12_\n\nInvalidate\x12\'.cascademesh.cache.v1.InvalidateRequest\x1a(.cascademesh.cache.v1.InvalidateResponse\x12P\n\x05Stats\x12\".cascademesh.cache.v1.StatsRequest\x1a#.cascademesh.cache.v1.StatsResponse\x12P\n\x05\x41udit\x12\".cascademesh.cache.v1.AuditRequest\x1a#.cascademesh.cache.v1.AuditEstimateb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bprotos/cache/v1/cache.proto\x12\x14\x63\x61scademesh.cache.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dprotos/common/v1/common.proto\"\x9b\x01\n\x05Scope\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x39\n\x0c\x63onversation\x18\x02 \x01(\x0b\x32#.cascademesh.common.v1.Conversation\x12\x37\n\x08sampling\x18\x03 \x01(\x0b\x32%.cascademesh.common.v1.SamplingParams\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\xdc\x01\n\x05\x45ntry\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\x12+\n\x07\x63reated\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08last_hit\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\thit_count\x18\x08 \x01(\r\"\x98\x01\n\rLookupRequest\x12*\n\x05scope\x18\x01 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Scope\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x18\n\x10return_embedding\x18\x03 \x01(\x08\x12\x31\n\tin_flight\x18\x04 \x03(\x0b\x32\x1e.cascademesh.cache.v1.InFlight\"-\n\x08InFlight\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x11\n\tembedding\x18\x02 \x03(\x02\"\xea\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12*\n\x05\x65ntry\x18\x02 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Entry\x12\x12\n\nsimilarity\x18\x03 \x01(\x02\x12\x1c\n\x14verifier_probability\x18\x04 \x01(\x02\x12\x11\n\tnamespace\x18\x05 \x01(\t\x12\x11\n\tembedding\x18\x06 \x03(\x02\x12.\n\tnear_miss\x18\x07 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Entry\x12\x17\n\x0fin_flight_match\x18\x08 \x01(\r\"K\n\x0c\x41uditRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x0b\n\x03hit\x18\x03 \x01(\x08\x12\x0c\n\x04same\x18\x04 \x01(\x08\"\xc4\x01\n\rAuditEstimate\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08verdicts\x18\x02 \x01(\r\x12\r\n\x05wrong\x18\x03 \x01(\r\x12\x0b\n\x03low\x18\x04 \x01(\x01\x12\x0c\n\x04high\x18\x05 \x01(\x01\x12\x0c\n\x04step\x18\x06 \x01(\r\x12\x17\n\x0f\x65\x66\x66\x65\x63tive_delta\x18\x07 \x01(\x01\x12\x11\n\tthreshold\x18\x08 \x01(\x01\x12\x13\n\x0bnear_misses\x18\t \x01(\r\x12\x18\n\x10near_misses_same\x18\n \x01(\r\"\x95\x01\n\x0cStoreRequest\x12*\n\x05scope\x18\x01 \x01(\x0b\x32\x1b.cascademesh.cache.v1.Scope\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x0e\n\x06\x61nswer\x18\x03 \x01(\t\x12\x0c\n\x04tier\x18\x04 \x01(\t\x12+\n\x05usage\x18\x05 \x01(\x0b\x32\x1c.cascademesh.common.v1.Usage\"e\n\rStoreResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x08\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x11\n\tnamespace\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0f\n\x07\x64urable\x18\x05 \x01(\x08\"\x87\x01\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\x08\x65ntry_id\x18\x02 \x01(\tH\x00\x12,\n\x05scope\x18\x03 \x01(\x0b\x32\x1b.cascademesh.cache.v1.ScopeH\x00\x12\x16\n\x0cwhole_tenant\x18\x04 \x01(\x08H\x00\x42\x08\n\x06target\"6\n\x12InvalidateResponse\x12\x0f\n\x07removed\x18\x01 \x01(\r\x12\x0f\n\x07\x64urable\x18\x02 \x01(\x08\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\xd7\x02\n\rStatsResponse\x12\x0f\n\x07\x65ntries\x18\x01 \x01(\x04\x12\x12\n\nnamespaces\x18\x02 \x01(\x04\x12\x0f\n\x07lookups\x18\x03 \x01(\x04\x12\x0c\n\x04hits\x18\x04 \x01(\x04\x12\x18\n\x10guard_rejections\x18\x05 \x01(\x04\x12\x11\n\tevictions\x18\x06 \x01(\x04\x12\x13\n\x0b\x65xpirations\x18\x07 \x01(\x04\x12\r\n\x05\x64\x65lta\x18\x08 \x01(\x01\x12\x19\n\x11\x65xpected_hit_rate\x18\t \x01(\x01\x12\x1f\n\x17\x65xpected_wrong_hit_rate\x18\n \x01(\x01\x12\x10\n\x08\x64\x65graded\x18\x0b \x01(\x08\x12\x16\n\x0epending_writes\x18\x0c \x01(\x04\x12\x16\n\x0erefused_writes\x18\r \x01(\x04\x12\x33\n\x06\x61udits\x18\x0e \x03(\x0b\x32#.cascademesh.cache.v1.AuditEstimate2\xb3\x03\n\x05\x43\x61\x63he\x12S\n\x06Lookup\x12#.cascademesh.cache.v1.LookupRequest\x1a$.cascademesh.cache.v1.LookupResponse\x12P\n\x05Store\x12\".cascademesh.cache.v1.StoreRequest\x1a#.cascademesh.cache.v1.StoreResponse\x12_\n\nInvalidate\x12\'.cascademesh.cache.v1.InvalidateRequest\x1a(.cascademesh.cache.v1.InvalidateResponse\x12P\n\x05Stats\x12\".cascademesh.cache.v1.StatsRequest\x1a#.cascademesh.cache.v1.StatsResponse\x12P\n\x05\x41udit\x12\".cascademesh.cache.v1.AuditRequest\x1a#.cascademesh.cache.v1.AuditEstimateb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,26 +37,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SCOPE']._serialized_end=273
   _globals['_ENTRY']._serialized_start=276
   _globals['_ENTRY']._serialized_end=496
-  _globals['_LOOKUPREQUEST']._serialized_start=498
-  _globals['_LOOKUPREQUEST']._serialized_end=599
-  _globals['_LOOKUPRESPONSE']._serialized_start=602
-  _globals['_LOOKUPRESPONSE']._serialized_end=811
-  _globals['_AUDITREQUEST']._serialized_start=813
-  _globals['_AUDITREQUEST']._serialized_end=888
-  _globals['_AUDITESTIMATE']._serialized_start=891
-  _globals['_AUDITESTIMATE']._serialized_end=1087
-  _globals['_STOREREQUEST']._serialized_start=1090
-  _globals['_STOREREQUEST']._serialized_end=1239
-  _globals['_STORERESPONSE']._serialized_start=1241
-  _globals['_STORERESPONSE']._serialized_end=1342
-  _globals['_INVALIDATEREQUEST']._serialized_start=1345
-  _globals['_INVALIDATEREQUEST']._serialized_end=1480
-  _globals['_INVALIDATERESPONSE']._serialized_start=1482
-  _globals['_INVALIDATERESPONSE']._serialized_end=1536
-  _globals['_STATSREQUEST']._serialized_start=1538
-  _globals['_STATSREQUEST']._serialized_end=1568
-  _globals['_STATSRESPONSE']._serialized_start=1571
-  _globals['_STATSRESPONSE']._serialized_end=1914
-  _globals['_CACHE']._serialized_start=1917
-  _globals['_CACHE']._serialized_end=2352
+  _globals['_LOOKUPREQUEST']._serialized_start=499
+  _globals['_LOOKUPREQUEST']._serialized_end=651
+  _globals['_INFLIGHT']._serialized_start=653
+  _globals['_INFLIGHT']._serialized_end=698
+  _globals['_LOOKUPRESPONSE']._serialized_start=701
+  _globals['_LOOKUPRESPONSE']._serialized_end=935
+  _globals['_AUDITREQUEST']._serialized_start=937
+  _globals['_AUDITREQUEST']._serialized_end=1012
+  _globals['_AUDITESTIMATE']._serialized_start=1015
+  _globals['_AUDITESTIMATE']._serialized_end=1211
+  _globals['_STOREREQUEST']._serialized_start=1214
+  _globals['_STOREREQUEST']._serialized_end=1363
+  _globals['_STORERESPONSE']._serialized_start=1365
+  _globals['_STORERESPONSE']._serialized_end=1466
+  _globals['_INVALIDATEREQUEST']._serialized_start=1469
+  _globals['_INVALIDATEREQUEST']._serialized_end=1604
+  _globals['_INVALIDATERESPONSE']._serialized_start=1606
+  _globals['_INVALIDATERESPONSE']._serialized_end=1660
+  _globals['_STATSREQUEST']._serialized_start=1662
+  _globals['_STATSREQUEST']._serialized_end=1692
+  _globals['_STATSRESPONSE']._serialized_start=1695
+  _globals['_STATSRESPONSE']._serialized_end=2038
+  _globals['_CACHE']._serialized_start=2041
+  _globals['_CACHE']._serialized_end=2476
 # @@protoc_insertion_point(module_scope)

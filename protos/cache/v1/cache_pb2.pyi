@@ -43,17 +43,27 @@ class Entry(_message.Message):
     def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., answer: _Optional[str] = ..., tier: _Optional[str] = ..., usage: _Optional[_Union[_common_pb2.Usage, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_hit: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hit_count: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("scope", "prompt", "return_embedding")
+    __slots__ = ("scope", "prompt", "return_embedding", "in_flight")
     SCOPE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     RETURN_EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     scope: Scope
     prompt: str
     return_embedding: bool
-    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., prompt: _Optional[str] = ..., return_embedding: _Optional[bool] = ...) -> None: ...
+    in_flight: _containers.RepeatedCompositeFieldContainer[InFlight]
+    def __init__(self, scope: _Optional[_Union[Scope, _Mapping]] = ..., prompt: _Optional[str] = ..., return_embedding: _Optional[bool] = ..., in_flight: _Optional[_Iterable[_Union[InFlight, _Mapping]]] = ...) -> None: ...
+
+class InFlight(_message.Message):
+    __slots__ = ("prompt", "embedding")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    embedding: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, prompt: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
-    __slots__ = ("hit", "entry", "similarity", "verifier_probability", "namespace", "embedding", "near_miss")
+    __slots__ = ("hit", "entry", "similarity", "verifier_probability", "namespace", "embedding", "near_miss", "in_flight_match")
     HIT_FIELD_NUMBER: _ClassVar[int]
     ENTRY_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +71,7 @@ class LookupResponse(_message.Message):
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     NEAR_MISS_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_MATCH_FIELD_NUMBER: _ClassVar[int]
     hit: bool
     entry: Entry
     similarity: float
@@ -68,7 +79,8 @@ class LookupResponse(_message.Message):
     namespace: str
     embedding: _containers.RepeatedScalarFieldContainer[float]
     near_miss: Entry
-    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., similarity: _Optional[float] = ..., verifier_probability: _Optional[float] = ..., namespace: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., near_miss: _Optional[_Union[Entry, _Mapping]] = ...) -> None: ...
+    in_flight_match: int
+    def __init__(self, hit: _Optional[bool] = ..., entry: _Optional[_Union[Entry, _Mapping]] = ..., similarity: _Optional[float] = ..., verifier_probability: _Optional[float] = ..., namespace: _Optional[str] = ..., embedding: _Optional[_Iterable[float]] = ..., near_miss: _Optional[_Union[Entry, _Mapping]] = ..., in_flight_match: _Optional[int] = ...) -> None: ...
 
 class AuditRequest(_message.Message):
     __slots__ = ("tenant", "entry_id", "hit", "same")
