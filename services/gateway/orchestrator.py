@@ -349,7 +349,7 @@ class Orchestrator:
                     yield event
                 if shared:
                     return
-            if joins and lookup.vector:
+            if joins and lookup.vector and not q.no_store:  # no_store: never shared
                 self.in_flight.add(scope, q.flight_key(), (q.prompt, lookup.vector))
                 listed.append(scope)
             if use_cache:

@@ -22,6 +22,10 @@ class FakeCache:
     store_delay: float = 0.0
     lookups: int = 0
     stores: int = 0
+    # Prompts in flight: a miss matches the first one whose text, `same_prefix` removed,
+    # is the asked prompt's (None: never matches); every lookup's offer is kept.
+    same_prefix: str | None = None
+    offered: list[list[str]] = field(default_factory=list)
 
     async def lookup(self, scope: Scope, prompt: str, timeout: float,
                      want_vector: bool = False,
@@ -31,9 +35,14 @@ class FakeCache:
         if self.broken:
             raise ConnectionError("cache down")
         found = self.entries.get((scope.tenant, fingerprint(scope), prompt))
+        self.offered.append([p for p, _ in in_flight])
         if found is None:
+            bare = prompt.removeprefix(self.same_prefix or "")
+            match = next((i for i, (p, _) in enumerate(in_flight)
+                          if self.same_prefix is not None
+                          and p.removeprefix(self.same_prefix) == bare), -1)
             return CacheLookup(hit=False, similarity=0.3, probability=0.1,
-                               vector=(0.5, 0.5) if want_vector else ())
+                               vector=(0.5, 0.5) if want_vector else (), in_flight=match)
         return CacheLookup(hit=True, similarity=1.0, probability=0.99, answer=found[0],
                            tier=found[1], prompt_tokens=5, completion_tokens=7)
 

@@ -256,3 +256,36 @@ async def test_defaults_make_sampling_explicit() -> None:
     await ask(orch, q("easy"))
     sampling = tiers["small"].sent[0].request.sampling
     assert sampling.temperature == 0.0 and sampling.max_tokens == 64
+
+
+async def test_a_paraphrase_follows_an_answer_in_flight_but_never_a_no_store_one() -> None:
+    orch, cache, _, tiers = make()
+    cache.same_prefix, tiers["small"].delay = "Please, ", 0.05
+
+    async def asked_while(first: Question, then: Question) -> tuple[str, str, Metadata]:
+        flight = orch.ask(first)
+        head = await anext(flight)
+        assert isinstance(head, TextDelta)
+        later = asyncio.create_task(ask(orch, then))
+        rest = [e.text async for e in flight if isinstance(e, TextDelta)]
+        text, meta, _ = await later
+        return head.text + "".join(rest), text, meta
+
+    first, shared, meta = await asked_while(q("capital of France?"),
+                                            q("Please, capital of France?"))
+    assert shared == first and meta.cache_status == "hit" and meta.cost == 0
+    assert "in flight" in meta.cache_store_reason and tiers["small"].calls == 1
+    assert cache.offered[-1] == ["capital of France?"]
+
+    first, own, meta = await asked_while(q("capital of Spain?", no_store=True),
+                                         q("Please, capital of Spain?"))
+    assert own != first and own.startswith("small: Please,") and meta.cache_status == "miss"
+    assert cache.offered[-1] == [] and tiers["small"].calls == 3
+
+
+async def test_with_in_flight_joins_off_no_prompt_is_offered() -> None:
+    orch, cache, _, _ = make(join_in_flight=False)
+    cache.same_prefix = "Please, "
+    await asyncio.gather(ask(orch, q("capital of France?")),
+                         ask(orch, q("Please, capital of France?")))
+    assert cache.offered == [[], []]
