@@ -46,12 +46,22 @@ def ttfts(result: dict[str, Any]) -> list[float]:
     return [t for t in result.get("ttfts", []) if t]
 
 
+ONE_PIECE_GAPS = 2
+"""Gaps (the client's `itls`) of an answer that came in one piece: after the opening
+chunk, the whole text, then the closing chunk (a cache hit through either server)."""
+
+
 def tpots(result: dict[str, Any]) -> list[float]:
     """Time per output token after the first (s) of each answered request of more than
-    one token."""
-    return [(e2e - first) / (n - 1) for e2e, first, n in
+    one token that was decoded as it streamed: an answer that came in one piece (a cache
+    hit: at most `ONE_PIECE_GAPS` gaps in the client's `itls`) decoded nothing here, and
+    its near-0 time would drag a rung's TPOT median down to nothing."""
+    gaps = result.get("itls")
+    return [(e2e - first) / (n - 1) for i, (e2e, first, n) in enumerate(
             zip(result.get("latencies", []), result.get("ttfts", []),
-                result.get("output_lens", []), strict=False) if e2e and n and n > 1]
+                result.get("output_lens", []), strict=False))
+            if e2e and n and n > 1
+            and (gaps is None or (i < len(gaps) and len(gaps[i]) > ONE_PIECE_GAPS))]
 
 
 def errors_by_reason(result: dict[str, Any]) -> dict[str, int]:

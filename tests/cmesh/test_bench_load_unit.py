@@ -39,6 +39,19 @@ def test_the_sustainable_rate_is_the_last_rung_under_the_slo_before_one_that_is_
     assert sustainable([Rung(1.0, result([0.3], ["Internal Server Error"]))]) is None
 
 
+def test_answers_that_came_in_one_piece_do_not_count_in_the_decode_time() -> None:
+    """Cache hits (role chunk, all the text, the closing chunk: two gaps) beside generated
+    answers of 100 ms a token: the rung's TPOT is the generated ones', so its p95 is not
+    'slower' than its median."""
+    hits_and_decodes = result([0.2] * 6, latencies=[0.21] * 3 + [1.2] * 3)
+    hits_and_decodes["itls"] = [[0.005, 0.005]] * 3 + [[0.1] * 10] * 3
+    rung = Rung(0.5, hits_and_decodes)
+    assert rung.tpot(0.5) == pytest.approx(0.1) and rung.tpot(0.95) == pytest.approx(0.1)
+    assert rung.sustained
+    del hits_and_decodes["itls"]  # without the client's gaps, every answer counts
+    assert Rung(0.5, hits_and_decodes).tpot(0.5) == pytest.approx(0.0505, abs=0.05)
+
+
 def test_a_rung_whose_decode_slows_past_the_growth_bound_is_not_sustained() -> None:
     lowest = Rung(0.5, result([0.3] * 5))  # 100 ms a token
     assert lowest.sustained and lowest.tpot(0.5) == pytest.approx(0.1)
