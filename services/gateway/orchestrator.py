@@ -131,7 +131,8 @@ class _InFlightBook:
         self._by_scope: dict[str, dict[Hashable, InFlight]] = {}
 
     def of(self, scope: str, own: Hashable) -> list[tuple[Hashable, InFlight]]:
-        """The scope's newest `shown` prompts in flight, but `own` (flight keys first)."""
+        """The scope's newest `shown` prompts in flight but `own`, each with its flight
+        key."""
         flights = [(k, v) for k, v in self._by_scope.get(scope, {}).items() if k != own]
         return flights[-self.shown:]
 
@@ -340,11 +341,11 @@ class Orchestrator:
                 yield self._hit_metadata(q, policy, lookup, latency, started)
                 return
             if 0 <= lookup.in_flight < len(others):
-                if scoring is not None:
-                    scoring.cancel()
-                shared = False
+                shared = False  # the flight may have ended meanwhile: then answer it here
                 async for event in self._share(q, policy, others[lookup.in_flight][0],
                                                lookup, deadline, latency, started):
+                    if not shared and scoring is not None:
+                        scoring.cancel()  # a hit needs no score
                     shared = True
                     yield event
                 if shared:

@@ -31,11 +31,11 @@ class FakeCache:
                      want_vector: bool = False,
                      in_flight: Sequence[InFlight] = ()) -> CacheLookup:
         self.lookups += 1
+        self.offered.append([p for p, _ in in_flight])
         await asyncio.sleep(self.delay)
         if self.broken:
             raise ConnectionError("cache down")
         found = self.entries.get((scope.tenant, fingerprint(scope), prompt))
-        self.offered.append([p for p, _ in in_flight])
         if found is None:
             bare = prompt.removeprefix(self.same_prefix or "")
             match = next((i for i, (p, _) in enumerate(in_flight)
@@ -63,11 +63,13 @@ class FakeClassifier:
     broken: bool = False
     calls: int = 0
     given_vectors: int = 0
+    delay: float = 0.0
 
     async def score(self, scope: Scope, prompt: str, timeout: float,
                     vector: tuple[float, ...] = ()) -> float:
         self.calls += 1
         self.given_vectors += bool(vector)
+        await asyncio.sleep(self.delay)
         if self.broken:
             raise ConnectionError("classifier down")
         return 0.9 if "hard" in prompt else 0.1

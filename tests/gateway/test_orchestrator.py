@@ -289,3 +289,23 @@ async def test_with_in_flight_joins_off_no_prompt_is_offered() -> None:
     await asyncio.gather(ask(orch, q("capital of France?")),
                          ask(orch, q("Please, capital of France?")))
     assert cache.offered == [[], []]
+
+
+async def test_a_flight_that_ended_before_it_was_followed_is_answered_afresh() -> None:
+    """The matched flight finished during the slow lookup: the request generates its own
+    answer, with the score that ran beside the lookup (not cancelled for a hit that did
+    not happen)."""
+    orch, cache, classifier, tiers = make(embed_once=False)
+    cache.same_prefix, tiers["small"].delay = "Please, ", 0.02
+    first = orch.ask(q("capital of France?"))
+    assert isinstance(await anext(first), TextDelta)
+    cache.delay = 0.3  # the next lookup outlasts the first answer (its timeout: 0.5 s)
+    classifier.delay = 0.4  # and the score is still on its way when the lookup returns
+    later = asyncio.create_task(ask(orch, q("Please, capital of France?")))
+    async for _ in first:
+        pass
+    text, meta, _ = await later
+    assert cache.offered[-1] == ["capital of France?"]  # it was in flight at the lookup
+    assert text.startswith("small: Please,") and meta.cache_status == "miss"
+    assert meta.classifier_status == "scored" and classifier.calls == 2
+    assert tiers["small"].calls == 2
