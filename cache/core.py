@@ -236,8 +236,9 @@ class SemanticCache:
         prompts = [p for p, _ in in_flight]
         vectors = np.stack([np.asarray(v, dtype=np.float32) for _, v in in_flight])
         match = await asyncio.to_thread(
-            self._decision.in_flight_match, ns, scope.tenant, prompt, vector, prompts,
-            vectors, self.config.similarity_floor)
+            self._decision.in_flight_match, ns, scope.tenant, prompt,
+            np.asarray(vector, dtype=np.float32), prompts, vectors,
+            self.config.similarity_floor)
         if match is not None:
             self.counters.hits += 1
         return match

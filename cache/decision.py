@@ -110,23 +110,20 @@ class HitDecision:
     def in_flight_match(self, ns: str, tenant: str, prompt: str, vector: np.ndarray,
                         prompts: list[str], vectors: np.ndarray,
                         floor: float) -> InFlightMatch | None:
-        """The prompt of `prompts` (answers being generated now, in namespace `ns`) that
-        `prompt` may share an answer with: the best-verified one above the similarity
-        `floor` when it reaches the bound `tenant` needs, else None. The same test as a
-        hit on a stored entry (verifier, rules, δ's bound); touches no cache state."""
-        if not prompts:
+        """The prompt of `prompts` (answers being generated now, in namespace `ns`; their
+        float32 embeddings the rows of `vectors`) that `prompt` may share an answer with:
+        the best-verified one above the similarity `floor` when it reaches the bound
+        `tenant` needs, else None. The same test as a hit on a stored entry (verifier,
+        rules, δ's bound); touches no cache state."""
+        sims = vectors @ vector
+        kept = [i for i in range(len(prompts)) if sims[i] >= floor]
+        if not kept:
             return None
-        sims = np.asarray(vectors, dtype=np.float32) @ np.asarray(vector, dtype=np.float32)
         rows: list[Candidate] = [
-            (0, Entry(id=f"in-flight-{i}", namespace=ns, tenant=tenant, prompt=p, answer="",
-                      vector=np.asarray(vectors[i], dtype=np.float32)), float(sims[i]))
-            for i, p in enumerate(prompts) if sims[i] >= floor]
-        if not rows:
-            return None
-        probs = self.verify([prompt], np.asarray(vector, dtype=np.float32).reshape(1, -1),
-                            rows)
+            (0, Entry(id=f"in-flight-{i}", namespace=ns, tenant=tenant, prompt=prompts[i],
+                      answer="", vector=vectors[i]), float(sims[i])) for i in kept]
+        probs = self.verify([prompt], vector.reshape(1, -1), rows)
         best = int(np.argmax(probs))
         if float(probs[best]) < self.audit.threshold(tenant):
             return None
-        index = int(rows[best][1].id.removeprefix("in-flight-"))
-        return InFlightMatch(index, rows[best][2], float(probs[best]))
+        return InFlightMatch(kept[best], rows[best][2], float(probs[best]))

@@ -50,7 +50,13 @@ from nats.js.errors import APIError, NoStreamResponseError
 from core.errors import DomainError, ErrorKind
 from protos.broker.v1 import broker_pb2
 from services.broker.beacons import TierWatch
-from services.broker.subjects import CANCEL_SUBJECT, consumer_name, job_subject, stream_name
+from services.broker.subjects import (
+    CANCEL_SUBJECT,
+    consumer_name,
+    job_class_of,
+    job_subject,
+    stream_name,
+)
 from services.common.errors import status_of_code
 from services.common.tracing import trace_headers
 
@@ -189,11 +195,10 @@ class JobStream:
         if not self.seq or now - self._asked < _DELIVERY_CHECK_S:
             return False
         self._asked = now
-        job_class = "batch" if self.job.priority == broker_pb2.PRIORITY_BATCH else "interactive"
         try:
             info = await self._client.js.consumer_info(
                 stream_name(self.job.tier, self.job.region),
-                consumer_name(self.job.tier, job_class))
+                consumer_name(self.job.tier, job_class_of(self.job)))
         except Exception:  # the stream is electing a leader, or NATS is reconnecting
             return False
         return int(info.delivered.stream_seq or 0) >= self.seq
@@ -263,7 +268,7 @@ class BrokerClient:
             job_.deadline.FromNanoseconds(int((time.time() + deadline_s) * 1e9))
         deadline = (job_.deadline.seconds + job_.deadline.nanos / 1e9
                     if job_.HasField("deadline") else None)
-        job_class = "batch" if job_.priority == broker_pb2.PRIORITY_BATCH else "interactive"
+        job_class = job_class_of(job_)
         try:
             subject = job_subject(job_.tier, job_class, job_.tenant, job_.region)
         except ValueError as exc:

@@ -25,6 +25,7 @@ from core.generation import Delta, GenerationRequest
 from protos.broker.v1 import broker_pb2
 from services.broker.dispatch import Replica
 from services.broker.scheduler import JobClass
+from services.broker.subjects import job_class_of
 from services.common.convert import (
     finish_reason_to_proto,
     job_to_generation_request,
@@ -115,8 +116,7 @@ def check_job(job: broker_pb2.GenerateJob, tier: str, attempt: int = 1) -> JobRu
     deadline = None
     if job.HasField("deadline"):
         deadline = job.deadline.seconds + job.deadline.nanos / 1e9
-    job_class: JobClass = "batch" if job.priority == broker_pb2.PRIORITY_BATCH else "interactive"
-    return JobRun(job, job_to_generation_request(job), job_class, deadline, attempt,
+    return JobRun(job, job_to_generation_request(job), job_class_of(job), deadline, attempt,
                   list(job.partial_token_ids), job.partial_text)
 
 

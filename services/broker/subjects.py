@@ -22,6 +22,8 @@ import hashlib
 import re
 
 from core.errors import FieldError
+from protos.broker.v1 import broker_pb2
+from services.broker.scheduler import JobClass
 from services.common.regions import check_region, regional_stream
 
 CANCEL_SUBJECT = "broker.cancel"
@@ -63,6 +65,11 @@ def beacon_subject(tier: str, region: str = "") -> str:
 
 def class_filter(tier: str, job_class: str, region: str = "") -> str:
     return f"{queue_root(tier, region)}.{job_class}.*"
+
+
+def job_class_of(job: broker_pb2.GenerateJob) -> JobClass:
+    """The class a job queues in: batch for `PRIORITY_BATCH`, else interactive."""
+    return "batch" if job.priority == broker_pb2.PRIORITY_BATCH else "interactive"
 
 
 def stream_name(tier: str, region: str = "") -> str:
