@@ -128,7 +128,7 @@ class BatchedEmbedder:
     def _encode_rows(self, texts: list[str]) -> list[np.ndarray]:
         if self.threads is not None:
             limit_threads(self.threads)  # runs in the batch's worker thread
-        return list(self.embedder.encode(texts, batch_size=max(len(texts), 1)))
+        return list(self.embedder.encode_requests(texts))
 
     async def __aenter__(self) -> BatchedEmbedder:
         await self._batcher.__aenter__()

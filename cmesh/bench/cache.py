@@ -46,6 +46,7 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "gptcache" / "mock_data.js
 SCOPE = Scope(tenant="bench", sampling=Sampling(temperature=0.0))
 DELTA = 0.15
 CONCURRENCY = 32
+THREADS = 2  # math threads of every side: the raw encode's (torch's default here)
 
 
 def _filled(embedder: Embedder, verifier: CrossVerifier, origins: list[str],
@@ -140,9 +141,11 @@ async def _throughput(embedder: Embedder, verifier: CrossVerifier, origins: list
     async def in_process(q: str) -> bool:
         return (await cache.lookup(SCOPE, q)).hit
 
-    async with (LookupWorker(cache, lambda t: embedder.encode(t, batch_size=max(len(t), 1))),
-                CacheNode(CacheSettings(port=0, delta=DELTA, use_gpu=False), embedder,
-                          verifier) as node,
+    async with (LookupWorker(cache, embedder.encode_requests, threads=THREADS),
+                # the node's math threads as the raw encode's (the service's default of
+                # one is for a node beside vLLM on two cores)
+                CacheNode(CacheSettings(port=0, delta=DELTA, use_gpu=False,
+                                        lookup_threads=THREADS), embedder, verifier) as node,
                 grpc.aio.insecure_channel(f"127.0.0.1:{node.port}") as channel):
         stub = cache_pb2_grpc.CacheStub(channel)
         for p in origins:
@@ -202,7 +205,7 @@ def main(quick: bool = False, as_json: bool = False) -> None:
 
     pairs = load_pairs(DATA)[: 256 if quick else None]
     origins, queries = sorted({p.a for p in pairs}), [p.b for p in pairs]
-    embedder, verifier = Embedder(), CrossVerifier.load(threads=2)
+    embedder, verifier = Embedder(), CrossVerifier.load(threads=THREADS)
     vecs = embedder.encode(origins, batch_size=64)
     n_single = 30 if quick else 100
     _progress(f"{len(origins)} entries embedded; FAISS at 100k")

@@ -16,7 +16,7 @@ def prepare(
     ),
     tiny: bool = typer.Option(True, help="Also build the tiny random Llama for TP tests."),
 ) -> None:
-    """Dequantise SmolLM2, build the tiny TP Llama, and locate MiniLM."""
+    """Dequantise SmolLM2, build the tiny TP Llama, locate MiniLM and export it to ONNX."""
     import logging
 
     from core import models
@@ -26,3 +26,7 @@ def prepare(
     if tiny:
         typer.echo(f"tiny TP:  {models.prepare_tiny_llama(models_dir)}")
     typer.echo(f"minilm:   {models.minilm_path()}")
+    from core.onnx_encoder import plain_stack, prepare
+
+    if plain_stack(models.minilm_path()):
+        typer.echo(f"minilm onnx: {prepare(models.minilm_path())}")

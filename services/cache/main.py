@@ -62,7 +62,7 @@ class CacheNode(ServiceNode[CacheSettings]):
             self.log = open_log(s.log_config(s.nats_url), parts.replica)
         self.cache = SemanticCache(batched.encode_one, parts, self.log)
         await self.stack.enter_async_context(LookupWorker(  # embed + verify lookups
-            self.cache, lambda texts: embedder.encode(texts, batch_size=max(len(texts), 1)),
+            self.cache, embedder.encode_requests,
             s.max_batch, s.max_wait_ms / 1000, threads=s.lookup_threads,
             on_batch=metrics.batch.observe))
         if self.log is not None:

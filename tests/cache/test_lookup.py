@@ -27,7 +27,7 @@ async def test_worker_batches_and_agrees_with_direct_path(make_cache: MakeCache,
             await cache.store(scope, prompt, "answer: " + prompt)
     direct = {(s.tenant, q): await cache.lookup(s, q) for s in SCOPES for q in ASKED}
     sizes: list[int] = []
-    async with LookupWorker(cache, lambda t: embedder.encode(t, batch_size=max(len(t), 1)),
+    async with LookupWorker(cache, embedder.encode_requests,
                             max_wait=0.02, on_batch=sizes.append):
         keys = [(s, q) for s in SCOPES for q in ASKED]
         results = await asyncio.gather(*(cache.lookup(s, q) for s, q in keys))

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from core.batcher import BatchedEmbedder, MicroBatcher
-from core.embedder import Embedder
+from core.embedder import Embedder, thread_budget
 
 
 async def test_concurrent_requests_share_batches() -> None:
@@ -52,19 +52,19 @@ async def test_batches_run_with_the_thread_cap_in_their_worker() -> None:
     import torch
 
     embedder = Embedder()
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
 
     class Recording:
         dim = embedder.dim
 
-        def encode(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-            seen.append(torch.get_num_threads())
-            return embedder.encode(texts, batch_size)
+        def encode_requests(self, texts: list[str]) -> np.ndarray:
+            seen.append((torch.get_num_threads(), thread_budget()))
+            return embedder.encode_requests(texts)
 
     before = torch.get_num_threads()
     async with BatchedEmbedder(Recording(), threads=1) as batched:  # type: ignore[arg-type]
         vectors = await asyncio.gather(*(batched.encode_one(f"q {i}") for i in range(3)))
-    assert seen and set(seen) == {1}
+    assert seen and set(seen) == {(1, 1)}  # torch's pool and ONNX Runtime's budget
     assert torch.get_num_threads() == before
     plain = embedder.encode([f"q {i}" for i in range(3)])
     assert np.allclose(np.stack(vectors), plain, atol=1e-5)
