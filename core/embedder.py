@@ -56,10 +56,10 @@ def thread_budget() -> int:
 
 
 # A micro-batch of concurrent requests is embedded in sub-batches of this many texts
-# (sentence-transformers sorts a call's texts by length first). Each batch is padded to
-# its longest text; 32 concurrent lookups of GPTCache paraphrases (10-60 words) cost
-# 12.1 ms a text as one batch, 8.1 ms in batches of 8, 7.8 ms in 4s and 15.6 ms one by
-# one on 2 cores (`cmesh bench cache` notes, 2026-12-07).
+# (both runtimes sort a call's texts by length first). Each batch is padded to its
+# longest text; 32 concurrent lookups of GPTCache paraphrases (10-60 words) cost 12.1 ms
+# a text as one batch, 8.1 ms in batches of 8, 7.8 ms in 4s and 15.6 ms one by one on 2
+# cores with torch (docs/results/2026-12-07-cache-hit-path.md).
 REQUEST_SUB_BATCH = 8
 
 
