@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from core.onnx_encoder import cpu_session
+
 MAX_LENGTH = 128
 ONNX_NAME = "model.int8.onnx"
 
@@ -74,19 +76,10 @@ class OnnxCrossEncoder:
 
     def __init__(self, folder: str | Path, threads: int = 1,
                  max_length: int = MAX_LENGTH) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         folder = Path(folder)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        # no busy-waiting between calls: spinning pool threads took the cores from the
-        # MiniLM encode that comes next and doubled a lookup's latency (docs/cache.md)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(folder / ONNX_NAME), opts,
-                                            providers=["CPUExecutionProvider"])
+        self.session = cpu_session(folder / ONNX_NAME, threads)
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(max_length)
         self.tokenizer.enable_padding()

@@ -34,6 +34,21 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _EXPORTING = threading.Lock()  # torch.onnx.export is not safe from two threads at once
 
 
+def cpu_session(file: Path, threads: int) -> Any:
+    """An ONNX Runtime CPU session on at most `threads` math threads that never spin:
+    spinning pool threads took the cores from the MiniLM encode that came next and
+    doubled a cache lookup's latency (docs/cache.md). Used by this encoder and the
+    cache's cross-encoder."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(file), opts, providers=["CPUExecutionProvider"])
+
+
 def plain_stack(model_path: Path) -> bool:
     """Whether `model_path` is a transformer + mean pooling + normalisation stack whose
     tokenizer is a `tokenizer.json` (what this encoder reproduces)."""
@@ -126,22 +141,15 @@ class OnnxSentenceEncoder:
         self.tokenizer.enable_truncation(int(config.get("max_seq_length", 256)))
         self.tokenizer.enable_padding()
         self.lowercase = bool(config.get("do_lower_case", False))
+        pooling = json.loads((model_path / "1_Pooling" / "config.json").read_text())
+        self.dim = int(pooling["word_embedding_dimension"])
         self._sessions: dict[int, Any] = {}
         self._lock = threading.Lock()
-        self.dim = int(self.encode(["dimension probe"], threads=1).shape[1])
 
     def _session(self, threads: int) -> Any:
         with self._lock:
             if threads not in self._sessions:
-                import onnxruntime as ort
-
-                opts = ort.SessionOptions()
-                opts.intra_op_num_threads = threads
-                opts.inter_op_num_threads = 1
-                opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-                opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-                self._sessions[threads] = ort.InferenceSession(
-                    str(self.file), opts, providers=["CPUExecutionProvider"])
+                self._sessions[threads] = cpu_session(self.file, threads)
             return self._sessions[threads]
 
     def encode(self, texts: list[str], batch_size: int = 64, threads: int = 1) -> np.ndarray:
@@ -149,7 +157,7 @@ class OnnxSentenceEncoder:
         session = self._session(threads)
         texts = [t.lower() for t in texts] if self.lowercase else texts
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out: np.ndarray | None = None
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             idx = order[start:start + batch_size]
             encs = self.tokenizer.encode_batch([texts[i] for i in idx])
@@ -161,7 +169,5 @@ class OnnxSentenceEncoder:
             weights = mask[..., None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
             pooled /= np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-            if out is None:
-                out = np.zeros((len(texts), pooled.shape[1]), dtype=np.float32)
             out[idx] = pooled
-        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
+        return out

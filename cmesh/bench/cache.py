@@ -46,7 +46,7 @@ DATA = Path(__file__).resolve().parents[2] / "data" / "gptcache" / "mock_data.js
 SCOPE = Scope(tenant="bench", sampling=Sampling(temperature=0.0))
 DELTA = 0.15
 CONCURRENCY = 32
-THREADS = 2  # math threads of every side: the raw encode's (torch's default here)
+THREADS = 2  # math threads of every side: the raw encode's (all cores here)
 
 
 def _filled(embedder: Embedder, verifier: CrossVerifier, origins: list[str],
