@@ -3,11 +3,11 @@ subject and object, sizes, branches, places, amounts) never hit at δ 0.05, whil
 clause-reordered paraphrases do (real MiniLM, FAISS and the shipped verifier).
 
 The rules refuse every swap here and none of the reorderings; whether a reordering
-*hits* is the model's call. With the verifier trained on word-order look-alikes and moved
-clauses (`cache.order_variants`, 2026-12-07) all eight score over the δ 0.05 bound
-(0.481): 0.59-0.95, and one at 0.49, too close to the bound to assert across CPUs'
-int8 kernels, so it is listed apart (`NOT_CERTIFIED`). The verifier before scored six of
-the eight under its bound."""
+*hits* is the model's call. The verifier of 2026-12-08 (written realistic look-alikes,
+QQP's narrowed duplicates read as scope look-alikes) scores seven of the eight over its
+δ 0.05 bound (0.414): 0.53-0.97; one it scores under it is listed apart with its score
+(`KNOWN_MISSES`; its swap must still miss). The verifier of 2026-12-07 scored all eight
+over its lower bound (0.481, one within 0.01 of it), the one before six under it."""
 
 from __future__ import annotations
 
@@ -67,8 +67,10 @@ def test_role_swap_spares_symmetric_and_moved_clauses() -> None:
                      "Does sound travel faster in air than in water?")
 
 
-# A reordering whose score sits within 0.01 of the δ 0.05 bound (0.49 against 0.481).
-NOT_CERTIFIED = {"In January, is Norway colder than Sweden is in February?"}
+# Reorderings the shipped verifier scores under the δ 0.05 bound: a miss, not a wrong hit.
+KNOWN_MISSES = {
+    "To my savings account, transfer 300 dollars from my checking account.": "0.34 / 0.414",
+}
 
 
 @pytest.mark.slow
@@ -79,7 +81,7 @@ async def test_swap_misses_and_reordering_hits_at_strict_delta(
     await cache.store(SCOPE, stored, "answer to " + stored)
     missed = await cache.lookup(SCOPE, swap)
     assert not missed.hit, (swap, missed.probability, cache.threshold)
-    if paraphrase in NOT_CERTIFIED:
+    if paraphrase in KNOWN_MISSES:
         return
     hit = await cache.lookup(SCOPE, paraphrase)
     assert hit.hit, (paraphrase, hit.probability, cache.threshold)

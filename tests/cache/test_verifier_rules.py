@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from cache.alignment import features
+from cache.alignment import added_span, features
 from cache.pairs import Pair
 from cache.variants import look_alike, reword, training_variants
 from cache.verifier import CrossVerifier, contradicts, rival_scores, same_text
@@ -123,3 +123,31 @@ def test_contrasting_terms(a: str, b: str, clash: bool) -> None:
     from cache.verifier import refused
 
     assert refused(a, b) is clash and refused(b, a) is clash
+
+
+@pytest.mark.parametrize(("a", "b", "span"), [
+    ("Is swimming better than cycling for bad knees?",
+     "For bad knees and a bad lower back, is swimming better than cycling?", 2),
+    ("How do I reverse a list in Python?",
+     "How do I reverse a list in Python without changing the original list?", 3),
+    ("How do I learn Python?", "How can I learn Python quickly?", 1),
+    ("How do I learn Python?", "What is the best way to pick up Python?", 0),  # reworded
+    ("How do I sort a list?", "How do I sort a list?", 0),
+])
+def test_added_span_counts_the_new_words_of_an_inserted_restriction(a: str, b: str,
+                                                                     span: int) -> None:
+    assert added_span(a, b) == span
+    if span:
+        assert added_span(b, a) == 0  # the longer text's words are not all in the shorter
+
+
+def test_cache_labels_turn_narrowed_duplicates_into_scope_look_alikes() -> None:
+    from cache.training import cache_labels
+
+    pairs = [Pair("What subjects are studied in schools in England?",
+                  "What subjects (core and electives) are studied in schools in England?", 1),
+             Pair("How do I learn Python?", "How can I learn Python quickly?", 1),
+             Pair("How do I learn Python?", "How do I learn Python for data science jobs?", 0)]
+    out = cache_labels(pairs)
+    assert [p.label for p in out] == [0, 1, 0]
+    assert out[0].kind == "scope" and out[1] == pairs[1] and out[2] == pairs[2]
