@@ -94,7 +94,6 @@ def features(a: str, b: str) -> np.ndarray:
     ], dtype=np.float64)
 
 
-
 def added_span(a: str, b: str) -> int:
     """How many new content words the longest span inserted into `a` brings, when `b`
     keeps every content word of `a` (0 otherwise): a restriction or a condition added to
@@ -108,6 +107,7 @@ def added_span(a: str, b: str) -> int:
     return max((sum(1 for w in _content(wb[j1:j2]) if w not in ca)
                 for op, _, _, j1, j2 in matcher.get_opcodes() if op in ("insert", "replace")),
                default=0)
+
 
 _SYNONYM_STEMS = {(_stem(a), _stem(b)) for a, b in SYNONYMS} | {
     (_stem(b), _stem(a)) for a, b in SYNONYMS}
