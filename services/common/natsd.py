@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import sys
@@ -20,12 +21,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+PORT_FLOOR = 10000
+"""The lowest port `free_port` hands out (above the well-known and most registered ones)."""
+
+_handed_out: set[int] = set()
+
+READY_LINE = "Server is ready"
+"""What nats-server logs once its monitor, gateway and client listeners are open."""
+ROUTES_LINE = "Listening for route connections"
+"""What a clustered nats-server logs after READY_LINE, once its route listener is open."""
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux's default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
 
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port free a moment ago on 127.0.0.1 that this process has not handed out before.
+
+    It is drawn below the kernel's ephemeral range: a port there (what binding port 0
+    gives) can be taken as the local port of any outgoing connection between being chosen
+    and being bound, as a server of a supercluster dials its peers while the next one
+    starts. Only where that range leaves too little room below it does binding port 0 pick.
+    """
+    low, _ = ephemeral_range()
+    draws = random.Random()
+    for _ in range(200):
+        if low - PORT_FLOOR >= 1000:
+            port = draws.randrange(PORT_FLOOR, low)
+        else:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                port = int(sock.getsockname()[1])
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise OSError("no free TCP port found on 127.0.0.1")
 
 
 def nats_server_binary() -> str:
@@ -156,6 +201,8 @@ class NatsServer:
         self._own_dir = store_dir is None
         self.store_dir = Path(store_dir or tempfile.mkdtemp(prefix="cmesh-nats-"))
         self.config_path = self.store_dir.parent / f"{self.store_dir.name}.conf"
+        self.log_path = self.store_dir.parent / f"{self.store_dir.name}.log"
+        """The server's own log (stderr), appended to at each start."""
         self._proc: asyncio.subprocess.Process | None = None
 
     def write_config(self) -> Path:
@@ -187,27 +234,41 @@ class NatsServer:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Start the server and wait until it accepts TCP connections."""
+        """Start the server and wait until its log says it is ready.
+
+        Its own log, not a TCP connect, is the signal: a connect can reach whatever else
+        listens on the port, while this server has already exited for the want of it.
+        """
         if self.running:
             return
         config = self.write_config()
-        self._proc = await asyncio.create_subprocess_exec(
-            nats_server_binary(), "-c", str(config), *self.extra_args,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        )
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                nats_server_binary(), "-c", str(config), *self.extra_args,
+                stdout=asyncio.subprocess.DEVNULL, stderr=log,
+            )
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
+            lines = self._log_since(offset)
             if self._proc.returncode is not None:
-                raise RuntimeError(f"nats-server exited with {self._proc.returncode}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
+                why = [line for line in lines if "[FTL]" in line or "[ERR]" in line]
+                raise RuntimeError(f"nats-server on port {self.port} exited with "
+                                   f"{self._proc.returncode}: {' | '.join(why or lines[-3:])}")
+            if all(any(want in line for line in lines) for want in self._ready_lines()):
                 return
-            except OSError:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError(f"nats-server did not listen on {self.port}") from None
-                await asyncio.sleep(0.05)
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"nats-server on port {self.port} not ready in {timeout} s")
+            await asyncio.sleep(0.05)
+
+    def _ready_lines(self) -> list[str]:
+        clustered = self.cluster is not None or "--cluster" in self.extra_args
+        return [READY_LINE, ROUTES_LINE] if clustered else [READY_LINE]
+
+    def _log_since(self, offset: int) -> list[str]:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace").splitlines()
 
     async def stop(self) -> None:
         """Kill the server (SIGKILL) and wait for it to exit."""
@@ -225,3 +286,4 @@ class NatsServer:
         if self._own_dir:
             shutil.rmtree(self.store_dir, ignore_errors=True)
             self.config_path.unlink(missing_ok=True)
+            self.log_path.unlink(missing_ok=True)
