@@ -109,6 +109,12 @@ def added_span(a: str, b: str) -> int:
                default=0)
 
 
+def scope_added(a: str, b: str, words: int) -> bool:
+    """Either text is the other with a span of `words` or more new content words
+    inserted (`added_span`, both ways round)."""
+    return max(added_span(a, b), added_span(b, a)) >= words
+
+
 _SYNONYM_STEMS = {(_stem(a), _stem(b)) for a, b in SYNONYMS} | {
     (_stem(b), _stem(a)) for a, b in SYNONYMS}
 SLOT_RATIO = 0.7

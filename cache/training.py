@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from cache.alignment import added_span
+from cache.alignment import scope_added
 from cache.crossencoder import build_torch, export_onnx
 from cache.order_variants import order_variants
 from cache.pairs import Pair, file_digest, load_pairs, parts, split, text_hash
@@ -72,7 +72,7 @@ def cache_labels(pairs: list[Pair]) -> list[Pair]:
     `cache.alignment.added_span`) train as scope look-alikes (668 of QQP's 9244 training
     duplicates)."""
     return [replace(p, label=0, kind="scope")
-            if p.label and max(added_span(p.a, p.b), added_span(p.b, p.a)) >= SCOPE_SPAN
+            if p.label and scope_added(p.a, p.b, SCOPE_SPAN)
             else p for p in pairs]
 
 

@@ -234,8 +234,8 @@ WRITTEN_CALIBRATION = ROOT / "data" / "cache" / "calibration"
 def rule_refusals(pairs: list[Pair]) -> dict[str, dict[str, int]]:
     """Per rule (and per shape of `slot_change`, kept or not): how many paraphrases
     (label 1) and look-alikes (label 0) of `pairs` it refuses on its own."""
-    from cache.alignment import role_swap, slot_change, term_order, term_replaced
-    from cache.verifier import contradicts
+    from cache.alignment import role_swap, scope_added, slot_change, term_order, term_replaced
+    from cache.verifier import SCOPE_REFUSED, contradicts
 
     checks: dict[str, Callable[[str, str], bool]] = {
         "numbers_or_operators": contradicts,
@@ -246,6 +246,7 @@ def rule_refusals(pairs: list[Pair]) -> dict[str, dict[str, int]]:
         "term_replaced": term_replaced,
         "term_order": term_order,
         "role_swap": role_swap,
+        "scope_added": lambda a, b: scope_added(a, b, SCOPE_REFUSED),
     }
     out = {name: {"paraphrases": 0, "look_alikes": 0} for name in checks}
     out["pairs"] = {"paraphrases": sum(p.label for p in pairs),

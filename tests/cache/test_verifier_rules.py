@@ -151,3 +151,21 @@ def test_cache_labels_turn_narrowed_duplicates_into_scope_look_alikes() -> None:
     out = cache_labels(pairs)
     assert [p.label for p in out] == [0, 1, 0]
     assert out[0].kind == "scope" and out[1] == pairs[1] and out[2] == pairs[2]
+
+
+@pytest.mark.parametrize(("a", "b", "narrowed"), [
+    ("How do I reverse a list in Python?",
+     "How do I reverse a list in Python without changing the original list?", True),
+    ("What are some examples of simple sentences?",
+     "What are some examples of simple sentences with a simple subject and a compound "
+     "predicate?", True),
+    ("Is swimming better than cycling for bad knees?",  # two new words: left to the model
+     "For bad knees and a bad lower back, is swimming better than cycling?", False),
+    ("How do I learn Python?", "How can I learn Python quickly?", False),
+    ("How do I learn Python?", "What is the best way to pick up Python?", False),
+])
+def test_a_restriction_of_three_words_added_to_an_equal_request_is_refused(
+        a: str, b: str, narrowed: bool) -> None:
+    from cache.verifier import refused
+
+    assert refused(a, b) is narrowed and refused(b, a) is narrowed
