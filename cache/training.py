@@ -120,6 +120,7 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(steps - warm, 1))))
     start, planned = 0, steps
+    extended_from: int | None = None  # the shorter schedule a finished run was extended from
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
@@ -128,6 +129,11 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32
         start = int(state["step"])
         if "torch_rng" in state:  # dropout masks continue as in a run in one go
             torch.set_rng_state(state["torch_rng"])
+        extended_from = state.get("extended_from")
+        if extended_from is None and state.get("planned", steps) != steps:
+            extended_from = int(state["planned"])
+            log(f"extending a {extended_from}-step run to {steps} steps: the learning rate "
+                f"goes on at the {steps}-step schedule's value for step {start}")
         log(f"resumed at step {start}")
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
@@ -155,7 +161,8 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32
             break
         if checkpoint is not None and (step + 1) % checkpoint_every == 0:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                        "sched": sched.state_dict(), "step": step + 1,
+                        "sched": sched.state_dict(), "step": step + 1, "planned": steps,
+                        "extended_from": extended_from,
                         "torch_rng": torch.get_rng_state()}, checkpoint)
     export_onnx(model, tok, out_dir)
     seen = data + written_pairs("stage")
@@ -176,6 +183,8 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32
             "seed": seed, "train_seconds": round(time.time() - t0, 1)}
     if start:
         meta["resumed_from_step"] = start
+    if extended_from is not None:
+        meta["extended_from_steps"] = extended_from
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"exported to {out_dir}; {time.time() - t0:.0f}s")
     from core.embedder import Embedder

@@ -152,10 +152,22 @@ def _reproduce(meta: dict[str, Any], planned: int) -> str:
     """The card's sentence on how `cmesh cache train` reproduces the run."""
     stop = "" if meta["steps"] == planned else f" --stop-at {meta['steps']}"
     resumed = meta.get("resumed_from_step")
+    extended = meta.get("extended_from_steps")
+    if extended:
+        return (f"`cmesh cache train --steps {extended} --checkpoint CKPT`, then `cmesh cache "
+                f"train --steps {planned}{stop} --checkpoint CKPT` on its final checkpoint "
+                f"(training goes on from step {resumed} at the {planned}-step schedule's "
+                "learning rate) reproduces it, then fits the stage and calibrates.")
     how = (f" (the run resumed from its step-{resumed} checkpoint, so its dropout masks "
            "after that step differ from a run in one go)") if resumed else ""
     return (f"`cmesh cache train --steps {planned}{stop}` reproduces it{how}, then fits "
             "the stage and calibrates.")
+
+
+def _since(meta: dict[str, Any]) -> str:
+    """What the card's training time counts from, for a resumed run."""
+    resumed = meta.get("resumed_from_step")
+    return f" from step {resumed}" if resumed else ""
 
 
 def model_card(meta: dict[str, Any]) -> str:
@@ -205,7 +217,7 @@ The hashes of every training text ship in `training_text_hashes.npy`, so
 **Training run.** {meta["steps"]} steps (of a {planned}-step schedule) of
 {meta["batch"]} pairs, max length {meta["max_length"]}, AdamW lr {meta["lr"]} (linear decay,
 word embeddings frozen),
-seed {meta["seed"]}, {meta["train_seconds"]:.0f} s on the shared 2-core CPU.
+seed {meta["seed"]}, {meta["train_seconds"]:.0f} s{_since(meta)} on the shared 2-core CPU.
 {_reproduce(meta, planned)}
 
 **Calibration.** {meta["calibration"]}. For each δ the bound is the lowest

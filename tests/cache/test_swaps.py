@@ -4,10 +4,11 @@ clause-reordered paraphrases do (real MiniLM, FAISS and the shipped verifier).
 
 The rules refuse every swap here and none of the reorderings; whether a reordering
 *hits* is the model's call. The verifier of 2026-12-08 (written realistic look-alikes,
-QQP's narrowed duplicates read as scope look-alikes) scores seven of the eight over its
-δ 0.05 bound (0.414): 0.53-0.97; one it scores under it is listed apart with its score
-(`KNOWN_MISSES`; its swap must still miss). The verifier of 2026-12-07 scored all eight
-over its lower bound (0.481, one within 0.01 of it), the one before six under it."""
+QQP's narrowed duplicates read as scope look-alikes, 3000 steps) scores all eight over its
+δ 0.05 bound (0.368): 0.39-0.97. The lowest sits 0.02 over it, within what int8 kernels
+of another CPU may move, so it is listed apart (`NEAR_THE_BOUND`, with its score) and
+only its swap is asserted. The 2000-step run scored it 0.34 under 0.414, the verifier of
+2026-12-07 all eight over 0.481."""
 
 from __future__ import annotations
 
@@ -68,8 +69,8 @@ def test_role_swap_spares_symmetric_and_moved_clauses() -> None:
 
 
 # Reorderings the shipped verifier scores under the δ 0.05 bound: a miss, not a wrong hit.
-KNOWN_MISSES = {
-    "To my savings account, transfer 300 dollars from my checking account.": "0.34 / 0.414",
+NEAR_THE_BOUND = {
+    "To my savings account, transfer 300 dollars from my checking account.": "0.39 / 0.368",
 }
 
 
@@ -81,7 +82,7 @@ async def test_swap_misses_and_reordering_hits_at_strict_delta(
     await cache.store(SCOPE, stored, "answer to " + stored)
     missed = await cache.lookup(SCOPE, swap)
     assert not missed.hit, (swap, missed.probability, cache.threshold)
-    if paraphrase in KNOWN_MISSES:
+    if paraphrase in NEAR_THE_BOUND:
         return
     hit = await cache.lookup(SCOPE, paraphrase)
     assert hit.hit, (paraphrase, hit.probability, cache.threshold)
