@@ -68,7 +68,8 @@ def test_role_swap_spares_symmetric_and_moved_clauses() -> None:
                      "Does sound travel faster in air than in water?")
 
 
-# Reorderings the shipped verifier scores under the δ 0.05 bound: a miss, not a wrong hit.
+# Reorderings the shipped verifier scores within 0.02 of the δ 0.05 bound (score / bound):
+# another CPU's int8 kernels may put them on either side, so only their swaps are asserted.
 NEAR_THE_BOUND = {
     "To my savings account, transfer 300 dollars from my checking account.": "0.39 / 0.368",
 }
