@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+from cmesh import terminate
 from cmesh.bench.fair import Sample, compare
 from cmesh.output import console, emit
 
@@ -97,5 +98,5 @@ async def _bench(quick: bool) -> dict[str, float]:
 
 def main(quick: bool = False, as_json: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    figures = asyncio.run(_bench(quick))
+    figures = terminate.run(_bench(quick))
     emit("backend: gRPC vs direct AsyncLLM (generated tokens/s), A-B-B-A", figures, as_json)

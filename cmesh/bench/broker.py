@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cmesh import terminate
 from cmesh.bench.fair import Sample, compare, percentile, timed
 from cmesh.output import console, emit
 
@@ -160,6 +161,6 @@ async def _bench(quick: bool, state: Path) -> dict[str, Any]:
 def main(quick: bool = False, as_json: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="cmesh-bench-broker-") as tmp:
-        figures = asyncio.run(_bench(quick, Path(tmp)))
+        figures = terminate.run(_bench(quick, Path(tmp)))
     emit("broker: client -> JetStream -> broker -> backend, against direct gRPC", figures,
          as_json)

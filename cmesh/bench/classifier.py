@@ -16,6 +16,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from cmesh import terminate
+
 _FALLBACK = [
     "What is the capital of France?",
     "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips "
@@ -118,5 +120,5 @@ def main(quick: bool, as_json: bool) -> None:
     from cmesh.output import emit
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    figures = asyncio.run(_run(quick))
+    figures = terminate.run(_run(quick))
     emit("cmesh bench classifier", figures, as_json)

@@ -25,6 +25,7 @@ import statistics
 import time
 from typing import Any
 
+from cmesh import terminate
 from cmesh.output import console, emit
 
 
@@ -195,5 +196,5 @@ async def _bench(quick: bool) -> dict[str, float]:
 
 def main(quick: bool = False, as_json: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    figures = asyncio.run(_bench(quick))
+    figures = terminate.run(_bench(quick))
     emit("gateway: miss overhead and throughput kept", figures, as_json)

@@ -28,6 +28,7 @@ import statistics
 import time
 from typing import Any
 
+from cmesh import terminate
 from cmesh.bench.fair import Sample, compare
 from cmesh.output import console, emit
 
@@ -145,5 +146,5 @@ async def _bench(quick: bool) -> dict[str, float]:
 
 def main(quick: bool = False, as_json: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    figures = asyncio.run(_bench(quick))
+    figures = terminate.run(_bench(quick))
     emit("openai door: added TTFT, throughput kept, TTFT under a batch", figures, as_json)

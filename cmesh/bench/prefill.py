@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from cmesh import terminate
 from cmesh.output import console, emit
 
 
@@ -141,6 +142,6 @@ async def _bench(quick: bool) -> dict[str, Any]:
 
 def main(quick: bool = False, as_json: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    figures = asyncio.run(_bench(quick))
+    figures = terminate.run(_bench(quick))
     emit("cmesh bench prefill: Prefill, then the small tier's answer, A-B-B-A", figures,
          as_json)

@@ -41,6 +41,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from cmesh import terminate
 from cmesh.bench.fair import Sample, compare, percentile
 from cmesh.output import console, emit
 
@@ -257,6 +258,6 @@ async def _bench(quick: bool, state: Path) -> dict[str, Any]:
 def main(quick: bool = False, as_json: bool = False) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="cmesh-bench-regions-") as state:
-        figures = asyncio.run(_bench(quick, Path(state)))
+        figures = terminate.run(_bench(quick, Path(state)))
     emit("cmesh bench regions: failover between two regions, cache replication",
          figures, as_json)

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cmesh import terminate
 from cmesh.bench.fair import Sample, compare, percentile
 from cmesh.bench.load import (
     RunAt,
@@ -536,7 +537,7 @@ def _percentiles(runs: list[dict[str, Any]]) -> dict[str, float | None]:
 
 def main(quick: bool = False, as_json: bool = False, out: Path | None = None,
          soak: bool = False) -> None:
-    figures = asyncio.run(_bench(quick, soak))
+    figures = terminate.run(_bench(quick, soak))
     if out is not None:
         from cmesh.bench.system_report import write_report
         write_report(figures, out)

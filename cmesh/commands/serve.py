@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import json
@@ -10,6 +9,8 @@ import logging
 from pathlib import Path
 
 import typer
+
+from cmesh import terminate
 
 app = typer.Typer(help="Run one service in the foreground (flags pass through).",
                   no_args_is_help=True)
@@ -103,7 +104,7 @@ def up(
                 console.print(f"stack is up ({len(stack.services)} services); Ctrl-C stops it")
                 await wait_for_signal()
 
-    asyncio.run(run())
+    terminate.run(run())
 
 
 def stack_table(stack: object, addresses: dict[str, str]) -> object:
