@@ -69,21 +69,52 @@ def same_text(a: str, b: str) -> bool:
     return a.casefold().split() == b.casefold().split()
 
 
-_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_NUMBER = re.compile(r"([£$€]\s?)?(\d+(?:[.,]\d+)*)([kK]\b)?")
+_GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+")
 _OPERATOR = re.compile(
     r"(?:(?<=[\s\d(])|^)(===|!==|>=|<=|!=|==|[-+*/^%]=|[-+*/^<>=%])(?=[\s\w(.?]|$)")
+
+
+def numbers(text: str) -> list[str]:
+    """The numbers of `text`, written one way: thousands separators dropped ("1,200" and
+    "1200"), a currency amount in thousands multiplied out ("£48k" and "£48,000")."""
+    out = []
+    for m in _NUMBER.finditer(text):
+        currency, digits, thousands = m.groups()
+        if _GROUPED.fullmatch(digits):
+            digits = digits.replace(",", "")
+        if currency and thousands and digits.isdigit():
+            digits = str(int(digits) * 1000)
+        out.append(digits)
+    return out
+
+
+def operators(text: str) -> list[str]:
+    """The operators of `text`, less the signs that only look like one after a number: a
+    percent sign ("25%"), a hyphen into a word ("550-watt", "3-day") and a trailing plus
+    ("80+ Bronze", "18+")."""
+    out = []
+    for m in _OPERATOR.finditer(text):
+        op, before = m.group(1), text[m.start() - 1] if m.start() else ""
+        after = text[m.end():m.end() + 1]
+        if before.isdigit() and (op == "%" or (op == "-" and after.isalpha())
+                                 or (op == "+" and not (after.isdigit() or after == "("))):
+            continue
+        out.append(op)
+    return out
 
 
 def contradicts(a: str, b: str) -> bool:
     """Two texts that cannot ask the same thing: as many numbers on each side but not the
     same ones ("15 % of 200" / "25 % of 200"), or operators on both sides that differ
     ("2+2" / "2-2", "x > 5" / "x < 5", "-3 times -4" / "-3 times 4"). A number spelt
-    out on one side ("3 to the power of 2" / "3 squared") or words for an operator
-    ("2 plus 2" / "2+2") trigger neither."""
-    na, nb = _NUMBER.findall(a), _NUMBER.findall(b)
+    out on one side ("3 to the power of 2" / "3 squared"), words for an operator
+    ("2 plus 2" / "2+2"), or a number written another way (`numbers`, `operators`)
+    trigger neither."""
+    na, nb = numbers(a), numbers(b)
     if na and len(na) == len(nb) and sorted(na) != sorted(nb):
         return True
-    oa, ob = _OPERATOR.findall(a), _OPERATOR.findall(b)
+    oa, ob = operators(a), operators(b)
     return bool(oa) and bool(ob) and sorted(oa) != sorted(ob)
 
 

@@ -17,6 +17,8 @@ from cache.verifier import CrossVerifier, contradicts, rival_scores, same_text
                                                           "What is 25% of 200?"),
     ("What does += do in Python?", "What does -= do in Python?"),
     ("What is -3 times -4?", "What is -3 times 4?"),
+    ("A $1,200 PC parts list", "A $1,500 PC parts list"), ("£48k or more", "£52,000 or more"),
+    ("What is 7 % 3 in Python?", "What is 7 * 3 in Python?"),
 ])
 def test_contradictions(a: str, b: str) -> None:
     assert contradicts(a, b) and contradicts(b, a) and not same_text(a, b)
@@ -27,6 +29,11 @@ def test_contradictions(a: str, b: str) -> None:
                                                     "What is 3 to the power of 2?"),
     ("Is a non-native speaker fluent?", "Is a non native speaker fluent?"),
     ("What is == vs === in JavaScript?", "In JavaScript, how does == differ from ===?"),
+    # the same numbers written another way
+    ("A $1200 PC parts list, please", "Which parts for a $1,200 PC?"),
+    ("Deloitte offered £48k and PwC £52k", "PwC offered £52,000 and Deloitte £48,000"),
+    ("Is a 550 W 80+ Bronze PSU enough?", "Is a 550-watt 80 Plus Bronze PSU enough?"),
+    ("A £60 jacket reduced by 25% in a sale", "A £60 jacket, cut by 25% in a sale"),
 ])
 def test_not_contradictions(a: str, b: str) -> None:
     assert not contradicts(a, b)
