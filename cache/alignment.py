@@ -225,6 +225,43 @@ def role_swap(a: str, b: str) -> bool:
     return False
 
 
+EXCHANGE_WIDTH = 5  # the longest part that may trade places with another
+_SENTENCE_END = frozenset(".?!;:")
+
+
+def exchanged(a: str, b: str) -> bool:
+    """Every word kept and two parts traded places around what stands between them:
+    "If I use 2 buckets of cement, how many buckets of sand" / "... of sand, how many
+    buckets of cement", "a role in account 111 assume a role in account 222" / "... 222 ...
+    111", "do cardio first and then lift weights" / "lift weights first and then do
+    cardio". Each part is at most `EXCHANGE_WIDTH` words and holds a content word; what
+    stands between them holds a word that makes an order (not "and", "or", a determiner,
+    a comma or nothing), so "tea or coffee" / "coffee or tea", "the iPhone 15 and the
+    Pixel 8" / "the Pixel 8 and the iPhone 15" and sentences or clauses trading places
+    are not one. `role_swap` needs both words once in each text;
+    this needs the rest of the wording equal, however often the words recur."""
+    wa, wb = _tokens(a), _tokens(b)
+    if len(wa) != len(wb) or wa == wb or sorted(wa) != sorted(wb):
+        return False
+    lo = 0
+    while wa[lo] == wb[lo]:
+        lo += 1
+    hi = len(wa)
+    while wa[hi - 1] == wb[hi - 1]:
+        hi -= 1
+    ma, mb = wa[lo:hi], wb[lo:hi]
+    for nx in range(1, min(EXCHANGE_WIDTH, len(ma) - 1) + 1):
+        for ny in range(1, min(EXCHANGE_WIDTH, len(ma) - nx) + 1):
+            x, y, mid = ma[:nx], ma[len(ma) - ny:], ma[nx:len(ma) - ny]
+            if mb != y + mid + x or x == y or not (_content(x) and _content(y)):
+                continue
+            if _SENTENCE_END & set(ma):
+                return False  # sentences or their parts trading places
+            if set(mid) - _SYMMETRIC - _DETERMINERS - _PUNCTUATION:
+                return True
+    return False
+
+
 # Terms that answer different questions when one replaces another: each line is one
 # group (a backslash continues it), "|" joins spellings of the same term. Written here;
 # not exhaustive.

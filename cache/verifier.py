@@ -47,6 +47,7 @@ import numpy as np
 
 from cache.alignment import (
     contrasting_terms,
+    exchanged,
     feature_matrix,
     one_slot_swap,
     role_swap,
@@ -130,12 +131,14 @@ written calibration parts 0 / 0; at 2 words QQP's part gave 94 / 74."""
 def refused(a: str, b: str) -> bool:
     """The rules that refuse a pair whatever the model says: numbers or operators that
     disagree, the look-alike's shape, a term of a group replaced by another, two things
-    that trade roles (`role_swap`, either way round), or a restriction of
-    `SCOPE_REFUSED` or more content words added to an otherwise equal request. Each is
-    kept because it refuses far more look-alikes than paraphrases on the calibration
-    parts and the written pairs (`cmesh cache rules`)."""
+    that trade roles (`role_swap`, either way round), two parts of an equal wording that
+    trade places (`exchanged`), or a restriction of `SCOPE_REFUSED` or more content words
+    added to an otherwise equal request. Each is kept because it refuses far more
+    look-alikes than paraphrases on the calibration parts and the written pairs
+    (`cmesh cache rules`; `exchanged`, 2026-12-08: 161 look-alikes, no paraphrase)."""
     return (contradicts(a, b) or one_slot_swap(a, b) or contrasting_terms(a, b)
-            or role_swap(a, b) or role_swap(b, a) or scope_added(a, b, SCOPE_REFUSED))
+            or role_swap(a, b) or role_swap(b, a) or exchanged(a, b)
+            or scope_added(a, b, SCOPE_REFUSED))
 
 
 def stage_inputs(logits: np.ndarray, cached: list[str], asked: list[str],

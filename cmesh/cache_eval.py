@@ -246,7 +246,14 @@ WRITTEN_CALIBRATION = ROOT / "data" / "cache" / "calibration"
 def rule_refusals(pairs: list[Pair]) -> dict[str, dict[str, int]]:
     """Per rule (and per shape of `slot_change`, kept or not): how many paraphrases
     (label 1) and look-alikes (label 0) of `pairs` it refuses on its own."""
-    from cache.alignment import role_swap, scope_added, slot_change, term_order, term_replaced
+    from cache.alignment import (
+        exchanged,
+        role_swap,
+        scope_added,
+        slot_change,
+        term_order,
+        term_replaced,
+    )
     from cache.verifier import SCOPE_REFUSED, contradicts
 
     checks: dict[str, Callable[[str, str], bool]] = {
@@ -259,6 +266,7 @@ def rule_refusals(pairs: list[Pair]) -> dict[str, dict[str, int]]:
         "term_order": term_order,
         "role_swap": role_swap,
         "scope_added": lambda a, b: scope_added(a, b, SCOPE_REFUSED),
+        "exchanged": exchanged,
     }
     out = {name: {"paraphrases": 0, "look_alikes": 0} for name in checks}
     out["pairs"] = {"paraphrases": sum(p.label for p in pairs),
