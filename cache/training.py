@@ -120,7 +120,7 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min((s + 1) / warm, max(0.0, (steps - s) / max(steps - warm, 1))))
     start, planned = 0, steps
-    extended_from: int | None = None  # the shorter schedule a finished run was extended from
+    extended_from: list[int] = []  # the shorter schedules a finished run was extended from
     if checkpoint is not None and checkpoint.is_file():
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
@@ -129,11 +129,13 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32
         start = int(state["step"])
         if "torch_rng" in state:  # dropout masks continue as in a run in one go
             torch.set_rng_state(state["torch_rng"])
-        extended_from = state.get("extended_from")
-        if extended_from is None and state.get("planned", steps) != steps:
-            extended_from = int(state["planned"])
-            log(f"extending a {extended_from}-step run to {steps} steps: the learning rate "
-                f"goes on at the {steps}-step schedule's value for step {start}")
+        before = state.get("extended_from")  # one length in older checkpoints
+        extended_from = [] if before is None else [before] if isinstance(before, int) \
+            else list(before)
+        if state.get("planned", steps) != steps:
+            extended_from.append(int(state["planned"]))
+            log(f"extending a {state['planned']}-step run to {steps} steps: the learning "
+                f"rate goes on at the {steps}-step schedule's value for step {start}")
         log(f"resumed at step {start}")
     loss_fn = torch.nn.BCEWithLogitsLoss()
     model.train()
@@ -183,7 +185,7 @@ def train_model(pairs_path: Path, out_dir: Path, steps: int = 0, batch: int = 32
             "seed": seed, "train_seconds": round(time.time() - t0, 1)}
     if start:
         meta["resumed_from_step"] = start
-    if extended_from is not None:
+    if extended_from:
         meta["extended_from_steps"] = extended_from
     (out_dir / "training.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"exported to {out_dir}; {time.time() - t0:.0f}s")

@@ -152,12 +152,15 @@ def _reproduce(meta: dict[str, Any], planned: int) -> str:
     """The card's sentence on how `cmesh cache train` reproduces the run."""
     stop = "" if meta["steps"] == planned else f" --stop-at {meta['steps']}"
     resumed = meta.get("resumed_from_step")
-    extended = meta.get("extended_from_steps")
+    extended = meta.get("extended_from_steps") or []
     if extended:
-        return (f"`cmesh cache train --steps {extended} --checkpoint CKPT`, then `cmesh cache "
-                f"train --steps {planned}{stop} --checkpoint CKPT` on its final checkpoint "
-                f"(training goes on from step {resumed} at the {planned}-step schedule's "
-                "learning rate) reproduces it, then fits the stage and calibrates.")
+        lengths = [extended] if isinstance(extended, int) else list(extended)
+        first, *more = [f"`cmesh cache train --steps {n} --checkpoint CKPT`" for n in lengths]
+        later = "".join(f", then {c} on its final checkpoint" for c in more)
+        return (f"{first}{later}, then `cmesh cache train --steps {planned}{stop} --checkpoint "
+                f"CKPT` on its final checkpoint (training goes on from step {resumed} at the "
+                f"{planned}-step schedule's learning rate) reproduces it, then fits the stage "
+                "and calibrates.")
     how = (f" (the run resumed from its step-{resumed} checkpoint, so its dropout masks "
            "after that step differ from a run in one go)") if resumed else ""
     return (f"`cmesh cache train --steps {planned}{stop}` reproduces it{how}, then fits "
