@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from cache.alignment import added_span, features
+from cache.alignment import added_span, exchanged, features
 from cache.pairs import Pair
 from cache.variants import look_alike, reword, training_variants
 from cache.verifier import CrossVerifier, contradicts, rival_scores, same_text
@@ -176,3 +176,33 @@ def test_a_restriction_of_three_words_added_to_an_equal_request_is_refused(
     from cache.verifier import refused
 
     assert refused(a, b) is narrowed and refused(b, a) is narrowed
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    # a traded word that recurs elsewhere in the text (what role_swap cannot judge)
+    ("The bag says 1 part cement, 2 parts sand. If I use 2 buckets of cement, how many "
+     "buckets of sand do I need?", "The bag says 1 part cement, 2 parts sand. If I use 2 "
+     "buckets of sand, how many buckets of cement do I need?"),
+    ("A bag has 3 red marbles and 5 blue ones; what is the chance I pick a red one",
+     "A bag has 3 blue marbles and 5 red ones; what is the chance I pick a red one"),
+    # parts of several words, numbers
+    ("I do 30 minutes of cardio first and then lift weights. Is that the right order?",
+     "I lift weights first and then do 30 minutes of cardio. Is that the right order?"),
+    ("Let a role in account 111111111111 assume a role in account 222222222222",
+     "Let a role in account 222222222222 assume a role in account 111111111111"),
+])
+def test_exchanged_parts_are_refused(a: str, b: str) -> None:
+    from cache.verifier import refused
+
+    assert exchanged(a, b) and exchanged(b, a) and refused(a, b)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Should I drink tea or coffee?", "Should I drink coffee or tea?"),
+    ("Compare the iPhone 15 and the Pixel 8", "Compare the Pixel 8 and the iPhone 15"),
+    ("I like apples. I hate pears.", "I hate pears. I like apples."),
+    ("If it rains, cancel the picnic", "Cancel the picnic, if it rains"),
+    ("Convert 5 km to miles", "Convert 5 km into miles"),
+])
+def test_symmetric_or_moved_parts_are_not_exchanges(a: str, b: str) -> None:
+    assert not exchanged(a, b) and not exchanged(b, a)
