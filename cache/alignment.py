@@ -250,13 +250,13 @@ def exchanged(a: str, b: str) -> bool:
     while wa[hi - 1] == wb[hi - 1]:
         hi -= 1
     ma, mb = wa[lo:hi], wb[lo:hi]
+    if _SENTENCE_END & set(ma):
+        return False  # sentences or their parts trading places
     for nx in range(1, min(EXCHANGE_WIDTH, len(ma) - 1) + 1):
         for ny in range(1, min(EXCHANGE_WIDTH, len(ma) - nx) + 1):
             x, y, mid = ma[:nx], ma[len(ma) - ny:], ma[nx:len(ma) - ny]
             if mb != y + mid + x or x == y or not (_content(x) and _content(y)):
                 continue
-            if _SENTENCE_END & set(ma):
-                return False  # sentences or their parts trading places
             if set(mid) - _SYMMETRIC - _DETERMINERS - _PUNCTUATION:
                 return True
     return False
